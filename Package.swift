@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers from the metal up (see README "Layout"): OCRTensor → OCRNN → OCRModel; OCRDistributed is the only module
+// that knows MPI, and the NN layers reach it only through the `ReplicaReducer` protocol they own.
+let numeric: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "ocr-ddp",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "ocr-ddp", targets: ["ocr-ddp"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
+        .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
+        .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
+        .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN"], swiftSettings: numeric),
+        .executableTarget(
+            name: "ocr-ddp",
+            dependencies: [
+                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: numeric),
+        // Comparison against PyTorch fixtures and finite differences, shared by the test targets.
+        .target(name: "OCRTestSupport", dependencies: ["OCRTensor"], path: "Tests/OCRTestSupport"),
+        .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

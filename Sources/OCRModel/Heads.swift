@@ -1,0 +1,106 @@
+import OCRNN
+import OCRTensor
+
+/// mmseg `FCNHead` (decode_head.0), the soft object regions: 3×3 ConvModule → Dropout2d → 1×1 conv_seg.
+/// c3: N×C3×h×w → logits L: N×K×h×w.
+final class FCNHead {
+    let convSeg: Conv2d
+    let conv: ConvBN
+    let dropout: Dropout2d
+
+    init(_ scope: Scope, inChannels: Int, config: ModelConfig, seed: UInt64) {
+        // Registration follows mmseg's state_dict order: the base decode head creates conv_seg first.
+        convSeg = Conv2d(scope.child("conv_seg"), in: config.fcnChannels, out: config.numClasses, kernel: 1,
+                         bias: true, weightInit: .normal(std: 0.01))
+        conv = ConvBN(module: scope.child("convs.0"), in: inChannels, out: config.fcnChannels, kernel: 3)
+        dropout = Dropout2d(scope, probability: config.fcnDropout, seed: seed)
+    }
+
+    func forward(_ c3: Tensor) -> Tensor { convSeg.forward(dropout.forward(conv.forward(c3))) }
+
+    func backward(_ dLogits: Tensor) -> Tensor { conv.backward(dropout.backward(convSeg.backward(dLogits)!))! }
+}
+
+/// mmseg `OCRHead` (decode_head.1) with its ObjectAttentionBlock, the object-contextual representation:
+///   X = bottleneck(c4)                                   N×C×h×w     (3×3 ConvModule)
+///   P = softmax over h·w of the soft regions L           N×K×hw
+///   F_b = X_b·P_bᵀ                                       N×C×K×1     (spatial gather: one vector per class)
+///   Q = query_project(X), Kt = key_project(F), V = value_project(F)   N×M×hw, N×M×K, N×M×K
+///   A = softmax over K of Qᵀ·Kt·M^-½                      N×hw×K
+///   ctx = out_project(V·Aᵀ)                              N×C×h×w
+///   Y = object_context_block.bottleneck(concat[ctx, X])  N×C×h×w     (context first)
+///   logits = conv_seg(Dropout2d(Y))                      N×K×h×w
+final class OCRHead {
+    let convSeg: Conv2d
+    let keyProject: [ConvBN]
+    let queryProject: [ConvBN]
+    let valueProject: ConvBN
+    let outProject: ConvBN
+    let fuse: ConvBN
+    let bottleneck: ConvBN
+    let dropout: Dropout2d
+
+    let regionSoftmax = Softmax(axis: 1)
+    let gather = BatchedMatMul(transB: true)
+    let similarity: BatchedMatMul
+    let attentionSoftmax = Softmax(axis: 2)
+    let attend = BatchedMatMul(transB: true)
+    let concat = ChannelConcat()
+
+    init(_ scope: Scope, inChannels: Int, config: ModelConfig, seed: UInt64) {
+        let (c, m) = (config.ocrChannels, config.ocrMidChannels)
+        convSeg = Conv2d(scope.child("conv_seg"), in: c, out: config.numClasses, kernel: 1, bias: true,
+                         weightInit: .normal(std: 0.01))
+        let block = scope.child("object_context_block")
+        keyProject = [ConvBN(module: block.child("key_project.0"), in: c, out: m, kernel: 1),
+                      ConvBN(module: block.child("key_project.1"), in: m, out: m, kernel: 1)]
+        queryProject = [ConvBN(module: block.child("query_project.0"), in: c, out: m, kernel: 1),
+                        ConvBN(module: block.child("query_project.1"), in: m, out: m, kernel: 1)]
+        valueProject = ConvBN(module: block.child("value_project"), in: c, out: m, kernel: 1)
+        outProject = ConvBN(module: block.child("out_project"), in: m, out: c, kernel: 1)
+        fuse = ConvBN(module: block.child("bottleneck"), in: 2 * c, out: c, kernel: 1)
+        bottleneck = ConvBN(module: scope.child("bottleneck"), in: inChannels, out: c, kernel: 3)
+        dropout = Dropout2d(scope, probability: config.ocrDropout, seed: seed)
+        similarity = BatchedMatMul(transA: true, alpha: 1 / Float(m).squareRoot())
+    }
+
+    func forward(_ c4: Tensor, regions: Tensor) -> Tensor {
+        let x = bottleneck.forward(c4)
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let k = regions.shape[1]
+        let m = keyProject[0].conv.outChannels
+        precondition(regions.shape == [n, k, h, w], "soft regions \(regions.shape) do not match features \(x.shape)")
+        let p = regionSoftmax.forward(regions.reshaped([n * k, h * w]))
+        let f = gather.forward(x, p, batch: n, m: c, n: k, k: h * w, outputShape: [n, c, k, 1])
+        var q = x
+        for layer in queryProject { q = layer.forward(q) }
+        var key = f
+        for layer in keyProject { key = layer.forward(key) }
+        let value = valueProject.forward(f)
+        let s = similarity.forward(q, key, batch: n, m: h * w, n: k, k: m, outputShape: [n, h * w, k])
+        let a = attentionSoftmax.forward(s)
+        let context = attend.forward(value, a, batch: n, m: m, n: h * w, k: k, outputShape: [n, m, h, w])
+        let y = fuse.forward(concat.forward([outProject.forward(context), x]))
+        return convSeg.forward(dropout.forward(y))
+    }
+
+    /// dlogits → (dc4, dL): the OCR loss reaches the soft regions through the gather (they are not detached).
+    func backward(_ dLogits: Tensor) -> (Tensor, Tensor) {
+        let dy = dropout.backward(convSeg.backward(dLogits)!)
+        let parts = concat.backward(fuse.backward(dy)!)
+        let dx = parts[1]
+        let (dValue, dAttention) = attend.backward(outProject.backward(parts[0])!)
+        let (dQuery, dKey) = similarity.backward(attentionSoftmax.backward(dAttention))
+        var g = dQuery
+        for layer in queryProject.reversed() { g = layer.backward(g)! }
+        addInPlace(dx, g)
+        var dF = dKey
+        for layer in keyProject.reversed() { dF = layer.backward(dF)! }
+        addInPlace(dF, valueProject.backward(dValue)!)
+        let (dxGather, dP) = gather.backward(dF)
+        addInPlace(dx, dxGather)
+        let dRegions = regionSoftmax.backward(dP)
+        let dc4 = bottleneck.backward(dx)!
+        return (dc4, dRegions)
+    }
+}

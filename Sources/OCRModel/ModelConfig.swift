@@ -1,0 +1,59 @@
+/// The numbers that define an OCRNet (ResNetV1c-D8 backbone, FCN + OCR heads). Defaults are mmseg's
+/// `ocrnet_r50-d8` on Cityscapes; the YAML config maps onto these fields.
+public struct ModelConfig: Equatable, Sendable {
+    /// ResNet depth: 18, 34 (BasicBlock) or 50, 101 (Bottleneck).
+    public var depth = 50
+    /// Stem width and the planes of layer1 (planes of stage i = base·2^i).
+    public var baseChannels = 64
+    public var numClasses = 19
+    /// FCNHead `channels` (decode_head.0).
+    public var fcnChannels = 256
+    /// OCRHead `channels` (decode_head.1) and `ocr_channels` (the attention width).
+    public var ocrChannels = 512
+    public var ocrMidChannels = 256
+    public var fcnDropout: Float = 0.1
+    public var ocrDropout: Float = 0.1
+    public var auxLossWeight: Float = 0.4
+    public var ocrLossWeight: Float = 1.0
+    public var alignCorners = false
+    public var classWeights: [Float]? = nil
+    /// γ of the last BN in each residual block at initialisation (0 = mmseg's zero_init_residual).
+    public var residualBNInit: Float = 0
+
+    public init() {}
+
+    public var blockCounts: [Int] {
+        switch depth {
+        case 18: [2, 2, 2, 2]
+        case 34: [3, 4, 6, 3]
+        case 50: [3, 4, 6, 3]
+        case 101: [3, 4, 23, 3]
+        case 152: [3, 8, 36, 3]
+        default: preconditionFailure("unsupported ResNet depth \(depth) (expected 18, 34, 50, 101 or 152)")
+        }
+    }
+
+    public var usesBottleneck: Bool { depth >= 50 }
+    public var expansion: Int { usesBottleneck ? 4 : 1 }
+    /// Output channels of layer1..layer4.
+    public var stageChannels: [Int] { (0..<4).map { baseChannels * (1 << $0) * expansion } }
+
+    /// Checks what a config file could get wrong; the message names the offending field.
+    public func validate() throws {
+        struct Invalid: Error, CustomStringConvertible { let description: String }
+        guard [18, 34, 50, 101, 152].contains(depth) else {
+            throw Invalid(description: "model.backbone.depth: \(depth) is not one of 18, 34, 50, 101, 152")
+        }
+        guard baseChannels >= 2, baseChannels % 2 == 0 else {
+            throw Invalid(description: "model.backbone.base_channels: \(baseChannels) must be an even number ≥ 2")
+        }
+        guard numClasses >= 1 else { throw Invalid(description: "model.num_classes: \(numClasses) must be ≥ 1") }
+        for (key, value) in [("decode_head.0.dropout_ratio", fcnDropout), ("decode_head.1.dropout_ratio", ocrDropout)]
+        where !(0..<1).contains(value) {
+            throw Invalid(description: "model.\(key): \(value) must be in [0, 1)")
+        }
+        if let classWeights, classWeights.count != numClasses {
+            throw Invalid(description: "model.class_weight: \(classWeights.count) weights for \(numClasses) classes")
+        }
+    }
+}

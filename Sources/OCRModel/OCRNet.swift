@@ -1,0 +1,86 @@
+import OCRNN
+import OCRTensor
+
+/// The loss terms of one step, each already multiplied by its weight (total = aux + ocr).
+public struct Losses: Equatable {
+    public var total: Float
+    public var aux: Float
+    public var ocr: Float
+}
+
+/// OCRNet: ResNetV1c-D8 backbone, FCN head on c3 giving soft object regions, OCR head on c4. The FCN head runs
+/// once per step and its logits feed both the aux loss and the OCR head's gather (as the paper and the official
+/// code do; mmseg computes it twice). Keys of `store` are mmseg's state_dict keys.
+public final class OCRNet {
+    public let config: ModelConfig
+    public let store = ParameterStore()
+    let backbone: ResNetV1cD8
+    let fcnHead: FCNHead
+    let ocrHead: OCRHead
+    let auxResize: BilinearResize
+    let ocrResize: BilinearResize
+    let auxLoss: CrossEntropyLoss
+    let ocrLoss: CrossEntropyLoss
+    public private(set) var features: [Tensor] = []
+    public private(set) var auxLogits: Tensor?
+    public private(set) var ocrLogits: Tensor?
+
+    /// Builds the network with freshly initialised weights (MODEL.md); `seed` also seeds the dropout masks.
+    public init(config: ModelConfig, seed: UInt64 = 0) {
+        self.config = config
+        let root = store.root
+        backbone = ResNetV1cD8(root.child("backbone"), config: config)
+        let channels = config.stageChannels
+        fcnHead = FCNHead(root.child("decode_head.0"), inChannels: channels[2], config: config, seed: seed &+ 1)
+        ocrHead = OCRHead(root.child("decode_head.1"), inChannels: channels[3], config: config, seed: seed &+ 2)
+        auxResize = BilinearResize(alignCorners: config.alignCorners)
+        ocrResize = BilinearResize(alignCorners: config.alignCorners)
+        auxLoss = CrossEntropyLoss(classWeights: config.classWeights)
+        ocrLoss = CrossEntropyLoss(classWeights: config.classWeights)
+        store.finalize()
+        store.initialize(seed: seed)
+    }
+
+    public var training: Bool {
+        get { store.training }
+        set { store.training = newValue }
+    }
+
+    /// images: N×3×H×W → (soft-region logits, OCR logits), both N×K×H/8×W/8.
+    @discardableResult
+    public func forward(_ images: Tensor) -> (aux: Tensor, ocr: Tensor) {
+        features = backbone.forward(images)
+        let regions = fcnHead.forward(features[2])
+        let logits = ocrHead.forward(features[3], regions: regions)
+        auxLogits = regions
+        ocrLogits = logits
+        return (regions, logits)
+    }
+
+    /// Both heads' logits resized to the label size, cross-entropy with ignore 255, weighted 0.4 / 1.0.
+    public func loss(_ labels: LabelMap) -> Losses {
+        guard let auxLogits, let ocrLogits else { preconditionFailure("loss before forward") }
+        let (h, w) = (labels.shape[1], labels.shape[2])
+        let aux = auxLoss.forward(auxResize.forward(auxLogits, height: h, width: w), labels) * config.auxLossWeight
+        let ocr = ocrLoss.forward(ocrResize.forward(ocrLogits, height: h, width: w), labels) * config.ocrLossWeight
+        return Losses(total: aux + ocr, aux: aux, ocr: ocr)
+    }
+
+    /// Accumulates the gradient of the last `loss` into `store.grads` (zero them first for a fresh step).
+    public func backward() {
+        let dOCR = ocrResize.backward(ocrLoss.backward(scale: config.ocrLossWeight))
+        let (dc4, dRegionsFromGather) = ocrHead.backward(dOCR)
+        let dRegions = auxResize.backward(auxLoss.backward(scale: config.auxLossWeight))
+        addInPlace(dRegions, dRegionsFromGather)
+        let dc3 = fcnHead.backward(dRegions)
+        backbone.backward([nil, nil, dc3, dc4])
+    }
+
+    /// forward, loss and backward of one training step (gradients accumulate).
+    public func step(_ images: Tensor, _ labels: LabelMap) -> Losses {
+        forward(images)
+        let losses = loss(labels)
+        backward()
+        return losses
+    }
+}

@@ -1,0 +1,123 @@
+import OCRNN
+import OCRTensor
+
+/// One residual block of ResNetV1c (style "pytorch": the stride sits on the 3×3 conv).
+/// BasicBlock: 3×3 (stride, dilation) → 3×3; Bottleneck: 1×1 → 3×3 (stride, dilation) → 1×1 (×4 channels).
+/// y = ReLU(branch(x) + shortcut(x)), shortcut = downsample (1×1 conv with the stride + BN) or identity.
+final class ResidualBlock {
+    let convs: [ConvBN]
+    let downsample: ConvBN?
+    let join = ResidualAddReLU()
+
+    init(_ scope: Scope, inChannels: Int, planes: Int, stride: Int, dilation: Int, bottleneck: Bool,
+         residualBNInit: Float) {
+        var convs: [ConvBN] = []
+        func pair(_ i: Int, _ cin: Int, _ cout: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                  dilation: Int = 1, last: Bool) -> ConvBN {
+            ConvBN(conv: scope.child("conv\(i)"), bn: scope.child("bn\(i)"), in: cin, out: cout, kernel: kernel,
+                   stride: stride, padding: padding, dilation: dilation, relu: !last,
+                   bnWeightInit: last ? residualBNInit : 1)
+        }
+        let outChannels: Int
+        if bottleneck {
+            outChannels = planes * 4
+            convs.append(pair(1, inChannels, planes, kernel: 1, last: false))
+            convs.append(pair(2, planes, planes, kernel: 3, stride: stride, padding: dilation, dilation: dilation,
+                              last: false))
+            convs.append(pair(3, planes, outChannels, kernel: 1, last: true))
+        } else {
+            // mmseg's BasicBlock dilates only its first conv; the second is a plain 3×3.
+            outChannels = planes
+            convs.append(pair(1, inChannels, planes, kernel: 3, stride: stride, padding: dilation,
+                              dilation: dilation, last: false))
+            convs.append(pair(2, planes, planes, kernel: 3, padding: 1, last: true))
+        }
+        self.convs = convs
+        if stride != 1 || inChannels != outChannels {
+            downsample = ConvBN(conv: scope.child("downsample.0"), bn: scope.child("downsample.1"),
+                                in: inChannels, out: outChannels, kernel: 1, stride: stride, relu: false)
+        } else {
+            downsample = nil
+        }
+    }
+
+    func forward(_ x: Tensor) -> Tensor {
+        var h = x
+        for c in convs { h = c.forward(h) }
+        return join.forward(h, downsample?.forward(x) ?? x)
+    }
+
+    func backward(_ dy: Tensor) -> Tensor {
+        let d = join.backward(dy)
+        var g = d
+        for c in convs.reversed() { g = c.backward(g)! }
+        addInPlace(g, downsample?.backward(d)! ?? d)
+        return g
+    }
+}
+
+/// ResNetV1c with output stride 8 (mmseg `ResNetV1c`, strides (1,2,1,1), dilations (1,1,2,4), contract_dilation).
+/// x: N×3×H×W → [c1, c2, c3, c4] at strides 4, 8, 8, 8 with `config.stageChannels` channels.
+final class ResNetV1cD8 {
+    let stem: [ConvBN]
+    let pool = MaxPool2d(kernel: 3, stride: 2, padding: 1)
+    let stages: [[ResidualBlock]]
+
+    init(_ scope: Scope, config: ModelConfig) {
+        let base = config.baseChannels
+        let stemWidths = [(3, base / 2), (base / 2, base / 2), (base / 2, base)]
+        stem = stemWidths.enumerated().map { i, io in
+            ConvBN(conv: scope.child("stem.\(3 * i)"), bn: scope.child("stem.\(3 * i + 1)"), in: io.0, out: io.1,
+                   kernel: 3, stride: i == 0 ? 2 : 1, padding: 1, relu: true)
+        }
+        stem[0].conv.needsInputGradient = false
+        let strides = [1, 2, 1, 1], dilations = [1, 1, 2, 4]
+        var inChannels = base
+        var stages: [[ResidualBlock]] = []
+        for (s, count) in config.blockCounts.enumerated() {
+            let planes = base << s
+            var blocks: [ResidualBlock] = []
+            for b in 0..<count {
+                // contract_dilation: the first block of a dilated stage uses half the dilation.
+                let dilation = (b == 0 && dilations[s] > 1) ? dilations[s] / 2 : dilations[s]
+                blocks.append(ResidualBlock(scope.child("layer\(s + 1).\(b)"), inChannels: inChannels, planes: planes,
+                                            stride: b == 0 ? strides[s] : 1, dilation: dilation,
+                                            bottleneck: config.usesBottleneck, residualBNInit: config.residualBNInit))
+                inChannels = planes * config.expansion
+            }
+            stages.append(blocks)
+        }
+        self.stages = stages
+    }
+
+    func forward(_ x: Tensor) -> [Tensor] {
+        var h = x
+        for c in stem { h = c.forward(h) }
+        h = pool.forward(h)
+        var features: [Tensor] = []
+        for stage in stages {
+            for block in stage { h = block.forward(h) }
+            features.append(h)
+        }
+        return features
+    }
+
+    /// Gradients w.r.t. c1..c4 (nil where no head reads that stage) flow back to the stem; the image needs none.
+    func backward(_ featureGrads: [Tensor?]) {
+        var g: Tensor? = nil
+        for s in stride(from: stages.count - 1, through: 0, by: -1) {
+            if let extra = featureGrads[s] {
+                if let current = g { addInPlace(current, extra) } else { g = extra }
+            }
+            guard var d = g else { continue }
+            for block in stages[s].reversed() { d = block.backward(d) }
+            g = d
+        }
+        guard var d = g else { return }
+        d = pool.backward(d)
+        for c in stem.reversed() {
+            guard let next = c.backward(d) else { break }
+            d = next
+        }
+    }
+}

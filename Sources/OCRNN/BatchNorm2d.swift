@@ -1,0 +1,205 @@
+import Foundation
+import OCRTensor
+
+/// Batch normalisation over N, H, W per channel, optionally followed by ReLU in the same pass.
+/// x: N×C×H×W → y: N×C×H×W.
+///
+/// Training: normalise with the biased variance M2/N of the batch (merged across replicas through the store's
+/// `ReplicaReducer`), update running_mean and running_var (unbiased M2/(N−1)) with momentum 0.1 and count
+/// num_batches_tracked. Eval: normalise with the running statistics.
+public final class BatchNorm2d {
+    public let weight: Parameter
+    public let bias: Parameter
+    public let runningMean: Buffer
+    public let runningVar: Buffer
+    public let numBatchesTracked: Counter
+    public let channels: Int
+    public let eps: Double = 1e-5
+    public let momentum: Double = 0.1
+    /// y = max(BN(x), 0); backward masks with y > 0 before the BN backward.
+    public let fusedReLU: Bool
+
+    private let store: ParameterStore
+    private var input: Tensor?
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+    /// Statistics the last forward normalised with, per channel, and the global element count behind them.
+    private var mean: [Double]
+    private var invStd: [Double]
+    private var globalCount = 0.0
+    private var usedBatchStatistics = true
+
+    public init(_ scope: Scope, channels: Int, relu: Bool = false, weightInit: Float = 1) {
+        self.channels = channels
+        self.fusedReLU = relu
+        self.store = scope.store
+        weight = scope.parameter("weight", shape: [channels], initializer: .constant(weightInit))
+        bias = scope.parameter("bias", shape: [channels], initializer: .constant(0))
+        runningMean = scope.buffer("running_mean", shape: [channels])
+        runningVar = scope.buffer("running_var", shape: [channels])
+        runningVar.value.fill(1)
+        numBatchesTracked = scope.counter("num_batches_tracked")
+        mean = Array(repeating: 0, count: channels)
+        invStd = Array(repeating: 1, count: channels)
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.shape.count == 4 && x.shape[1] == channels,
+                     "\(weight.name): input \(x.shape) does not have \(channels) channels")
+        let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
+        input = x
+        usedBatchStatistics = store.training
+        if store.training {
+            computeBatchStatistics(x, n: n, hw: hw)
+        } else {
+            for c in 0..<channels {
+                mean[c] = Double(runningMean.value[c])
+                invStd[c] = 1 / (Double(runningVar.value[c]) + eps).squareRoot()
+            }
+        }
+        let y = Tensor.reuse(&output, shape: x.shape)
+        let relu = fusedReLU
+        mean.withUnsafeBufferPointer { mean in
+            invStd.withUnsafeBufferPointer { invStd in
+                parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
+                    for c in c0..<c1 {
+                        let scale = Float(Double(weight.value[c]) * invStd[c])
+                        let shift = Float(Double(bias.value[c]) - mean[c] * Double(weight.value[c]) * invStd[c])
+                        for i in 0..<n {
+                            let src = x.data + (i * channels + c) * hw
+                            let dst = y.data + (i * channels + c) * hw
+                            if relu {
+                                for j in 0..<hw { dst[j] = Swift.max(src[j] * scale + shift, 0) }
+                            } else {
+                                for j in 0..<hw { dst[j] = src[j] * scale + shift }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Local (count, mean, M2) per channel in double, merged across replicas, then the running-statistics update.
+    private func computeBatchStatistics(_ x: Tensor, n: Int, hw: Int) {
+        var localMean = [Double](repeating: 0, count: channels)
+        var m2 = [Double](repeating: 0, count: channels)
+        localMean.withUnsafeMutableBufferPointer { meanOut in
+            m2.withUnsafeMutableBufferPointer { m2Out in
+                parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
+                    for c in c0..<c1 {
+                        var s = 0.0
+                        for i in 0..<n {
+                            let src = x.data + (i * channels + c) * hw
+                            var t: Float = 0
+                            for j in 0..<hw { t += src[j] }
+                            s += Double(t)
+                        }
+                        let m = n * hw > 0 ? s / Double(n * hw) : 0
+                        var q = 0.0
+                        let mf = Float(m)
+                        for i in 0..<n {
+                            let src = x.data + (i * channels + c) * hw
+                            var t: Float = 0
+                            for j in 0..<hw { let d = src[j] - mf; t += d * d }
+                            q += Double(t)
+                        }
+                        // Correct for evaluating the deviations about the float-rounded mean.
+                        let bias = s - Double(n * hw) * Double(mf)
+                        meanOut[c] = m
+                        m2Out[c] = Swift.max(q - (n * hw > 0 ? bias * bias / Double(n * hw) : 0), 0)
+                    }
+                }
+            }
+        }
+        var count = Double(n * hw)
+        localMean.withUnsafeMutableBufferPointer { meanBuffer in
+            m2.withUnsafeMutableBufferPointer { m2Buffer in
+                store.reducer.mergeBatchStatistics(count: &count, mean: meanBuffer, m2: m2Buffer)
+            }
+        }
+        precondition(count > 1, "\(weight.name): batch norm in training needs more than one value per channel")
+        globalCount = count
+        for c in 0..<channels {
+            mean[c] = localMean[c]
+            let variance = m2[c] / count
+            invStd[c] = 1 / (variance + eps).squareRoot()
+            let unbiased = m2[c] / (count - 1)
+            runningMean.value[c] = Float((1 - momentum) * Double(runningMean.value[c]) + momentum * localMean[c])
+            runningVar.value[c] = Float((1 - momentum) * Double(runningVar.value[c]) + momentum * unbiased)
+        }
+        numBatchesTracked.value += 1
+    }
+
+    /// dy: N×C×H×W → dx: N×C×H×W; accumulates dγ = Σ dy·x̂ and dβ = Σ dy (local sums, averaged later with the other
+    /// gradients). With batch statistics the input gradient needs the global sums Σdy and Σdy·(x−μ):
+    /// dx = γ·invstd·(dy − Σdy/N − (x−μ)·invstd²·Σdy(x−μ)/N).
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard let x = input, let y = output else { preconditionFailure("\(weight.name): backward before forward") }
+        precondition(dy.shape == x.shape, "\(weight.name): gradient \(dy.shape) does not match input \(x.shape)")
+        let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
+        let relu = fusedReLU
+        // sums[c] = Σ dy', sums[C + c] = Σ dy'·(x − μ), with dy' the ReLU-masked gradient.
+        var sums = [Double](repeating: 0, count: 2 * channels)
+        sums.withUnsafeMutableBufferPointer { sums in
+            mean.withUnsafeBufferPointer { mean in
+                parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
+                    for c in c0..<c1 {
+                        var sumDy = 0.0, sumDyXmu = 0.0
+                        let mu = Float(mean[c])
+                        for i in 0..<n {
+                            let off = (i * channels + c) * hw
+                            let (g, xs, ys) = (dy.data + off, x.data + off, y.data + off)
+                            var a: Float = 0, b: Float = 0
+                            if relu {
+                                for j in 0..<hw where ys[j] > 0 { a += g[j]; b += g[j] * (xs[j] - mu) }
+                            } else {
+                                for j in 0..<hw { a += g[j]; b += g[j] * (xs[j] - mu) }
+                            }
+                            sumDy += Double(a); sumDyXmu += Double(b)
+                        }
+                        sums[c] = sumDy
+                        sums[channels + c] = sumDyXmu
+                    }
+                }
+            }
+        }
+        for c in 0..<channels {
+            weight.grad[c] += Float(sums[channels + c] * invStd[c])
+            bias.grad[c] += Float(sums[c])
+        }
+        if usedBatchStatistics {
+            sums.withUnsafeMutableBufferPointer { store.reducer.sumAcrossReplicas($0) }
+        }
+        let dx = Tensor.reuse(&inputGrad, shape: x.shape)
+        let batchStatistics = usedBatchStatistics
+        let count = globalCount
+        sums.withUnsafeBufferPointer { sums in
+            mean.withUnsafeBufferPointer { mean in
+                invStd.withUnsafeBufferPointer { invStd in
+                    parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
+                        for c in c0..<c1 {
+                            let gammaInvStd = Double(weight.value[c]) * invStd[c]
+                            // dx = k·dy' − k·Σdy/N − (x−μ)·k·invstd²·Σdy(x−μ)/N, k = γ·invstd
+                            let k = Float(gammaInvStd)
+                            let shift = batchStatistics ? Float(gammaInvStd * sums[c] / count) : 0
+                            let slope = batchStatistics
+                                ? Float(gammaInvStd * invStd[c] * invStd[c] * sums[channels + c] / count) : 0
+                            let mu = Float(mean[c])
+                            for i in 0..<n {
+                                let off = (i * channels + c) * hw
+                                let (g, xs, ys, d) = (dy.data + off, x.data + off, y.data + off, dx.data + off)
+                                for j in 0..<hw {
+                                    let masked = (!relu || ys[j] > 0) ? g[j] : 0
+                                    d[j] = k * masked - shift - (xs[j] - mu) * slope
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+}

@@ -1,0 +1,121 @@
+import OCRTensor
+
+/// 2-D convolution, NCHW input, OIHW weight, optional bias.
+/// x: N×C×H×W, w: O×C×k×k → y: N×O×Ho×Wo, computed per image as one GEMM y_n = W·col(x_n), where col is the
+/// im2col matrix (C·k·k)×(Ho·Wo); a 1×1 stride-1 convolution multiplies x_n directly.
+public final class Conv2d {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let inChannels, outChannels, kernel, stride, padding, dilation: Int
+    /// False for the first layer of the network, whose input gradient nobody needs.
+    public var needsInputGradient = true
+
+    private let store: ParameterStore
+    private var input: Tensor?
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+
+    public init(_ scope: Scope, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
+                padding: Int = 0, dilation: Int = 1, bias: Bool = false,
+                weightInit: Initializer = .kaimingNormalFanOut, biasInit: Initializer = .constant(0)) {
+        self.inChannels = inChannels; self.outChannels = outChannels; self.kernel = kernel
+        self.stride = stride; self.padding = padding; self.dilation = dilation
+        self.store = scope.store
+        weight = scope.parameter("weight", shape: [outChannels, inChannels, kernel, kernel], initializer: weightInit)
+        self.bias = bias ? scope.parameter("bias", shape: [outChannels], initializer: biasInit) : nil
+    }
+
+    func geometry(_ x: Tensor) -> ConvGeometry {
+        precondition(x.shape.count == 4 && x.shape[1] == inChannels,
+                     "\(weight.name): input \(x.shape) does not have \(inChannels) channels")
+        return ConvGeometry(channels: inChannels, height: x.shape[2], width: x.shape[3], kernelH: kernel,
+                            kernelW: kernel, stride: stride, padding: padding, dilation: dilation)
+    }
+
+    /// 1×1, stride 1, no padding: the image itself is the column matrix.
+    var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let g = geometry(x)
+        let n = x.shape[0]
+        let y = Tensor.reuse(&output, shape: [n, outChannels, g.outHeight, g.outWidth])
+        input = x
+        let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
+        let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
+        for i in 0..<n {
+            let xi = x.data + i * inSize
+            let columns: UnsafePointer<Float>
+            if let col {
+                im2col(xi, g, col)
+                columns = UnsafePointer(col)
+            } else {
+                columns = UnsafePointer(xi)
+            }
+            gemm(m: outChannels, n: g.outPixels, k: g.columnRows, a: weight.value.data, b: columns,
+                 c: y.data + i * outSize)
+        }
+        if let bias {
+            let hw = g.outPixels
+            for i in 0..<n {
+                for o in 0..<outChannels {
+                    let plane = y.data + i * outSize + o * hw
+                    let b = bias.value[o]
+                    for j in 0..<hw { plane[j] += b }
+                }
+            }
+        }
+        return y
+    }
+
+    /// dy: N×O×Ho×Wo → dx: N×C×H×W (nil when not needed); accumulates dW += dy_n·col(x_n)ᵀ and db += Σ dy.
+    @discardableResult
+    public func backward(_ dy: Tensor) -> Tensor? {
+        guard let x = input else { preconditionFailure("\(weight.name): backward before forward") }
+        let g = geometry(x)
+        let n = x.shape[0]
+        let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
+        precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
+        let dx = needsInputGradient ? Tensor.reuse(&inputGrad, shape: x.shape) : nil
+        let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
+        for i in 0..<n {
+            let xi = x.data + i * inSize
+            let dyi = dy.data + i * outSize
+            // dW (O×CKK) += dy_i (O×P) · col_iᵀ (P×CKK)
+            let columns: UnsafePointer<Float>
+            if let col {
+                im2col(xi, g, col)
+                columns = UnsafePointer(col)
+            } else {
+                columns = UnsafePointer(xi)
+            }
+            gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
+                 beta: 1, c: weight.grad.data)
+            guard let dx else { continue }
+            let dxi = dx.data + i * inSize
+            if let col {
+                // dcol (CKK×P) = Wᵀ (CKK×O) · dy_i (O×P), scattered back onto the image.
+                gemm(transA: true, m: g.columnRows, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
+                     c: col)
+                dxi.update(repeating: 0, count: inSize)
+                col2im(col, g, dxi)
+            } else {
+                gemm(transA: true, m: inChannels, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
+                     c: dxi)
+            }
+        }
+        if let bias {
+            let hw = g.outPixels
+            for o in 0..<outChannels {
+                var s = 0.0
+                for i in 0..<n {
+                    let plane = dy.data + i * outSize + o * hw
+                    var t: Float = 0
+                    for j in 0..<hw { t += plane[j] }
+                    s += Double(t)
+                }
+                bias.grad[o] += Float(s)
+            }
+        }
+        return dx
+    }
+}

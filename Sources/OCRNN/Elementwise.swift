@@ -1,0 +1,152 @@
+import OCRTensor
+
+/// y = max(x, 0). x: any shape → y: same shape. Backward masks with y > 0 (the output, so it works in place).
+public final class ReLU {
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+    public init() {}
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let y = Tensor.reuse(&output, shape: x.shape)
+        for i in 0..<x.count { y.data[i] = Swift.max(x.data[i], 0) }
+        return y
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard let y = output else { preconditionFailure("ReLU backward before forward") }
+        let dx = Tensor.reuse(&inputGrad, shape: y.shape)
+        for i in 0..<y.count { dx.data[i] = y.data[i] > 0 ? dy.data[i] : 0 }
+        return dx
+    }
+}
+
+/// The residual join of a ResNet block: y = max(a + b, 0). a, b: same shape → y.
+/// Backward gives the one gradient both branches receive.
+public final class ResidualAddReLU {
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+    public init() {}
+
+    public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "residual add of \(a.shape) and \(b.shape)")
+        let y = Tensor.reuse(&output, shape: a.shape)
+        let (pa, pb, py) = (a.data, b.data, y.data)
+        parallelChunks(a.count, minimumPerChunk: 1 << 16) { s, e in
+            for i in s..<e { py[i] = Swift.max(pa[i] + pb[i], 0) }
+        }
+        return y
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard let y = output else { preconditionFailure("residual backward before forward") }
+        let dx = Tensor.reuse(&inputGrad, shape: y.shape)
+        let (py, pd, pg) = (y.data, dx.data, dy.data)
+        parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
+            for i in s..<e { pd[i] = py[i] > 0 ? pg[i] : 0 }
+        }
+        return dx
+    }
+}
+
+/// a += b elementwise (gradient sums where a tensor feeds several consumers).
+public func addInPlace(_ a: Tensor, _ b: Tensor) {
+    precondition(a.count == b.count, "adding \(b.shape) into \(a.shape)")
+    let (pa, pb) = (a.data, b.data)
+    parallelChunks(a.count, minimumPerChunk: 1 << 16) { s, e in
+        for i in s..<e { pa[i] += pb[i] }
+    }
+}
+
+/// Concatenation along channels. [N×C_i×H×W] → N×ΣC_i×H×W; backward splits the gradient back.
+public final class ChannelConcat {
+    private var channelCounts: [Int] = []
+    private var output: Tensor?
+    private var inputGrads: [Tensor?] = []
+    public init() {}
+
+    public func forward(_ parts: [Tensor]) -> Tensor {
+        let first = parts[0]
+        let (n, h, w) = (first.shape[0], first.shape[2], first.shape[3])
+        for p in parts {
+            precondition(p.shape[0] == n && p.shape[2] == h && p.shape[3] == w,
+                         "concat of \(p.shape) with \(first.shape)")
+        }
+        channelCounts = parts.map { $0.shape[1] }
+        let total = channelCounts.reduce(0, +)
+        let y = Tensor.reuse(&output, shape: [n, total, h, w])
+        let hw = h * w
+        for i in 0..<n {
+            var channel = 0
+            for p in parts {
+                let block = p.shape[1] * hw
+                (y.data + (i * total + channel) * hw).update(from: p.data + i * block, count: block)
+                channel += p.shape[1]
+            }
+        }
+        return y
+    }
+
+    public func backward(_ dy: Tensor) -> [Tensor] {
+        let (n, total, hw) = (dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
+        if inputGrads.count != channelCounts.count { inputGrads = Array(repeating: nil, count: channelCounts.count) }
+        var result: [Tensor] = []
+        var channel = 0
+        for (k, c) in channelCounts.enumerated() {
+            let d = Tensor.reuse(&inputGrads[k], shape: [n, c, dy.shape[2], dy.shape[3]])
+            for i in 0..<n {
+                d.data.advanced(by: i * c * hw).update(from: dy.data + (i * total + channel) * hw, count: c * hw)
+            }
+            result.append(d)
+            channel += c
+        }
+        return result
+    }
+}
+
+/// Dropout2d: zeroes whole channels with probability p and scales the kept ones by 1/(1−p), in training only.
+/// x: N×C×H×W → y: same. The mask of call k is drawn from (seed, k), so a run is reproducible and a resumed run can
+/// continue the sequence by restoring `calls`.
+public final class Dropout2d {
+    public let probability: Float
+    public let seed: UInt64
+    public var calls: UInt64 = 0
+    private let store: ParameterStore
+    private var mask: [Float] = []
+    private var active = false
+    private var output: Tensor?
+    private var inputGrad: Tensor?
+
+    public init(_ scope: Scope, probability: Float, seed: UInt64) {
+        precondition(probability >= 0 && probability < 1, "dropout probability \(probability) outside [0, 1)")
+        self.probability = probability
+        self.seed = seed
+        self.store = scope.store
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        active = store.training && probability > 0
+        guard active else { return x }
+        let (planes, hw) = (x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
+        var rng = SplitMix64(seed: seed, calls)
+        calls += 1
+        let scale = 1 / (1 - probability)
+        mask = (0..<planes).map { _ in rng.uniform() < Double(probability) ? 0 : scale }
+        let y = Tensor.reuse(&output, shape: x.shape)
+        for p in 0..<planes {
+            let m = mask[p]
+            for j in 0..<hw { y.data[p * hw + j] = x.data[p * hw + j] * m }
+        }
+        return y
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard active else { return dy }
+        let (planes, hw) = (dy.shape[0] * dy.shape[1], dy.shape[2] * dy.shape[3])
+        let dx = Tensor.reuse(&inputGrad, shape: dy.shape)
+        for p in 0..<planes {
+            let m = mask[p]
+            for j in 0..<hw { dx.data[p * hw + j] = dy.data[p * hw + j] * m }
+        }
+        return dx
+    }
+}

@@ -1,0 +1,196 @@
+import OCRTensor
+
+/// How a parameter is filled before training when no checkpoint is loaded (MODEL.md "Initialisation").
+public enum Initializer {
+    /// Kaiming normal, mode fan_out, gain √2 (ReLU): std = √(2 / (out_channels·kh·kw)).
+    case kaimingNormalFanOut
+    case constant(Float)
+    case normal(std: Float)
+}
+
+/// A trainable tensor. `value` and `grad` are views into the store's flat buffers (bound by `finalize`), so the
+/// optimizer is one loop and gradient buckets are contiguous slices.
+public final class Parameter {
+    public let name: String
+    public let shape: [Int]
+    public var initializer: Initializer
+    public internal(set) var value: Tensor!
+    public internal(set) var grad: Tensor!
+    /// Offset of this parameter in the flat buffers.
+    public internal(set) var offset = 0
+
+    init(name: String, shape: [Int], initializer: Initializer) {
+        self.name = name; self.shape = shape; self.initializer = initializer
+    }
+}
+
+/// A float state tensor that is not trained (BN running statistics).
+public final class Buffer {
+    public let name: String
+    public let value: Tensor
+    init(name: String, value: Tensor) { self.name = name; self.value = value }
+}
+
+/// An int64 state scalar (BN `num_batches_tracked`).
+public final class Counter {
+    public let name: String
+    public var value: Int64 = 0
+    init(name: String) { self.name = name }
+}
+
+/// One entry of the state dict, in registration (= PyTorch `state_dict()`) order.
+public enum StateEntry {
+    case parameter(Parameter)
+    case buffer(Buffer)
+    case counter(Counter)
+
+    public var name: String {
+        switch self {
+        case .parameter(let p): p.name
+        case .buffer(let b): b.name
+        case .counter(let c): c.name
+        }
+    }
+}
+
+/// Scratch memory shared by the layers of one model (im2col columns and the like). Layers run one at a time, so one
+/// growing buffer serves them all; its contents are undefined between uses.
+public final class Workspace {
+    private var storage: UnsafeMutablePointer<Float>
+    private var capacity: Int
+
+    public init() {
+        capacity = 0
+        storage = .allocate(capacity: 1)
+    }
+
+    deinit { storage.deallocate() }
+
+    /// At least `count` floats; valid until the next call.
+    public func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > capacity {
+            storage.deallocate()
+            storage = .allocate(capacity: count)
+            capacity = count
+        }
+        return storage
+    }
+}
+
+/// Through this seam BatchNorm combines its batch statistics and backward sums with the other replicas'. The NN
+/// layers own the protocol; the distributed module implements it over MPI; `LocalReplica` is the one-process case.
+public protocol ReplicaReducer: AnyObject {
+    /// Merges this replica's per-channel (count, mean, M2 = Σ(x−mean)²) with every replica's, in place, so every
+    /// replica ends with identical global statistics.
+    func mergeBatchStatistics(count: inout Double, mean: UnsafeMutableBufferPointer<Double>,
+                              m2: UnsafeMutableBufferPointer<Double>)
+    /// Sums `values` over all replicas, in place.
+    func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>)
+}
+
+/// The single-process reducer: statistics are already global.
+public final class LocalReplica: ReplicaReducer {
+    public init() {}
+    public func mergeBatchStatistics(count: inout Double, mean: UnsafeMutableBufferPointer<Double>,
+                                     m2: UnsafeMutableBufferPointer<Double>) {}
+    public func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>) {}
+}
+
+/// Everything the layers of one model share: the registry of parameters and state, the training flag, the
+/// workspace, and the replica reducer for batch norm.
+public final class ParameterStore {
+    public private(set) var entries: [StateEntry] = []
+    public private(set) var parameters: [Parameter] = []
+    public private(set) var values: Tensor!
+    public private(set) var grads: Tensor!
+    public var training = true
+    public var reducer: ReplicaReducer = LocalReplica()
+    public let workspace = Workspace()
+
+    public init() {}
+
+    public var root: Scope { Scope(store: self, prefix: "") }
+
+    func register(_ entry: StateEntry) {
+        precondition(values == nil, "\(entry.name) registered after the store was finalized")
+        precondition(!entries.contains { $0.name == entry.name }, "duplicate state key \(entry.name)")
+        entries.append(entry)
+        if case .parameter(let p) = entry { parameters.append(p) }
+    }
+
+    /// Allocates the flat value and gradient buffers and binds every parameter to its view. Parameters are laid out
+    /// in reverse registration order: backward visits layers roughly last-to-first, so gradient buckets taken from
+    /// the front of the buffer fill first.
+    public func finalize() {
+        precondition(values == nil, "finalize called twice")
+        let total = parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        values = Tensor(zeros: [total])
+        grads = Tensor(zeros: [total])
+        var offset = 0
+        for p in parameters.reversed() {
+            p.offset = offset
+            p.value = Tensor(viewOf: values, offset: offset, shape: p.shape)
+            p.grad = Tensor(viewOf: grads, offset: offset, shape: p.shape)
+            offset += p.value.count
+        }
+    }
+
+    public var parameterCount: Int { values?.count ?? 0 }
+
+    public func zeroGrad() { grads.zero() }
+
+    /// Fills every parameter from its initializer, each from its own stream of `seed` so adding a layer does not
+    /// change the others' values; resets running statistics and counters.
+    public func initialize(seed: UInt64) {
+        for (index, entry) in entries.enumerated() {
+            switch entry {
+            case .parameter(let p):
+                var rng = SplitMix64(seed: seed, UInt64(index))
+                switch p.initializer {
+                case .constant(let c): p.value.fill(c)
+                case .normal(let std):
+                    for i in 0..<p.value.count { p.value[i] = Float(rng.normal()) * std }
+                case .kaimingNormalFanOut:
+                    let fanOut = p.shape[0] * p.shape.dropFirst(2).reduce(1, *)
+                    let std = (2.0 / Double(fanOut)).squareRoot()
+                    for i in 0..<p.value.count { p.value[i] = Float(rng.normal() * std) }
+                }
+            case .buffer(let b):
+                b.value.fill(b.name.hasSuffix("running_var") ? 1 : 0)
+            case .counter(let c):
+                c.value = 0
+            }
+        }
+    }
+}
+
+/// A naming context: `scope.child("layer1").child("0")` registers keys `layer1.0.*`, so the module tree spells the
+/// mmseg state-dict keys.
+public struct Scope {
+    public let store: ParameterStore
+    public let prefix: String
+
+    public func child(_ name: String) -> Scope {
+        Scope(store: store, prefix: prefix.isEmpty ? name : "\(prefix).\(name)")
+    }
+
+    func key(_ name: String) -> String { prefix.isEmpty ? name : "\(prefix).\(name)" }
+
+    public func parameter(_ name: String, shape: [Int], initializer: Initializer) -> Parameter {
+        let p = Parameter(name: key(name), shape: shape, initializer: initializer)
+        store.register(.parameter(p))
+        return p
+    }
+
+    public func buffer(_ name: String, shape: [Int]) -> Buffer {
+        let b = Buffer(name: key(name), value: Tensor(zeros: shape))
+        store.register(.buffer(b))
+        return b
+    }
+
+    public func counter(_ name: String) -> Counter {
+        let c = Counter(name: key(name))
+        store.register(.counter(c))
+        return c
+    }
+}

@@ -1,0 +1,95 @@
+/// A dense float32 tensor in row-major (NCHW) order.
+///
+/// Storage is a raw buffer so hot loops take the pointer once and never go through `[Float]`. A tensor either owns
+/// its buffer or is a view into another tensor's (the flat parameter and gradient buffers hand out named views);
+/// a view keeps its owner alive.
+public final class Tensor {
+    public let shape: [Int]
+    public let count: Int
+    public let data: UnsafeMutablePointer<Float>
+    private let owner: Tensor?
+
+    /// A new zero-filled tensor.
+    public init(zeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.data = .allocate(capacity: Swift.max(count, 1))
+        self.data.initialize(repeating: 0, count: Swift.max(count, 1))
+        self.owner = nil
+    }
+
+    public convenience init(shape: [Int], values: [Float]) {
+        self.init(zeros: shape)
+        precondition(values.count == count, "\(values.count) values for shape \(shape)")
+        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+    }
+
+    /// A view of `count(shape)` elements of `base` starting at `offset`.
+    public init(viewOf base: Tensor, offset: Int, shape: [Int]) {
+        let n = shape.reduce(1, *)
+        precondition(offset >= 0 && offset + n <= base.count, "view \(offset)+\(n) outside \(base.count)")
+        self.shape = shape
+        self.count = n
+        self.data = base.data + offset
+        self.owner = base
+    }
+
+    deinit {
+        if owner == nil { data.deallocate() }
+    }
+
+    /// The same storage under another shape with the same element count.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        Tensor(viewOf: self, offset: 0, shape: newShape)
+    }
+
+    public subscript(_ i: Int) -> Float {
+        get { data[i] }
+        set { data[i] = newValue }
+    }
+
+    public var array: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+
+    public func fill(_ value: Float) { data.update(repeating: value, count: count) }
+    public func zero() { fill(0) }
+
+    public func copy(from other: Tensor) {
+        precondition(other.count == count, "copy of \(other.shape) into \(shape)")
+        data.update(from: other.data, count: count)
+    }
+
+    public func clone() -> Tensor {
+        let t = Tensor(zeros: shape)
+        t.copy(from: self)
+        return t
+    }
+
+    /// Dimension `i` of a 4-D NCHW tensor, with a readable failure when the rank is wrong.
+    public func dim(_ i: Int) -> Int {
+        precondition(i < shape.count, "tensor of shape \(shape) has no dimension \(i)")
+        return shape[i]
+    }
+}
+
+extension Tensor {
+    /// `cache` if it already has `shape`, else a new zeroed tensor stored into `cache`: layers keep their outputs and
+    /// gradient buffers across steps so a steady-state step allocates nothing.
+    public static func reuse(_ cache: inout Tensor?, shape: [Int]) -> Tensor {
+        if let existing = cache, existing.shape == shape { return existing }
+        let fresh = Tensor(zeros: shape)
+        cache = fresh
+        return fresh
+    }
+}
+
+/// Integer class labels N×H×W (255 = ignore), kept apart from float tensors so they can never be mixed up.
+public struct LabelMap {
+    public var shape: [Int]
+    public var values: [Int32]
+    public init(shape: [Int], values: [Int32]) {
+        precondition(shape.reduce(1, *) == values.count, "\(values.count) labels for shape \(shape)")
+        self.shape = shape
+        self.values = values
+    }
+}

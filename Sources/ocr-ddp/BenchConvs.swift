@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import OCRNN
+import OCRTensor
+
+/// Times forward and backward of the ResNet-50-D8 + OCR-head convolution shapes and reports GFLOP/s next to what
+/// a single large `cblas_sgemm` reaches on this machine, so the conv kernels are judged against the BLAS peak.
+struct BenchConvs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-convs",
+        abstract: "Benchmark the R50-D8 convolution shapes against the sgemm rate (GFLOP/s).")
+
+    @Option(help: "Input height of the network (the feature maps are at 1/8 of it, the stem at 1/2).")
+    var height = 512
+    @Option(help: "Input width of the network.")
+    var width = 1024
+    @Option(help: "Images per batch.")
+    var batch = 1
+    @Option(help: "BLAS (and kernel) threads.")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Timed repetitions per shape (median reported).")
+    var repeats = 3
+
+    func run() throws {
+        BLAS.setThreads(threads)
+        print("OpenBLAS core: \(BLAS.coreName), threads: \(threads)")
+        let peak = sgemmRate()
+        print(String(format: "sgemm 2048×2048×2048: %.1f GFLOP/s", peak))
+        let (h8, w8) = (height / 8, width / 8)
+        // (name, in, out, kernel, stride, padding, dilation, input H, input W)
+        let shapes: [(String, Int, Int, Int, Int, Int, Int, Int, Int)] = [
+            ("stem.3 3×3 32→32", 32, 32, 3, 1, 1, 1, height / 2, width / 2),
+            ("layer1 1×1 256→64", 256, 64, 1, 1, 0, 1, height / 4, width / 4),
+            ("layer1 3×3 64→64", 64, 64, 3, 1, 1, 1, height / 4, width / 4),
+            ("layer2 3×3 128→128", 128, 128, 3, 1, 1, 1, h8, w8),
+            ("layer3 1×1 1024→256", 1024, 256, 1, 1, 0, 1, h8, w8),
+            ("layer3 3×3 d2 256→256", 256, 256, 3, 1, 2, 2, h8, w8),
+            ("layer4 1×1 512→2048", 512, 2048, 1, 1, 0, 1, h8, w8),
+            ("layer4 3×3 d4 512→512", 512, 512, 3, 1, 4, 4, h8, w8),
+            ("ocr bottleneck 3×3 2048→512", 2048, 512, 3, 1, 1, 1, h8, w8),
+            ("fcn 3×3 1024→256", 1024, 256, 3, 1, 1, 1, h8, w8),
+        ]
+        print("shape                              fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)")
+        for (name, cin, cout, k, s, p, d, h, w) in shapes {
+            let store = ParameterStore()
+            let conv = Conv2d(store.root.child("conv"), in: cin, out: cout, kernel: k, stride: s, padding: p,
+                              dilation: d)
+            store.finalize()
+            store.initialize(seed: 1)
+            let x = Tensor(zeros: [batch, cin, h, w])
+            var rng = SplitMix64(seed: 7)
+            for i in 0..<x.count { x[i] = Float(rng.uniform()) - 0.5 }
+            let y = conv.forward(x)
+            let flops = 2.0 * Double(batch * cout * y.shape[2] * y.shape[3] * cin * k * k)
+            let dy = y.clone()
+            let forward = medianSeconds(repeats) { _ = conv.forward(x) }
+            let backward = medianSeconds(repeats) { conv.backward(dy) }
+            // Backward is two GEMMs of the forward's size (weight and input gradients).
+            let (f, b) = (flops / forward / 1e9, 2 * flops / backward / 1e9)
+            print(String(format: "%-34@ %8.1f  (%5.1f%%)  %10.1f  (%5.1f%%)", name as NSString, f, 100 * f / peak, b,
+                         100 * b / peak))
+        }
+    }
+
+    func sgemmRate() -> Double {
+        let n = 2048
+        let a = Tensor(zeros: [n, n]), b = Tensor(zeros: [n, n]), c = Tensor(zeros: [n, n])
+        a.fill(0.5); b.fill(0.25)
+        let t = medianSeconds(repeats) { gemm(m: n, n: n, k: n, a: a.data, b: b.data, c: c.data) }
+        return 2.0 * Double(n * n * n) / t / 1e9
+    }
+}
+
+/// Median wall time of `repeats` runs of `body` after one warm-up run.
+func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
+    body()
+    var times: [Double] = []
+    for _ in 0..<max(repeats, 1) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    return times.sorted()[times.count / 2]
+}

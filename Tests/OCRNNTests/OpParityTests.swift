@@ -1,0 +1,107 @@
+import OCRNN
+import OCRTensor
+import OCRTestSupport
+import XCTest
+
+/// Each op against PyTorch (float64 reference, Tools/make_golden.py): forward within 1e-5 and gradients within
+/// 1e-4 relative (max |diff| / max |reference|), as TESTING.md gives for single ops.
+final class OpParityTests: XCTestCase {
+    let forwardTolerance = 1e-5
+    let gradientTolerance = 1e-4
+
+    func check(_ name: String, _ actual: Tensor, _ expected: Tensor, _ tolerance: Double,
+               file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(actual.shape, expected.shape, "\(name) shape", file: file, line: line)
+        let c = compare(name, actual, expected)
+        print(c)
+        XCTAssertLessThanOrEqual(c.relativeMax, tolerance, c.description, file: file, line: line)
+    }
+
+    func testConvolutions() throws {
+        for name in ["conv_k3s1p1_bias", "conv_k3s2p1", "conv_k3s1p2d2", "conv_k3s1p4d4", "conv_k1s1_bias",
+                     "conv_k1s2", "conv_k3s2p0"] {
+            let f = try Fixtures.file("ops/\(name).safetensors")
+            let (x, w) = (try f.tensor("x"), try f.tensor("weight"))
+            let meta = { (key: String) in Int(f.metadata[key]!)! }
+            let store = ParameterStore()
+            let conv = Conv2d(store.root.child("conv"), in: w.shape[1], out: w.shape[0], kernel: w.shape[2],
+                              stride: meta("stride"), padding: meta("padding"), dilation: meta("dilation"),
+                              bias: meta("bias") == 1)
+            store.finalize()
+            conv.weight.value.copy(from: w)
+            if let b = conv.bias { b.value.copy(from: try f.tensor("bias")) }
+            check("\(name) y", conv.forward(x), try f.tensor("y"), forwardTolerance)
+            let dx = conv.backward(try f.tensor("dy"))!
+            check("\(name) dx", dx, try f.tensor("dx"), gradientTolerance)
+            check("\(name) dweight", conv.weight.grad, try f.tensor("dweight"), gradientTolerance)
+            if let b = conv.bias { check("\(name) dbias", b.grad, try f.tensor("dbias"), gradientTolerance) }
+        }
+    }
+
+    func testBatchNormTrainAndEval() throws {
+        for name in ["bn_train", "bn_eval"] {
+            let f = try Fixtures.file("ops/\(name).safetensors")
+            let x = try f.tensor("x")
+            let store = ParameterStore()
+            let bn = BatchNorm2d(store.root.child("bn"), channels: x.shape[1])
+            store.finalize()
+            store.training = f.metadata["training"] == "1"
+            bn.weight.value.copy(from: try f.tensor("weight"))
+            bn.bias.value.copy(from: try f.tensor("bias"))
+            bn.runningMean.value.copy(from: try f.tensor("running_mean"))
+            bn.runningVar.value.copy(from: try f.tensor("running_var"))
+            check("\(name) y", bn.forward(x), try f.tensor("y"), forwardTolerance)
+            check("\(name) running_mean", bn.runningMean.value, try f.tensor("running_mean_after"), forwardTolerance)
+            check("\(name) running_var", bn.runningVar.value, try f.tensor("running_var_after"), forwardTolerance)
+            XCTAssertEqual(bn.numBatchesTracked.value, store.training ? 1 : 0)
+            check("\(name) dx", bn.backward(try f.tensor("dy")), try f.tensor("dx"), gradientTolerance)
+            check("\(name) dweight", bn.weight.grad, try f.tensor("dweight"), gradientTolerance)
+            check("\(name) dbias", bn.bias.grad, try f.tensor("dbias"), gradientTolerance)
+        }
+    }
+
+    func testBilinearResize() throws {
+        for name in ["resize_up_acfalse", "resize_up_actrue", "resize_down_acfalse", "resize_down_actrue",
+                     "resize_x8_acfalse", "resize_mixed_acfalse"] {
+            let f = try Fixtures.file("ops/\(name).safetensors")
+            let resize = BilinearResize(alignCorners: f.metadata["align_corners"] == "1")
+            let y = resize.forward(try f.tensor("x"), height: Int(f.metadata["out_h"]!)!,
+                                   width: Int(f.metadata["out_w"]!)!)
+            check("\(name) y", y, try f.tensor("y"), forwardTolerance)
+            check("\(name) dx", resize.backward(try f.tensor("dy")), try f.tensor("dx"), gradientTolerance)
+        }
+    }
+
+    func testSoftmax() throws {
+        for name in ["softmax_axis1", "softmax_axis2"] {
+            let f = try Fixtures.file("ops/\(name).safetensors")
+            let softmax = Softmax(axis: Int(f.metadata["axis"]!)!)
+            check("\(name) y", softmax.forward(try f.tensor("x")), try f.tensor("y"), forwardTolerance)
+            check("\(name) dx", softmax.backward(try f.tensor("dy")), try f.tensor("dx"), gradientTolerance)
+        }
+    }
+
+    func testCrossEntropyWithIgnoredPixelsAndClassWeights() throws {
+        for name in ["ce_plain", "ce_weighted"] {
+            let f = try Fixtures.file("ops/\(name).safetensors")
+            let logits = try f.tensor("logits")
+            let labelEntry = try f.entry("label")
+            let labels = LabelMap(shape: labelEntry.shape, values: try f.int64s("label").map { Int32($0) })
+            XCTAssertTrue(labels.values.contains(255), "fixture should hold ignored pixels")
+            let weights = f.metadata["weighted"] == "1" ? try f.tensor("class_weight").array : nil
+            let ce = CrossEntropyLoss(classWeights: weights)
+            let loss = ce.forward(logits, labels)
+            check("\(name) loss", Tensor(shape: [1], values: [loss]), try f.tensor("loss"), forwardTolerance)
+            check("\(name) dlogits", ce.backward(), try f.tensor("dlogits"), gradientTolerance)
+        }
+    }
+
+    func testMaxPool() throws {
+        for name in ["maxpool", "maxpool_even"] {
+            let f = try Fixtures.file("ops/\(name).safetensors")
+            let pool = MaxPool2d(kernel: 3, stride: 2, padding: 1)
+            check("\(name) y", pool.forward(try f.tensor("x")), try f.tensor("y"), forwardTolerance)
+            check("\(name) dx", pool.backward(try f.tensor("dy")), try f.tensor("dx"), gradientTolerance)
+        }
+    }
+}

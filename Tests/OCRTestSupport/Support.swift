@@ -1,0 +1,105 @@
+import Foundation
+import OCRTensor
+
+/// The committed golden data written by Tools/make_golden.py.
+public enum Fixtures {
+    public static let directory = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    public static func file(_ relativePath: String) throws -> SafetensorsFile {
+        try SafetensorsFile(path: directory.appendingPathComponent(relativePath).path)
+    }
+
+    public static func url(_ relativePath: String) -> URL { directory.appendingPathComponent(relativePath) }
+}
+
+/// How far a tensor is from its reference: max |a − e| over max |e| (the "relative" of TESTING.md), where it
+/// happens, and the relative Frobenius norm ‖a − e‖ / ‖e‖.
+public struct Comparison: CustomStringConvertible {
+    public let name: String
+    public let maxAbsDiff: Double
+    public let worstIndex: [Int]
+    public let actualAtWorst: Float
+    public let expectedAtWorst: Float
+    public let referenceScale: Double
+    public let relativeNorm: Double
+
+    public var relativeMax: Double { maxAbsDiff / max(referenceScale, 1e-30) }
+
+    public var description: String {
+        String(format: "%@: max|diff| %.3e at %@ (got %.6g, want %.6g), relative %.3e, norm-relative %.3e",
+               name, maxAbsDiff, "\(worstIndex)", actualAtWorst, expectedAtWorst, relativeMax, relativeNorm)
+    }
+}
+
+public func compare(_ name: String, _ actual: Tensor, _ expected: Tensor) -> Comparison {
+    precondition(actual.count == expected.count, "\(name): \(actual.shape) vs reference \(expected.shape)")
+    var worst = 0, maxDiff = 0.0, scale = 0.0, diffSq = 0.0, refSq = 0.0
+    for i in 0..<actual.count {
+        let (a, e) = (Double(actual[i]), Double(expected[i]))
+        let d = abs(a - e)
+        if d > maxDiff || d.isNaN { maxDiff = d.isNaN ? .infinity : d; worst = i }
+        scale = max(scale, abs(e))
+        diffSq += (a - e) * (a - e); refSq += e * e
+    }
+    var index: [Int] = []
+    var rest = worst
+    for d in expected.shape.reversed() { index.insert(rest % max(d, 1), at: 0); rest /= max(d, 1) }
+    return Comparison(name: name, maxAbsDiff: maxDiff, worstIndex: index,
+                      actualAtWorst: actual.count > 0 ? actual[worst] : 0,
+                      expectedAtWorst: expected.count > 0 ? expected[worst] : 0,
+                      referenceScale: scale, relativeNorm: refSq > 0 ? (diffSq / refSq).squareRoot() : diffSq.squareRoot())
+}
+
+/// Random tensor with entries uniform in [lo, hi).
+public func randomTensor(_ shape: [Int], seed: UInt64, lo: Float = -1, hi: Float = 1) -> Tensor {
+    var rng = SplitMix64(seed: seed)
+    let t = Tensor(zeros: shape)
+    for i in 0..<t.count { t[i] = lo + (hi - lo) * Float(rng.uniform()) }
+    return t
+}
+
+/// Σ y·r in double: the scalar whose gradient w.r.t. y is r.
+public func dot(_ y: Tensor, _ r: Tensor) -> Double {
+    var s = 0.0
+    for i in 0..<y.count { s += Double(y[i]) * Double(r[i]) }
+    return s
+}
+
+/// One coordinate where the analytic and the central-difference gradient disagree beyond tolerance.
+public struct GradientMismatch: CustomStringConvertible {
+    public let name: String, index: Int, analytic: Double, numeric: Double
+    public var description: String {
+        String(format: "%@[%d]: analytic %.6g, finite difference %.6g", name, index, analytic, numeric)
+    }
+}
+
+/// Central differences (L(v+h) − L(v−h)) / 2h at `samples` coordinates of `variable` (all if fewer), compared to
+/// `analytic`: a mismatch is |a − n| > tolerance·max(|a|, |n|, floor), with `floor` = the gradient's largest entry
+/// times 0.1 so near-zero entries are judged on the tensor's scale.
+public func finiteDifferenceMismatches(
+    _ name: String, variable: Tensor, analytic: Tensor, samples: Int = 24, step: Float = 1e-2,
+    tolerance: Double = 2e-2, seed: UInt64 = 99, loss: () -> Double
+) -> [GradientMismatch] {
+    precondition(variable.count == analytic.count)
+    var rng = SplitMix64(seed: seed)
+    let indices = variable.count <= samples
+        ? Array(0..<variable.count) : (0..<samples).map { _ in Int(rng.next() % UInt64(variable.count)) }
+    var largest = 0.0
+    for i in 0..<analytic.count { largest = max(largest, abs(Double(analytic[i]))) }
+    var mismatches: [GradientMismatch] = []
+    for i in indices {
+        let original = variable[i]
+        variable[i] = original + step
+        let up = loss()
+        variable[i] = original - step
+        let down = loss()
+        variable[i] = original
+        let numeric = (up - down) / (2 * Double(step))
+        let a = Double(analytic[i])
+        if abs(a - numeric) > tolerance * max(abs(a), abs(numeric), 0.1 * largest) {
+            mismatches.append(GradientMismatch(name: name, index: i, analytic: a, numeric: numeric))
+        }
+    }
+    return mismatches
+}
