@@ -1,0 +1,110 @@
+import Foundation
+import OCRModel
+import OCRNN
+import OCRTensor
+import OCRTestSupport
+import XCTest
+
+/// Whole OCRNet against the PyTorch reference (float64, mmseg key names) at reduced width: forward tight, every
+/// parameter gradient per tensor, BN running statistics after the training forward.
+final class ModelParityTests: XCTestCase {
+    func config(from f: SafetensorsFile) -> ModelConfig {
+        let meta = { (key: String) in Int(f.metadata[key]!)! }
+        var c = ModelConfig()
+        c.depth = meta("depth")
+        c.baseChannels = meta("base_channels")
+        c.fcnChannels = meta("fcn_channels")
+        c.ocrChannels = meta("ocr_channels")
+        c.ocrMidChannels = meta("ocr_mid_channels")
+        c.numClasses = meta("num_classes")
+        c.fcnDropout = 0
+        c.ocrDropout = 0
+        return c
+    }
+
+    func assertClose(_ name: String, _ actual: Tensor, _ expected: Tensor, relativeMax: Double,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(actual.shape, expected.shape, "\(name) shape", file: file, line: line)
+        let c = compare(name, actual, expected)
+        XCTAssertLessThanOrEqual(c.relativeMax, relativeMax, c.description, file: file, line: line)
+    }
+
+    func runParity(_ fixture: String) throws {
+        let f = try Fixtures.file("model/\(fixture).safetensors")
+        let model = OCRNet(config: config(from: f))
+        let report = try model.store.loadStateDict(from: f, prefix: "param.")
+        XCTAssertTrue(report.isComplete, "fixture weights do not match the model layout:\n\(report)")
+
+        let labelEntry = try f.entry("label")
+        let labels = LabelMap(shape: labelEntry.shape, values: try f.int64s("label").map { Int32($0) })
+        model.store.zeroGrad()
+        let (aux, ocr) = model.forward(try f.tensor("input"))
+        for (i, feature) in model.features.enumerated() {
+            assertClose("\(fixture) c\(i + 1)", feature, try f.tensor("feat.c\(i + 1)"), relativeMax: 1e-4)
+        }
+        assertClose("\(fixture) aux logits", aux, try f.tensor("out.aux_logits"), relativeMax: 1e-4)
+        assertClose("\(fixture) ocr logits", ocr, try f.tensor("out.ocr_logits"), relativeMax: 1e-4)
+        let losses = model.loss(labels)
+        // The fixture stores each head's plain cross-entropy; ours are weighted (0.4, 1.0) so they sum to the total.
+        let terms = [("loss_aux", losses.aux, 0.4), ("loss_ocr", losses.ocr, 1.0), ("loss", losses.total, 1.0)]
+        for (name, value, weight) in terms {
+            let want = try f.tensor("out.\(name)")[0] * Float(weight)
+            XCTAssertEqual(Double(value), Double(want), accuracy: 1e-5 * Double(abs(want)), "\(fixture) \(name)")
+        }
+        model.backward()
+
+        // Per-tensor gradients. TESTING.md: whole-model float32 gradients cannot promise 1e-3 per element in
+        // general; at this size they do (measured ≤ 2e-4), so the per-element bound is kept and the norm bound of
+        // TESTING.md (2e-2 over the update) is checked as well.
+        var worst: Comparison?
+        var diffSquares = 0.0, refSquares = 0.0
+        for p in model.store.parameters {
+            let expected = try f.tensor("grad.\(p.name)")
+            let c = compare("\(fixture) grad \(p.name)", p.grad, expected)
+            XCTAssertLessThanOrEqual(c.relativeMax, 1e-3, c.description)
+            if worst == nil || c.relativeMax > worst!.relativeMax { worst = c }
+            for i in 0..<expected.count {
+                let d = Double(p.grad[i]) - Double(expected[i])
+                diffSquares += d * d
+                refSquares += Double(expected[i]) * Double(expected[i])
+            }
+        }
+        print("worst gradient: \(worst!)")
+        XCTAssertLessThanOrEqual((diffSquares / refSquares).squareRoot(), 2e-2, "whole-update gradient norm")
+
+        for entry in model.store.entries {
+            switch entry {
+            case .buffer(let b):
+                assertClose("\(fixture) \(b.name) after forward", b.value, try f.tensor("after.\(b.name)"),
+                            relativeMax: 1e-4)
+            case .counter(let c):
+                XCTAssertEqual(c.value, try f.int64s("after.\(c.name)")[0], c.name)
+            case .parameter:
+                break
+            }
+        }
+    }
+
+    func testResNet18D8MatchesPyTorch() throws { try runParity("r18") }
+
+    func testResNet50D8MatchesPyTorch() throws { try runParity("r50") }
+
+    /// The full-width models have exactly mmseg's state_dict keys, shapes, dtypes and order.
+    func testFullWidthKeyListsMatchMMSeg() throws {
+        for (depth, file) in [(50, "r50_full_keys.json"), (101, "r101_full_keys.json"), (18, "r18_full_keys.json")] {
+            let data = try Data(contentsOf: Fixtures.url("model/\(file)"))
+            let expected = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
+            var config = ModelConfig()
+            config.depth = depth
+            let layout = OCRNet(config: config).store.stateLayout
+            XCTAssertEqual(layout.count, expected.count, "\(file): number of state entries")
+            for (ours, theirs) in zip(layout, expected) {
+                let name = theirs["name"] as! String
+                XCTAssertEqual(ours.name, name, "\(file): key order")
+                XCTAssertEqual(ours.shape, theirs["shape"] as! [Int], "\(file): shape of \(name)")
+                XCTAssertEqual(ours.dtype, theirs["dtype"] as! String, "\(file): dtype of \(name)")
+                if ours.name != name { break }
+            }
+        }
+    }
+}
