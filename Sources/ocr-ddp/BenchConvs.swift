@@ -40,7 +40,7 @@ struct BenchConvs: ParsableCommand {
             ("ocr bottleneck 3×3 2048→512", 2048, 512, 3, 1, 1, 1, h8, w8),
             ("fcn 3×3 1024→256", 1024, 256, 3, 1, 1, 1, h8, w8),
         ]
-        print("shape                              fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)")
+        print("shape                          fwd GFLOP/s (%sgemm) bwd GFLOP/s (%sgemm) GEMM-only (%sgemm)  fwd ms  bwd ms im2col ms")
         for (name, cin, cout, k, s, p, d, h, w) in shapes {
             let store = ParameterStore()
             let conv = Conv2d(store.root.child("conv"), in: cin, out: cout, kernel: k, stride: s, padding: p,
@@ -55,10 +55,25 @@ struct BenchConvs: ParsableCommand {
             let dy = y.clone()
             let forward = medianSeconds(repeats) { _ = conv.forward(x) }
             let backward = medianSeconds(repeats) { conv.backward(dy) }
+            let g = ConvGeometry(channels: cin, height: h, width: w, kernelH: k, kernelW: k, stride: s, padding: p,
+                                 dilation: d)
+            let col = Tensor(zeros: [g.columnRows * g.outPixels])
+            let unfold = k == 1 && s == 1 ? 0 : medianSeconds(repeats) {
+                for i in 0..<batch { im2col(x.data + i * cin * h * w, g, col.data) }
+            }
+            // The same GEMM alone (no im2col, no bias): the ceiling OpenBLAS sets for this shape.
+            let gemmOnly = medianSeconds(repeats) {
+                for i in 0..<batch {
+                    gemm(m: cout, n: g.outPixels, k: g.columnRows, a: conv.weight.value.data, b: col.data,
+                         c: y.data + i * cout * g.outPixels)
+                }
+            }
             // Backward is two GEMMs of the forward's size (weight and input gradients).
             let (f, b) = (flops / forward / 1e9, 2 * flops / backward / 1e9)
-            print(String(format: "%-34@ %8.1f  (%5.1f%%)  %10.1f  (%5.1f%%)", name as NSString, f, 100 * f / peak, b,
-                         100 * b / peak))
+            print(name.padding(toLength: 30, withPad: " ", startingAt: 0)
+                  + String(format: " %8.1f (%5.1f%%) %8.1f (%5.1f%%) %8.1f (%5.1f%%) %7.2f %7.2f %7.2f", f, 100 * f / peak,
+                           b, 100 * b / peak, flops / gemmOnly / 1e9, 100 * flops / gemmOnly / 1e9 / peak,
+                           forward * 1e3, backward * 1e3, unfold * 1e3))
         }
     }
 
