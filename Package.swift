@@ -20,11 +20,13 @@ let package = Package(
         .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
-        .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN"], swiftSettings: numeric),
+        .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN", "OCRTensor"], swiftSettings: numeric),
+        .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed"],
+                swiftSettings: numeric),
         .executableTarget(
             name: "ocr-ddp",
             dependencies: [
-                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed",
+                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numeric),
@@ -33,6 +35,8 @@ let package = Package(
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
+        // Launches the ocr-ddp executable under mpirun.
+        .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -6,6 +6,10 @@ public struct Losses: Equatable {
     public var total: Float
     public var aux: Float
     public var ocr: Float
+
+    public init(total: Float, aux: Float, ocr: Float) {
+        self.total = total; self.aux = aux; self.ocr = ocr
+    }
 }
 
 /// OCRNet: ResNetV1c-D8 backbone, FCN head on c3 giving soft object regions, OCR head on c4. The FCN head runs
@@ -39,6 +43,24 @@ public final class OCRNet {
         ocrLoss = CrossEntropyLoss(classWeights: config.classWeights)
         store.finalize()
         store.initialize(seed: seed)
+        layoutParametersInBackwardOrder()
+    }
+
+    /// Lays the flat buffers out in the order backward finishes each gradient, traced once on a small input in
+    /// eval mode (which leaves running statistics and dropout untouched and needs no other replica), so gradient
+    /// buckets taken front to back complete in order while backward is still running.
+    private func layoutParametersInBackwardOrder() {
+        var order: [Parameter] = []
+        training = false
+        store.gradientReady = { order.append($0) }
+        let side = 32   // the 1/8 feature map is then 4×4
+        forward(Tensor(zeros: [1, 3, side, side]))
+        _ = loss(LabelMap(shape: [1, side, side], values: Array(repeating: 0, count: side * side)))
+        backward()
+        store.gradientReady = nil
+        training = true
+        store.relayout(order: order)
+        features = []; auxLogits = nil; ocrLogits = nil
     }
 
     public var training: Bool {

@@ -89,26 +89,21 @@ public final class BatchNorm2d {
             m2.withUnsafeMutableBufferPointer { m2Out in
                 parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
                     for c in c0..<c1 {
+                        // Double accumulation: the statistics of a batch split over ranks and merged then agree with
+                        // those of the whole batch to ~1e-16, so both round to the same float32 normalisation.
                         var s = 0.0
                         for i in 0..<n {
                             let src = x.data + (i * channels + c) * hw
-                            var t: Float = 0
-                            for j in 0..<hw { t += src[j] }
-                            s += Double(t)
+                            for j in 0..<hw { s += Double(src[j]) }
                         }
                         let m = n * hw > 0 ? s / Double(n * hw) : 0
                         var q = 0.0
-                        let mf = Float(m)
                         for i in 0..<n {
                             let src = x.data + (i * channels + c) * hw
-                            var t: Float = 0
-                            for j in 0..<hw { let d = src[j] - mf; t += d * d }
-                            q += Double(t)
+                            for j in 0..<hw { let d = Double(src[j]) - m; q += d * d }
                         }
-                        // Correct for evaluating the deviations about the float-rounded mean.
-                        let bias = s - Double(n * hw) * Double(mf)
                         meanOut[c] = m
-                        m2Out[c] = Swift.max(q - (n * hw > 0 ? bias * bias / Double(n * hw) : 0), 0)
+                        m2Out[c] = q
                     }
                 }
             }
@@ -140,35 +135,38 @@ public final class BatchNorm2d {
         precondition(dy.shape == x.shape, "\(weight.name): gradient \(dy.shape) does not match input \(x.shape)")
         let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
         let relu = fusedReLU
-        // sums[c] = Σ dy', sums[C + c] = Σ dy'·(x − μ), with dy' the ReLU-masked gradient.
+        // sums[c] = Σ dy', sums[C + c] = Σ dy'·(x − μ), with dy' the ReLU-masked gradient; dγ and dβ are added image
+        // by image (float), so a batch split over ranks rounds exactly as the whole batch does in one process.
         var sums = [Double](repeating: 0, count: 2 * channels)
         sums.withUnsafeMutableBufferPointer { sums in
             mean.withUnsafeBufferPointer { mean in
-                parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
-                    for c in c0..<c1 {
-                        var sumDy = 0.0, sumDyXmu = 0.0
-                        let mu = Float(mean[c])
-                        for i in 0..<n {
-                            let off = (i * channels + c) * hw
-                            let (g, xs, ys) = (dy.data + off, x.data + off, y.data + off)
-                            var a: Float = 0, b: Float = 0
-                            if relu {
-                                for j in 0..<hw where ys[j] > 0 { a += g[j]; b += g[j] * (xs[j] - mu) }
-                            } else {
-                                for j in 0..<hw { a += g[j]; b += g[j] * (xs[j] - mu) }
+                invStd.withUnsafeBufferPointer { invStd in
+                    parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
+                        for c in c0..<c1 {
+                            var sumDy = 0.0, sumDyXmu = 0.0
+                            let mu = Float(mean[c])
+                            for i in 0..<n {
+                                let off = (i * channels + c) * hw
+                                let (g, xs, ys) = (dy.data + off, x.data + off, y.data + off)
+                                var a = 0.0, b = 0.0
+                                if relu {
+                                    for j in 0..<hw where ys[j] > 0 { a += Double(g[j]); b += Double(g[j] * (xs[j] - mu)) }
+                                } else {
+                                    for j in 0..<hw { a += Double(g[j]); b += Double(g[j] * (xs[j] - mu)) }
+                                }
+                                sumDy += a; sumDyXmu += b
+                                weight.grad[c] += Float(b * invStd[c])
+                                bias.grad[c] += Float(a)
                             }
-                            sumDy += Double(a); sumDyXmu += Double(b)
+                            sums[c] = sumDy
+                            sums[channels + c] = sumDyXmu
                         }
-                        sums[c] = sumDy
-                        sums[channels + c] = sumDyXmu
                     }
                 }
             }
         }
-        for c in 0..<channels {
-            weight.grad[c] += Float(sums[channels + c] * invStd[c])
-            bias.grad[c] += Float(sums[c])
-        }
+        store.gradientReady?(weight)
+        store.gradientReady?(bias)
         if usedBatchStatistics {
             sums.withUnsafeMutableBufferPointer { store.reducer.sumAcrossReplicas($0) }
         }

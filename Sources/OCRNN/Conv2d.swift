@@ -76,7 +76,10 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
         let dx = needsInputGradient ? Tensor.reuse(&inputGrad, shape: x.shape) : nil
-        let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
+        let columnFloats = isPointwise ? 0 : g.columnRows * g.outPixels
+        let scratch = store.workspace.buffer(columnFloats + weight.value.count)
+        let col = isPointwise ? nil : scratch
+        let imageWeightGrad = scratch + columnFloats
         for i in 0..<n {
             let xi = x.data + i * inSize
             let dyi = dy.data + i * outSize
@@ -88,8 +91,12 @@ public final class Conv2d {
             } else {
                 columns = UnsafePointer(xi)
             }
+            // Each image's dW is formed on its own and then added, so a batch split over ranks and summed by the
+            // allreduce rounds exactly as the whole batch does in one process.
             gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
-                 beta: 1, c: weight.grad.data)
+                 c: imageWeightGrad)
+            let gw = weight.grad.data
+            for j in 0..<weight.value.count { gw[j] += imageWeightGrad[j] }
             guard let dx else { continue }
             let dxi = dx.data + i * inSize
             if let col {
@@ -105,17 +112,17 @@ public final class Conv2d {
         }
         if let bias {
             let hw = g.outPixels
-            for o in 0..<outChannels {
-                var s = 0.0
-                for i in 0..<n {
+            for i in 0..<n {
+                for o in 0..<outChannels {
                     let plane = dy.data + i * outSize + o * hw
-                    var t: Float = 0
-                    for j in 0..<hw { t += plane[j] }
-                    s += Double(t)
+                    var t = 0.0
+                    for j in 0..<hw { t += Double(plane[j]) }
+                    bias.grad[o] += Float(t)
                 }
-                bias.grad[o] += Float(s)
             }
+            store.gradientReady?(bias)
         }
+        store.gradientReady?(weight)
         return dx
     }
 }

@@ -106,6 +106,9 @@ public final class ParameterStore {
     public var training = true
     public var reducer: ReplicaReducer = LocalReplica()
     public let workspace = Workspace()
+    /// Called by a layer's backward once it has finished accumulating a parameter's gradient for this pass; the
+    /// data-parallel layer uses it to start reducing a bucket while backward continues.
+    public var gradientReady: ((Parameter) -> Void)?
 
     public init() {}
 
@@ -136,6 +139,32 @@ public final class ParameterStore {
     }
 
     public var parameterCount: Int { values?.count ?? 0 }
+
+    /// Moves parameters so the flat buffers hold them in `order` (every parameter exactly once), keeping their
+    /// values. Used to lay gradients out in the order backward produces them, so buckets complete front to back.
+    public func relayout(order: [Parameter]) {
+        precondition(values != nil, "relayout before finalize")
+        precondition(order.count == parameters.count && Set(order.map(\.name)) == Set(parameters.map(\.name)),
+                     "relayout order must list every parameter once")
+        let newValues = Tensor(zeros: values.shape)
+        var offset = 0
+        for p in order {
+            (newValues.data + offset).update(from: p.value.data, count: p.value.count)
+            offset += p.value.count
+        }
+        values.copy(from: newValues)
+        grads.zero()
+        offset = 0
+        for p in order {
+            p.offset = offset
+            p.value = Tensor(viewOf: values, offset: offset, shape: p.shape)
+            p.grad = Tensor(viewOf: grads, offset: offset, shape: p.shape)
+            offset += p.value.count
+        }
+    }
+
+    /// Parameters in flat-buffer order.
+    public var parametersByOffset: [Parameter] { parameters.sorted { $0.offset < $1.offset } }
 
     public func zeroGrad() { grads.zero() }
 

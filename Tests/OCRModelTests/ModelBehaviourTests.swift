@@ -42,15 +42,18 @@ final class ModelBehaviourTests: XCTestCase {
                        "the same seed gives the same weights")
     }
 
-    /// Parameters are laid out in the flat buffer in reverse registration order, so the classifier's gradient (the
-    /// first written by backward) is at the front and the stem's at the back.
-    func testFlatLayoutFollowsBackwardOrder() {
-        let model = OCRNet(config: StateDictTests.small(), seed: 1)
-        let offsets = model.store.parameters.map(\.offset)
-        XCTAssertEqual(offsets, offsets.sorted(by: >))
-        XCTAssertEqual(parameter(model, "decode_head.1.bottleneck.bn.bias").offset, 0)
-        let last = parameter(model, "backbone.stem.0.weight")
-        XCTAssertEqual(last.offset + last.value.count, model.store.parameterCount)
+    /// Backward finishes gradients front to back in the flat buffer, so contiguous buckets complete in order.
+    func testBackwardFinishesGradientsInFlatBufferOrder() {
+        let model = OCRNet(config: StateDictTests.small(depth: 50), seed: 1)
+        var offsets: [Int] = []
+        model.store.gradientReady = { offsets.append($0.offset) }
+        let x = randomTensor([2, 3, 32, 48], seed: 2)
+        _ = model.step(x, LabelMap(shape: [2, 32, 48], values: Array(repeating: 1, count: 2 * 32 * 48)))
+        XCTAssertEqual(offsets.count, model.store.parameters.count, "every parameter reported once")
+        XCTAssertEqual(offsets, offsets.sorted(), "gradients complete front to back")
+        XCTAssertEqual(offsets.first, 0)
+        XCTAssertEqual(model.store.parametersByOffset.first?.name, "decode_head.1.conv_seg.bias")
+        XCTAssertEqual(model.store.parametersByOffset.last?.name, "backbone.stem.0.weight")
     }
 
     func testEvalModeUsesRunningStatisticsAndLeavesThemUnchanged() {

@@ -53,16 +53,19 @@ final class ModelParityTests: XCTestCase {
         }
         model.backward()
 
-        // Per-tensor gradients. TESTING.md: whole-model float32 gradients cannot promise 1e-3 per element in
-        // general; at this size they do (measured ≤ 2e-4), so the per-element bound is kept and the norm bound of
-        // TESTING.md (2e-2 over the update) is checked as well.
+        // Per-tensor gradients. TESTING.md: whole-model float32 gradients cannot promise 1e-3 per element (a 1e-7
+        // change in a forward value can flip a ReLU or a max-pool choice and move single gradient entries by 1e-3 or
+        // more), so each tensor is judged by its relative norm ‖ours − ref‖/‖ref‖ ≤ 1e-3 (measured ≤ 4e-4; TESTING.md
+        // allows 5e-2) and by its largest element difference ≤ 1e-2 of its largest entry (measured ≤ 3e-3). A formula
+        // error shows as O(1) in the tensors it touches. The whole update is held to 2e-2 by norm as well.
         var worst: Comparison?
         var diffSquares = 0.0, refSquares = 0.0
         for p in model.store.parameters {
             let expected = try f.tensor("grad.\(p.name)")
             let c = compare("\(fixture) grad \(p.name)", p.grad, expected)
-            XCTAssertLessThanOrEqual(c.relativeMax, 1e-3, c.description)
-            if worst == nil || c.relativeMax > worst!.relativeMax { worst = c }
+            XCTAssertLessThanOrEqual(c.relativeNorm, 1e-3, c.description)
+            XCTAssertLessThanOrEqual(c.relativeMax, 1e-2, c.description)
+            if worst == nil || c.relativeNorm > worst!.relativeNorm { worst = c }
             for i in 0..<expected.count {
                 let d = Double(p.grad[i]) - Double(expected[i])
                 diffSquares += d * d

@@ -1,0 +1,147 @@
+import Foundation
+import OCRNN
+import OCRTensor
+
+/// DDP's gradient averaging with communication overlapped with backward.
+///
+/// The flat gradient buffer is cut into contiguous buckets (first `firstBucketBytes`, then `bucketBytes`, at
+/// parameter boundaries). The model lays parameters out in the order backward finishes them, so buckets complete
+/// front to back; as each completes it is handed, in bucket order (identical on every rank), to a communication
+/// thread that runs a blocking MPI_Allreduce on its own duplicated communicator and scales by 1/(ranks·micro-batches)
+/// — Open MPI 4.1 does not progress nonblocking collectives in the background, so a thread is what overlaps.
+/// `finish()` waits for the last bucket; the time spent waiting there is the communication backward did not hide.
+public final class GradientSynchronizer {
+    public struct Bucket {
+        public let range: Range<Int>
+        public let parameterCount: Int
+    }
+
+    public let buckets: [Bucket]
+    let store: ParameterStore
+    let comm: Communicator
+    let worldSize: Int
+    /// Which bucket each parameter's gradient belongs to, by parameter offset.
+    private var bucketOfOffset: [Int: Int] = [:]
+    private var pending: [Int]
+    private var nextToLaunch = 0
+    private var scale: Float = 1
+
+    private let condition = NSCondition()
+    private var queue: [Int] = []
+    private var completed = 0
+    private var stopping = false
+    private var thread: Thread?
+
+    /// Seconds of the last step: all-reduce work on the communication thread, and compute-thread waiting in finish.
+    public private(set) var allreduceSeconds = 0.0
+    public private(set) var exposedSeconds = 0.0
+
+    public init(store: ParameterStore, comm: Communicator, firstBucketBytes: Int = 1 << 20,
+                bucketBytes: Int = 25 << 20) {
+        self.store = store
+        self.comm = comm.duplicate()
+        self.worldSize = comm.size
+        var buckets: [Bucket] = []
+        var start = 0, count = 0, params = 0
+        var limit = max(firstBucketBytes / 4, 1)
+        for p in store.parametersByOffset {
+            if count > 0 && count + p.value.count > limit {
+                buckets.append(Bucket(range: start..<(start + count), parameterCount: params))
+                start += count; count = 0; params = 0
+                limit = max(bucketBytes / 4, 1)
+            }
+            bucketOfOffset[p.offset] = buckets.count
+            count += p.value.count
+            params += 1
+        }
+        if count > 0 { buckets.append(Bucket(range: start..<(start + count), parameterCount: params)) }
+        self.buckets = buckets
+        pending = buckets.map(\.parameterCount)
+        if worldSize > 1 {
+            let t = Thread { [unowned self] in self.communicationLoop() }
+            t.name = "ocr-ddp gradient allreduce"
+            thread = t
+            t.start()
+        }
+    }
+
+    deinit {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Arms the hooks for a backward whose gradients are to be averaged now; `microBatches` backward passes have
+    /// accumulated into the buffer (DDP `no_sync` for all but the last), so the average divides by ranks·micro-batches.
+    public func beginSynchronizedBackward(microBatches: Int = 1) {
+        pending = buckets.map(\.parameterCount)
+        nextToLaunch = 0
+        completed = 0
+        scale = 1 / Float(worldSize * microBatches)
+        allreduceSeconds = 0
+        exposedSeconds = 0
+        store.gradientReady = { [unowned self] p in self.parameterReady(p) }
+    }
+
+    private func parameterReady(_ p: Parameter) {
+        guard let b = bucketOfOffset[p.offset] else { return }
+        pending[b] -= 1
+        while nextToLaunch < buckets.count && pending[nextToLaunch] == 0 {
+            launch(nextToLaunch)
+            nextToLaunch += 1
+        }
+    }
+
+    private func launch(_ index: Int) {
+        if thread == nil {
+            reduce(index)      // one rank: only the 1/micro-batches scaling
+            completed += 1
+            return
+        }
+        condition.lock()
+        queue.append(index)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func reduce(_ index: Int) {
+        let range = buckets[index].range
+        let slice = UnsafeMutableBufferPointer(start: store.grads.data + range.lowerBound, count: range.count)
+        if worldSize > 1 { comm.allreduceSum(slice) }
+        if scale != 1 { for i in 0..<slice.count { slice[i] *= scale } }
+    }
+
+    private func communicationLoop() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if stopping && queue.isEmpty {
+                condition.unlock()
+                return
+            }
+            let index = queue.removeFirst()
+            condition.unlock()
+            let start = DispatchTime.now().uptimeNanoseconds
+            reduce(index)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            condition.lock()
+            allreduceSeconds += seconds
+            completed += 1
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// Waits until every bucket is averaged on this rank and disarms the hooks.
+    public func finish() {
+        store.gradientReady = nil
+        precondition(nextToLaunch == buckets.count,
+                     "backward did not report every gradient (bucket \(nextToLaunch) of \(buckets.count) incomplete)")
+        let start = DispatchTime.now().uptimeNanoseconds
+        condition.lock()
+        while completed < buckets.count { condition.wait() }
+        condition.unlock()
+        exposedSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import OCRDistributed
+import OCRModel
+import OCRNN
+import OCRTensor
+
+/// One data-parallel replica: the model, its optimizer, and the DDP machinery around them. Construction makes the
+/// ranks agree (same layout, rank 0's weights and buffers); `step` runs forward/backward over the micro-batches
+/// (gradients accumulate, communication only on the last), averages gradients across ranks and updates weights.
+public final class DataParallel {
+    public let model: OCRNet
+    public let comm: Communicator
+    public let optimizer: SGD
+    public let synchronizer: GradientSynchronizer
+
+    /// Wall-clock split of the last step, in seconds.
+    public struct Timing: Codable {
+        public var forwardBackward = 0.0
+        public var allreduce = 0.0
+        public var allreduceExposed = 0.0
+        public var optimizer = 0.0
+    }
+    public private(set) var lastTiming = Timing()
+
+    public init(model: OCRNet, comm: Communicator, syncBatchNorm: Bool = true, optimizer: SGD,
+                firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20) throws {
+        self.model = model
+        self.comm = comm
+        self.optimizer = optimizer
+        if syncBatchNorm && comm.size > 1 { model.store.reducer = SyncBatchNormReducer(comm: comm) }
+        try ReplicaConsistency.checkLayout(model.store, comm: comm)
+        ReplicaConsistency.broadcastState(model.store, comm: comm)
+        synchronizer = GradientSynchronizer(store: model.store, comm: comm, firstBucketBytes: firstBucketBytes,
+                                            bucketBytes: bucketBytes)
+    }
+
+    /// One optimizer step over `microBatches` (this rank's share; a rank may hold an empty batch). Returns the loss
+    /// terms averaged over micro-batches and over the ranks that had data.
+    @discardableResult
+    public func step(_ microBatches: [(images: Tensor, labels: LabelMap)]) -> Losses {
+        precondition(!microBatches.isEmpty, "a step needs at least one micro-batch")
+        let clock = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+        model.store.zeroGrad()
+        var sums = [0.0, 0.0, 0.0, 0.0]   // total, aux, ocr, micro-batches with data
+        let start = clock()
+        for (i, batch) in microBatches.enumerated() {
+            if i == microBatches.count - 1 { synchronizer.beginSynchronizedBackward(microBatches: microBatches.count) }
+            let losses = model.step(batch.images, batch.labels)
+            if batch.images.shape[0] > 0 {
+                sums[0] += Double(losses.total); sums[1] += Double(losses.aux); sums[2] += Double(losses.ocr)
+                sums[3] += 1
+            }
+        }
+        synchronizer.finish()
+        let afterBackward = clock()
+        optimizer.step()
+        lastTiming = Timing(forwardBackward: afterBackward - start - synchronizer.exposedSeconds,
+                            allreduce: synchronizer.allreduceSeconds,
+                            allreduceExposed: synchronizer.exposedSeconds, optimizer: clock() - afterBackward)
+        sums.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        let n = max(sums[3], 1)
+        return Losses(total: Float(sums[0] / n), aux: Float(sums[1] / n), ocr: Float(sums[2] / n))
+    }
+}
