@@ -17,3 +17,5 @@ static inline int ocr_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED
 static inline int ocr_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int ocr_mpi_success(void) { return MPI_SUCCESS; }
 static inline void *ocr_mpi_in_place(void) { return MPI_IN_PLACE; }
+static inline MPI_Status *ocr_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline MPI_Request ocr_mpi_request_null(void) { return MPI_REQUEST_NULL; }

@@ -19,6 +19,21 @@ public protocol Communicator: AnyObject {
     func barrier()
     /// A communicator over the same ranks with its own message space, for collectives issued from another thread.
     func duplicate() -> Communicator
+    /// Starts a nonblocking in-place sum. Open MPI 4.1 moves it forward only inside MPI calls (`test`, `wait`).
+    func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>) -> PendingCollective
+}
+
+/// A nonblocking collective in flight.
+public protocol PendingCollective: AnyObject {
+    /// Progresses the operation; true once it is complete on this rank.
+    func test() -> Bool
+    func wait()
+}
+
+/// The trivially complete collective of a single process.
+final class CompletedCollective: PendingCollective {
+    func test() -> Bool { true }
+    func wait() {}
 }
 
 extension Communicator {
@@ -64,6 +79,9 @@ public final class SingleProcess: Communicator {
     public func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int) {}
     public func barrier() {}
     public func duplicate() -> Communicator { SingleProcess() }
+    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>) -> PendingCollective {
+        CompletedCollective()
+    }
 }
 
 public struct CommunicatorError: Error, CustomStringConvertible {
@@ -193,6 +211,29 @@ public final class MPICommunicator: Communicator {
     public func barrier() { check(MPI_Barrier(comm), "MPI_Barrier") }
 
     public func duplicate() -> Communicator { MPICommunicator(duplicateOf: self) }
+
+    final class Request: PendingCollective {
+        var request: MPI_Request? = ocr_mpi_request_null()
+        var done = false
+        func test() -> Bool {
+            if !done {
+                var flag: Int32 = 0
+                MPI_Test(&request, &flag, ocr_mpi_status_ignore())
+                done = flag != 0
+            }
+            return done
+        }
+        func wait() {
+            if !done { MPI_Wait(&request, ocr_mpi_status_ignore()); done = true }
+        }
+    }
+
+    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>) -> PendingCollective {
+        let r = Request()
+        check(MPI_Iallreduce(ocr_mpi_in_place(), values.baseAddress, Int32(values.count), ocr_mpi_float(),
+                             ocr_mpi_sum(), comm, &r.request), "MPI_Iallreduce")
+        return r
+    }
 
     /// Open MPI's default error handler aborts the job before we see a failure code; this is the backstop.
     private func check(_ code: Int32, _ what: String) {

@@ -10,13 +10,20 @@ import OCRTensor
 /// thread that runs a blocking MPI_Allreduce on its own duplicated communicator and scales by 1/(ranks·micro-batches)
 /// — Open MPI 4.1 does not progress nonblocking collectives in the background, so a thread is what overlaps.
 /// `finish()` waits for the last bucket; the time spent waiting there is the communication backward did not hide.
+/// The alternative `.polling` mode starts MPI_Iallreduce on the compute thread and progresses it with MPI_Test each
+/// time a layer finishes a gradient (measured against the thread in the README).
 public final class GradientSynchronizer {
+    public enum Overlap: String, CaseIterable, Sendable {
+        case thread, polling
+    }
+
     public struct Bucket {
         public let range: Range<Int>
         public let parameterCount: Int
     }
 
     public let buckets: [Bucket]
+    public let overlap: Overlap
     let store: ParameterStore
     let comm: Communicator
     let worldSize: Int
@@ -31,14 +38,16 @@ public final class GradientSynchronizer {
     private var completed = 0
     private var stopping = false
     private var thread: Thread?
+    private var inFlight: [PendingCollective] = []
 
     /// Seconds of the last step: all-reduce work on the communication thread, and compute-thread waiting in finish.
     public private(set) var allreduceSeconds = 0.0
     public private(set) var exposedSeconds = 0.0
 
     public init(store: ParameterStore, comm: Communicator, firstBucketBytes: Int = 1 << 20,
-                bucketBytes: Int = 25 << 20) {
+                bucketBytes: Int = 25 << 20, overlap: Overlap = .thread) {
         self.store = store
+        self.overlap = overlap
         self.comm = comm.duplicate()
         self.worldSize = comm.size
         var buckets: [Bucket] = []
@@ -57,7 +66,7 @@ public final class GradientSynchronizer {
         if count > 0 { buckets.append(Bucket(range: start..<(start + count), parameterCount: params)) }
         self.buckets = buckets
         pending = buckets.map(\.parameterCount)
-        if worldSize > 1 {
+        if worldSize > 1 && overlap == .thread {
             let t = Thread { [unowned self] in self.communicationLoop() }
             t.name = "ocr-ddp gradient allreduce"
             thread = t
@@ -81,6 +90,7 @@ public final class GradientSynchronizer {
         scale = 1 / Float(worldSize * microBatches)
         allreduceSeconds = 0
         exposedSeconds = 0
+        inFlight = []
         store.gradientReady = { [unowned self] p in self.parameterReady(p) }
     }
 
@@ -91,9 +101,23 @@ public final class GradientSynchronizer {
             launch(nextToLaunch)
             nextToLaunch += 1
         }
+        if !inFlight.isEmpty {
+            let start = DispatchTime.now().uptimeNanoseconds
+            for request in inFlight { _ = request.test() }
+            allreduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+    }
+
+    private func slice(_ index: Int) -> UnsafeMutableBufferPointer<Float> {
+        let range = buckets[index].range
+        return UnsafeMutableBufferPointer(start: store.grads.data + range.lowerBound, count: range.count)
     }
 
     private func launch(_ index: Int) {
+        if worldSize > 1 && overlap == .polling {
+            inFlight.append(comm.startAllreduceSum(slice(index)))
+            return
+        }
         if thread == nil {
             reduce(index)      // one rank: only the 1/micro-batches scaling
             completed += 1
@@ -106,10 +130,14 @@ public final class GradientSynchronizer {
     }
 
     private func reduce(_ index: Int) {
-        let range = buckets[index].range
-        let slice = UnsafeMutableBufferPointer(start: store.grads.data + range.lowerBound, count: range.count)
-        if worldSize > 1 { comm.allreduceSum(slice) }
-        if scale != 1 { for i in 0..<slice.count { slice[i] *= scale } }
+        if worldSize > 1 { comm.allreduceSum(slice(index)) }
+        applyScale(index)
+    }
+
+    private func applyScale(_ index: Int) {
+        guard scale != 1 else { return }
+        let values = slice(index)
+        for i in 0..<values.count { values[i] *= scale }
     }
 
     private func communicationLoop() {
@@ -139,6 +167,14 @@ public final class GradientSynchronizer {
         precondition(nextToLaunch == buckets.count,
                      "backward did not report every gradient (bucket \(nextToLaunch) of \(buckets.count) incomplete)")
         let start = DispatchTime.now().uptimeNanoseconds
+        if !inFlight.isEmpty {
+            for (index, request) in inFlight.enumerated() {
+                request.wait()
+                applyScale(index)
+            }
+            inFlight = []
+            completed = buckets.count
+        }
         condition.lock()
         while completed < buckets.count { condition.wait() }
         condition.unlock()

@@ -23,7 +23,8 @@ public final class DataParallel {
     public private(set) var lastTiming = Timing()
 
     public init(model: OCRNet, comm: Communicator, syncBatchNorm: Bool = true, optimizer: SGD,
-                firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20) throws {
+                firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20,
+                overlap: GradientSynchronizer.Overlap = .thread) throws {
         self.model = model
         self.comm = comm
         self.optimizer = optimizer
@@ -31,7 +32,7 @@ public final class DataParallel {
         try ReplicaConsistency.checkLayout(model.store, comm: comm)
         ReplicaConsistency.broadcastState(model.store, comm: comm)
         synchronizer = GradientSynchronizer(store: model.store, comm: comm, firstBucketBytes: firstBucketBytes,
-                                            bucketBytes: bucketBytes)
+                                            bucketBytes: bucketBytes, overlap: overlap)
     }
 
     /// One optimizer step over `microBatches` (this rank's share; a rank may hold an empty batch). Returns the loss

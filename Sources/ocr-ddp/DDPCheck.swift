@@ -23,6 +23,9 @@ struct DDPCheck: ParsableCommand {
     @Option var depth = 18
     @Option var baseChannels = 8
     @Option var classes = 5
+    @Option(help: "FCN head channels (default 4 × base).") var fcnChannels: Int?
+    @Option(help: "OCR head channels (default 4 × base).") var ocrChannels: Int?
+    @Option(help: "OCR attention channels (default 2 × base).") var ocrMidChannels: Int?
     @Option var height = 32
     @Option var width = 32
     @Option var lr: Float = 0.05
@@ -30,6 +33,8 @@ struct DDPCheck: ParsableCommand {
     @Option var weightDecay: Float = 0.0005
     @Option(help: "Size of the first gradient bucket, KiB.") var firstBucketKib = 1024
     @Option(help: "Size of the other gradient buckets, KiB.") var bucketKib = 25 * 1024
+    @Option(help: "How gradient all-reduces overlap backward: thread (blocking MPI on a communication thread) or polling (MPI_Iallreduce progressed by MPI_Test between layers).")
+    var overlap: GradientSynchronizer.Overlap = .thread
     @Flag(inversion: .prefixedNo, help: "Synchronise batch-norm statistics across ranks.") var syncBn = true
     @Flag(help: "Every rank writes rank<r>.safetensors.") var dumpEveryRank = false
     @Option var seed: UInt64 = 0
@@ -45,15 +50,17 @@ struct DDPCheck: ParsableCommand {
         }
         var config = ModelConfig()
         config.depth = depth; config.baseChannels = baseChannels; config.numClasses = classes
-        config.fcnChannels = 4 * baseChannels; config.ocrChannels = 4 * baseChannels
-        config.ocrMidChannels = 2 * baseChannels
+        config.fcnChannels = fcnChannels ?? 4 * baseChannels
+        config.ocrChannels = ocrChannels ?? 4 * baseChannels
+        config.ocrMidChannels = ocrMidChannels ?? 2 * baseChannels
         config.fcnDropout = 0; config.ocrDropout = 0
         config.residualBNInit = 0.1
         // Rank r ≠ 0 starts from other weights on purpose: the broadcast from rank 0 must overwrite them.
         let model = OCRNet(config: config, seed: seed &+ UInt64(comm.rank))
         let sgd = SGD(store: model.store, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
         let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: syncBn, optimizer: sgd,
-                                   firstBucketBytes: firstBucketKib * 1024, bucketBytes: bucketKib * 1024)
+                                   firstBucketBytes: firstBucketKib * 1024, bucketBytes: bucketKib * 1024,
+                                   overlap: overlap)
         let globalBatch = batches.reduce(0, +)
         let myStart = batches[..<comm.rank].reduce(0, +)
         let myCount = batches[comm.rank]
@@ -107,3 +114,5 @@ struct DDPCheck: ParsableCommand {
         return (images, LabelMap(shape: [n, height, width], values: labels))
     }
 }
+
+extension GradientSynchronizer.Overlap: ExpressibleByArgument {}

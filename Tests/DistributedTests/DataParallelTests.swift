@@ -77,6 +77,11 @@ final class DataParallelTests: XCTestCase {
         try assertSameState(tiny, single, tolerance: 1e-5, "tiny buckets vs 1 × 2")
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: tiny.appendingPathComponent("report.json")))
         XCTAssertGreaterThan((report as! [String: Any])["buckets"] as! Int, 50, "tiny buckets should mean many buckets")
+        // The same with MPI_Iallreduce progressed by MPI_Test between layers instead of the communication thread.
+        let polled = try train("ddp2poll", ranks: 2, rankBatches: "1,1", extra: ["--overlap", "polling",
+                                                                               "--first-bucket-kib", "1",
+                                                                               "--bucket-kib", "4"])
+        try assertSameState(polled, single, tolerance: 1e-5, "polling overlap vs 1 × 2")
     }
 
     func testFourRanksEqualOneProcessOnTheWholeBatch() throws {
