@@ -36,7 +36,7 @@ let package = Package(
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
         // Launches the ocr-ddp executable under mpirun.
-        .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -10,8 +10,9 @@ import OCRTensor
 /// thread that runs a blocking MPI_Allreduce on its own duplicated communicator and scales by 1/(ranks·micro-batches)
 /// — Open MPI 4.1 does not progress nonblocking collectives in the background, so a thread is what overlaps.
 /// `finish()` waits for the last bucket; the time spent waiting there is the communication backward did not hide.
-/// The alternative `.polling` mode starts MPI_Iallreduce on the compute thread and progresses it with MPI_Test each
-/// time a layer finishes a gradient (measured against the thread in the README).
+/// The `.polling` mode (the default) starts MPI_Iallreduce on the compute thread and progresses it with MPI_Test each
+/// time a layer finishes a gradient. Measured at 2 ranks × 1 thread on 2 cores (README), polling hides as much and
+/// is 2–4 % faster per step: Open MPI's blocking allreduce busy-waits, so the thread takes CPU from backward.
 public final class GradientSynchronizer {
     public enum Overlap: String, CaseIterable, Sendable {
         case thread, polling
@@ -45,7 +46,7 @@ public final class GradientSynchronizer {
     public private(set) var exposedSeconds = 0.0
 
     public init(store: ParameterStore, comm: Communicator, firstBucketBytes: Int = 1 << 20,
-                bucketBytes: Int = 25 << 20, overlap: Overlap = .thread) {
+                bucketBytes: Int = 25 << 20, overlap: Overlap = .polling) {
         self.store = store
         self.overlap = overlap
         self.comm = comm.duplicate()

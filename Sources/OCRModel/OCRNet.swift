@@ -98,6 +98,27 @@ public final class OCRNet {
         backbone.backward([nil, nil, dc3, dc4])
     }
 
+    /// Class per pixel at `height`×`width`: the OCR logits resized to that size (the label's; labels are never
+    /// resized) and argmax over classes. Runs in eval mode (running statistics, no dropout) and restores the mode.
+    public func predict(_ images: Tensor, height: Int, width: Int) -> LabelMap {
+        let wasTraining = training
+        training = false
+        defer { training = wasTraining }
+        let logits = BilinearResize(alignCorners: config.alignCorners)
+            .forward(forward(images).ocr, height: height, width: width)
+        let (n, k, hw) = (logits.shape[0], logits.shape[1], height * width)
+        var classes = [Int32](repeating: 0, count: n * hw)
+        for i in 0..<n {
+            let base = logits.data + i * k * hw
+            for j in 0..<hw {
+                var best = base[j], bestClass = 0
+                for c in 1..<k where base[c * hw + j] > best { best = base[c * hw + j]; bestClass = c }
+                classes[i * hw + j] = Int32(bestClass)
+            }
+        }
+        return LabelMap(shape: [n, height, width], values: classes)
+    }
+
     /// forward, loss and backward of one training step (gradients accumulate).
     public func step(_ images: Tensor, _ labels: LabelMap) -> Losses {
         forward(images)

@@ -24,7 +24,7 @@ public final class DataParallel {
 
     public init(model: OCRNet, comm: Communicator, syncBatchNorm: Bool = true, optimizer: SGD,
                 firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20,
-                overlap: GradientSynchronizer.Overlap = .thread) throws {
+                overlap: GradientSynchronizer.Overlap = .polling) throws {
         self.model = model
         self.comm = comm
         self.optimizer = optimizer

@@ -34,9 +34,13 @@ struct DDPCheck: ParsableCommand {
     @Option(help: "Size of the first gradient bucket, KiB.") var firstBucketKib = 1024
     @Option(help: "Size of the other gradient buckets, KiB.") var bucketKib = 25 * 1024
     @Option(help: "How gradient all-reduces overlap backward: thread (blocking MPI on a communication thread) or polling (MPI_Iallreduce progressed by MPI_Test between layers).")
-    var overlap: GradientSynchronizer.Overlap = .thread
+    var overlap: GradientSynchronizer.Overlap = .polling
     @Flag(inversion: .prefixedNo, help: "Synchronise batch-norm statistics across ranks.") var syncBn = true
     @Flag(help: "Every rank writes rank<r>.safetensors.") var dumpEveryRank = false
+    @Option(help: "After training, evaluate on this many samples split over the ranks (each counted once).")
+    var evalSamples = 0
+    @Option(help: "Fault injection for the drift guard: this rank nudges one weight after the first step.")
+    var perturbRank: Int?
     @Option var seed: UInt64 = 0
     @Option(help: "BLAS threads per rank.") var threads = 1
 
@@ -75,8 +79,17 @@ struct DDPCheck: ParsableCommand {
             let l = ddp.step(micro)
             losses.append([l.total, l.aux, l.ocr])
             timings.append(ddp.lastTiming)
+            if perturbRank == comm.rank && step == 0 { model.store.values[0] += 1e-3 }
             try ReplicaConsistency.checkWeightsAgree(model.store, comm: comm, iteration: step + 1)
         }
+        var counts = SegmentationCounts(numClasses: classes)
+        // Evaluation split: rank r takes r, r+p, … — no padding, so every sample is counted exactly once.
+        for g in stride(from: comm.rank, to: evalSamples, by: comm.size) {
+            let sample = sampleBatch(globalIndices: (1_000_000 + g)..<(1_000_001 + g))
+            let prediction = model.predict(sample.images, height: height, width: width)
+            counts.add(prediction: prediction.values, label: sample.labels.values)
+        }
+        counts.reduce(over: comm)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         if dumpEveryRank { try model.store.saveStateDict(to: "\(out)/rank\(comm.rank).safetensors") }
         if comm.isRoot {
@@ -84,6 +97,8 @@ struct DDPCheck: ParsableCommand {
             let report: [String: Any] = [
                 "losses": losses.map { $0.map(Double.init) },
                 "buckets": ddp.synchronizer.buckets.count,
+                "eval": ["intersect": counts.intersect, "union": counts.union, "labelled": counts.labelled,
+                         "mIoU": counts.metrics.mIoU ?? -1],
                 "ms": timings.map { ["forward_backward": $0.forwardBackward * 1e3, "allreduce": $0.allreduce * 1e3,
                                      "allreduce_exposed": $0.allreduceExposed * 1e3, "optimizer": $0.optimizer * 1e3] },
             ]
