@@ -1,8 +1,8 @@
 import OCRNN
 import OCRTensor
 
-/// mmseg `FCNHead` (decode_head.0), the soft object regions: 3×3 ConvModule → Dropout2d → 1×1 conv_seg.
-/// c3: N×C3×h×w → logits L: N×K×h×w.
+/// mmseg `FCNHead` (decode_head.0), the soft object regions: k×k ConvModule (3×3 on ResNet's c3, 1×1 on HRNet's
+/// concatenated branches) → Dropout2d → 1×1 conv_seg. x: N×C×h×w → logits L: N×K×h×w.
 final class FCNHead {
     let convSeg: Conv2d
     let conv: ConvBN
@@ -12,7 +12,8 @@ final class FCNHead {
         // Registration follows mmseg's state_dict order: the base decode head creates conv_seg first.
         convSeg = Conv2d(scope.child("conv_seg"), in: config.fcnChannels, out: config.numClasses, kernel: 1,
                          bias: true, weightInit: .normal(std: 0.01))
-        conv = ConvBN(module: scope.child("convs.0"), in: inChannels, out: config.fcnChannels, kernel: 3)
+        conv = ConvBN(module: scope.child("convs.0"), in: inChannels, out: config.fcnChannels,
+                      kernel: config.fcnKernelSize)
         dropout = Dropout2d(scope, probability: config.fcnDropout, seed: seed)
     }
 

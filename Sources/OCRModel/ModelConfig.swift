@@ -1,6 +1,9 @@
-/// The numbers that define an OCRNet (ResNetV1c-D8 backbone, FCN + OCR heads). Defaults are mmseg's
-/// `ocrnet_r50-d8` on Cityscapes; the YAML config maps onto these fields.
+/// The numbers that define an OCRNet (ResNetV1c-D8 or HRNetV2 backbone, FCN + OCR heads). Defaults are mmseg's
+/// `ocrnet_r50-d8` on Cityscapes; `hrnet(_:)` gives `ocrnet_hr18`'s; the YAML config maps onto these fields.
 public struct ModelConfig: Equatable, Sendable {
+    /// When set, the backbone is this HRNet (`model.backbone.type: HRNet`, its `extra` block) and the heads read
+    /// all four branches resized to 1/4 and concatenated; `depth` and `baseChannels` are then ignored.
+    public var hrnet: HRNetConfig? = nil
     /// ResNet depth: 18, 34 (BasicBlock) or 50, 101 (Bottleneck).
     public var depth = 50
     /// Stem width and the planes of layer1 (planes of stage i = base·2^i).
@@ -8,6 +11,8 @@ public struct ModelConfig: Equatable, Sendable {
     public var numClasses = 19
     /// FCNHead `channels` (decode_head.0).
     public var fcnChannels = 256
+    /// FCNHead `kernel_size` of its conv (3 on ResNet, 1 on HRNet).
+    public var fcnKernelSize = 3
     /// OCRHead `channels` (decode_head.1) and `ocr_channels` (the attention width).
     public var ocrChannels = 512
     public var ocrMidChannels = 256
@@ -22,6 +27,21 @@ public struct ModelConfig: Equatable, Sendable {
 
     public init() {}
 
+    /// mmseg's `ocrnet_hr18` head settings on `backbone`: the FCN head is a 1×1 ConvModule as wide as the
+    /// concatenated branches, neither head has dropout, and the residual BNs start at γ = 1 (mmseg's HRNet does not
+    /// zero-initialise them).
+    public static func hrnet(_ backbone: HRNetConfig, numClasses: Int = 19) -> ModelConfig {
+        var c = ModelConfig()
+        c.hrnet = backbone
+        c.numClasses = numClasses
+        c.fcnChannels = backbone.outChannels.reduce(0, +)
+        c.fcnKernelSize = 1
+        c.fcnDropout = 0
+        c.ocrDropout = 0
+        c.residualBNInit = 1
+        return c
+    }
+
     public var blockCounts: [Int] {
         switch depth {
         case 18: [2, 2, 2, 2]
@@ -35,8 +55,10 @@ public struct ModelConfig: Equatable, Sendable {
 
     public var usesBottleneck: Bool { depth >= 50 }
     public var expansion: Int { usesBottleneck ? 4 : 1 }
-    /// Output channels of layer1..layer4.
-    public var stageChannels: [Int] { (0..<4).map { baseChannels * (1 << $0) * expansion } }
+    /// Output channels of layer1..layer4 (of the four HRNet branches when `hrnet` is set).
+    public var stageChannels: [Int] {
+        hrnet?.outChannels ?? (0..<4).map { baseChannels * (1 << $0) * expansion }
+    }
 
     /// Checks what a config file could get wrong; the message names the offending field.
     public func validate() throws {
@@ -46,6 +68,10 @@ public struct ModelConfig: Equatable, Sendable {
         }
         guard baseChannels >= 2, baseChannels % 2 == 0 else {
             throw Invalid(description: "model.backbone.base_channels: \(baseChannels) must be an even number ≥ 2")
+        }
+        try hrnet?.validate()
+        guard [1, 3].contains(fcnKernelSize) else {
+            throw Invalid(description: "model.decode_head.0.kernel_size: \(fcnKernelSize) is not 1 or 3")
         }
         guard numClasses >= 1 else { throw Invalid(description: "model.num_classes: \(numClasses) must be ≥ 1") }
         for (key, value) in [("decode_head.0.dropout_ratio", fcnDropout), ("decode_head.1.dropout_ratio", ocrDropout)]

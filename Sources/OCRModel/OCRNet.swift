@@ -12,13 +12,25 @@ public struct Losses: Equatable {
     }
 }
 
-/// OCRNet: ResNetV1c-D8 backbone, FCN head on c3 giving soft object regions, OCR head on c4. The FCN head runs
+/// What OCRNet needs of a backbone: image → its outputs, and their gradients back to the stem.
+protocol Backbone: AnyObject {
+    func forward(_ x: Tensor) -> [Tensor]
+    func backward(_ featureGrads: [Tensor?])
+}
+
+extension ResNetV1cD8: Backbone {}
+extension HRNet: Backbone {}
+
+/// OCRNet: ResNetV1c-D8 backbone, FCN head on c3 giving soft object regions, OCR head on c4; or (mmseg
+/// `ocrnet_hr18`) HRNetV2 with both heads on its four branches resized to 1/4 and concatenated. The FCN head runs
 /// once per step and its logits feed both the aux loss and the OCR head's gather (as the paper and the official
 /// code do; mmseg computes it twice). Keys of `store` are mmseg's state_dict keys.
 public final class OCRNet {
     public let config: ModelConfig
     public let store = ParameterStore()
-    let backbone: ResNetV1cD8
+    let backbone: Backbone
+    /// HRNet only: the concatenation both heads read.
+    let headInput: ResizeConcat?
     let fcnHead: FCNHead
     let ocrHead: OCRHead
     let auxResize: BilinearResize
@@ -33,10 +45,19 @@ public final class OCRNet {
     public init(config: ModelConfig, seed: UInt64 = 0) {
         self.config = config
         let root = store.root
-        backbone = ResNetV1cD8(root.child("backbone"), config: config)
         let channels = config.stageChannels
-        fcnHead = FCNHead(root.child("decode_head.0"), inChannels: channels[2], config: config, seed: seed &+ 1)
-        ocrHead = OCRHead(root.child("decode_head.1"), inChannels: channels[3], config: config, seed: seed &+ 2)
+        let fcnInput: Int, ocrInput: Int
+        if let hrnet = config.hrnet {
+            backbone = HRNet(root.child("backbone"), config: hrnet, residualBNInit: config.residualBNInit)
+            headInput = ResizeConcat(count: channels.count, alignCorners: config.alignCorners)
+            (fcnInput, ocrInput) = (channels.reduce(0, +), channels.reduce(0, +))
+        } else {
+            backbone = ResNetV1cD8(root.child("backbone"), config: config)
+            headInput = nil
+            (fcnInput, ocrInput) = (channels[2], channels[3])
+        }
+        fcnHead = FCNHead(root.child("decode_head.0"), inChannels: fcnInput, config: config, seed: seed &+ 1)
+        ocrHead = OCRHead(root.child("decode_head.1"), inChannels: ocrInput, config: config, seed: seed &+ 2)
         auxResize = BilinearResize(alignCorners: config.alignCorners)
         ocrResize = BilinearResize(alignCorners: config.alignCorners)
         auxLoss = CrossEntropyLoss(classWeights: config.classWeights)
@@ -53,7 +74,7 @@ public final class OCRNet {
         var order: [Parameter] = []
         training = false
         store.gradientReady = { order.append($0) }
-        let side = 32   // the 1/8 feature map is then 4×4
+        let side = 32   // the 1/8 feature map is then 4×4 (HRNet's 1/32 branch 1×1)
         forward(Tensor(zeros: [1, 3, side, side]))
         _ = loss(LabelMap(shape: [1, side, side], values: Array(repeating: 0, count: side * side)))
         backward()
@@ -68,12 +89,19 @@ public final class OCRNet {
         set { store.training = newValue }
     }
 
-    /// images: N×3×H×W → (soft-region logits, OCR logits), both N×K×H/8×W/8.
+    /// images: N×3×H×W → (soft-region logits, OCR logits), both N×K×H/8×W/8 (N×K×H/4×W/4 on HRNet).
     @discardableResult
     public func forward(_ images: Tensor) -> (aux: Tensor, ocr: Tensor) {
         features = backbone.forward(images)
-        let regions = fcnHead.forward(features[2])
-        let logits = ocrHead.forward(features[3], regions: regions)
+        let regions: Tensor, logits: Tensor
+        if let headInput {
+            let x = headInput.forward(features)
+            regions = fcnHead.forward(x)
+            logits = ocrHead.forward(x, regions: regions)
+        } else {
+            regions = fcnHead.forward(features[2])
+            logits = ocrHead.forward(features[3], regions: regions)
+        }
         auxLogits = regions
         ocrLogits = logits
         return (regions, logits)
@@ -95,7 +123,12 @@ public final class OCRNet {
         let dRegions = auxResize.backward(auxLoss.backward(scale: config.auxLossWeight))
         addInPlace(dRegions, dRegionsFromGather)
         let dc3 = fcnHead.backward(dRegions)
-        backbone.backward([nil, nil, dc3, dc4])
+        if let headInput {
+            addInPlace(dc3, dc4)   // both heads read the one concatenation
+            backbone.backward(headInput.backward(dc3))
+        } else {
+            backbone.backward([nil, nil, dc3, dc4])
+        }
     }
 
     /// Class per pixel at `height`×`width`: the OCR logits resized to that size (the label's; labels are never
