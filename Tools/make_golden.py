@@ -53,6 +53,19 @@ model/r18.safetensors, model/r50.safetensors
 model/r18_full_keys.json, r50_full_keys.json, r101_full_keys.json
                               full-width (base 64, FCN 256, OCR 512/256, 19 classes)
                               state_dict names in order: [{"name","shape","dtype"}]
+
+model/hr18s_tiny.safetensors  the same keys as r18/r50 (no inter.*) for a reduced HRNetV2-OCR
+                              (mmseg HRNet + ocrnet_hr18 heads): hr18s structure (2 blocks,
+                              3 and 2 modules in stages 3 and 4), branches 4/8/16/32, stage-1
+                              Bottleneck planes 8, FCN 1x1 on the 60-ch concat, OCR 32/16;
+                              feat.c1..c4 are the four branches (strides 4, 8, 16, 32) and the
+                              logits are at 1/4.  Input 64x56: the 1/16 and 1/32 branches round
+                              up, exercising the double resize of mmseg's fuse upsampling.  meta: widths, blocks, stage1_channels,
+                              stage3_modules, stage4_modules, fcn_channels, ocr_channels, ...
+
+model/hr18_full_keys.json, hr48_full_keys.json
+                              full-width HRNetV2-W18 / W48 OCRNet (OCR 512/256, 19 classes)
+                              state_dict names in order, as the ResNet key lists
 """
 
 import json
@@ -398,13 +411,13 @@ class ResNetV1cD8(nn.Module):
 
 
 class FCNHead(nn.Module):
-    """mmseg FCNHead(num_convs=1, concat_input=False, kernel_size=3)."""
+    """mmseg FCNHead(num_convs=1, concat_input=False, kernel_size=3 or 1)."""
 
-    def __init__(self, cin, channels, num_classes, dropout=0.0):
+    def __init__(self, cin, channels, num_classes, dropout=0.0, kernel=3):
         super().__init__()
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)  # registered first (BaseDecodeHead)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else None
-        self.convs = nn.Sequential(ConvModule(cin, channels, 3, padding=1))
+        self.convs = nn.Sequential(ConvModule(cin, channels, kernel, padding=kernel // 2))
 
     def forward(self, x):
         y = self.convs(x)
@@ -575,6 +588,231 @@ def make_full_keys(depth):
     return out
 
 
+# --------------------------------------------------------------------------------------
+# 4. HRNetV2-OCR (mmseg HRNet backbone + ocrnet_hr18 heads)
+# --------------------------------------------------------------------------------------
+# Key layout (registration order == state_dict order), as mmseg's HRNet builds it:
+#   backbone.conv1, bn1, conv2, bn2                        stem, 64 ch, two 3x3 stride-2
+#   backbone.layer1.M.*                                    stage-1 blocks (Bottleneck)
+#   backbone.transition{1,2,3}.i.{0,1}                     continuing branch whose width changes
+#   backbone.transition{1,2,3}.i.k.{0,1}                   new branch: 3x3 stride-2 steps
+#   backbone.stage{2,3,4}.m.branches.i.b.*                 BasicBlocks
+#   backbone.stage{2,3,4}.m.fuse_layers.i.j.{0,1}          j > i: 1x1 conv + BN, then upsample
+#   backbone.stage{2,3,4}.m.fuse_layers.i.j.k.{0,1}        j < i: 3x3 stride-2 conv + BN steps
+# Heads read resize_concat(in_index 0..3); FCNHead is a 1x1 ConvModule as wide as the concat.
+
+HR_BLOCKS = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
+
+
+def hrnet_extra(widths, blocks, stage1_channels, modules):
+    """mmseg's `extra` dict: stage1 Bottleneck, stages 2-4 BasicBlock branches of `widths`."""
+    extra = {"stage1": dict(num_modules=1, num_branches=1, block="BOTTLENECK",
+                            num_blocks=(blocks,), num_channels=(stage1_channels,))}
+    for s in (2, 3, 4):
+        extra[f"stage{s}"] = dict(num_modules=modules[s - 3] if s > 2 else 1, num_branches=s,
+                                  block="BASIC", num_blocks=(blocks,) * s,
+                                  num_channels=tuple(widths[:s]))
+    return extra
+
+
+def conv_bn(cin, cout, k, stride, relu):
+    layers = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout)]
+    if relu:
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class HRModule(nn.Module):
+    def __init__(self, cfg, in_channels):
+        super().__init__()
+        block = HR_BLOCKS[cfg["block"]]
+        n = cfg["num_branches"]
+        self.out_channels = [c * block.expansion for c in cfg["num_channels"]]
+        branches = []
+        for i in range(n):
+            cin, planes = in_channels[i], cfg["num_channels"][i]
+            stack = []
+            for b in range(cfg["num_blocks"][i]):
+                down = None
+                if b == 0 and cin != planes * block.expansion:
+                    down = nn.Sequential(nn.Conv2d(cin, planes * block.expansion, 1, bias=False),
+                                         nn.BatchNorm2d(planes * block.expansion))
+                stack.append(block(cin if b == 0 else planes * block.expansion, planes, 1, 1, down))
+            branches.append(nn.Sequential(*stack))
+        self.branches = nn.ModuleList(branches)
+        c = self.out_channels
+        fuse = []
+        for i in range(n):
+            row = []
+            for j in range(n):
+                if j > i:
+                    row.append(conv_bn(c[j], c[i], 1, 1, relu=False))
+                elif j == i:
+                    row.append(None)
+                else:
+                    steps = [conv_bn(c[j], c[i] if k == i - j - 1 else c[j], 3, 2, relu=k != i - j - 1)
+                             for k in range(i - j)]
+                    row.append(nn.Sequential(*steps))
+            fuse.append(nn.ModuleList(row))
+        self.fuse_layers = nn.ModuleList(fuse)
+
+    def forward(self, xs):
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        outs = []
+        for i in range(len(xs)):
+            y = 0
+            for j in range(len(xs)):
+                if j == i:
+                    y = y + xs[j]
+                elif j > i:
+                    # mmseg: Upsample(scale 2^(j-i)) to int(size * scale), then resize to branch i's size
+                    t = self.fuse_layers[i][j](xs[j])
+                    scale = 2 ** (j - i)
+                    t = F.interpolate(t, size=[d * scale for d in t.shape[2:]], mode="bilinear",
+                                      align_corners=False)
+                    if t.shape[2:] != xs[i].shape[2:]:
+                        t = F.interpolate(t, size=xs[i].shape[2:], mode="bilinear", align_corners=False)
+                    y = y + t
+                else:
+                    y = y + self.fuse_layers[i][j](xs[j])
+            outs.append(F.relu(y))
+        return outs
+
+
+class HRNet(nn.Module):
+    def __init__(self, extra):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        s1 = extra["stage1"]
+        block = HR_BLOCKS[s1["block"]]
+        planes = s1["num_channels"][0]
+        layers = []
+        for b in range(s1["num_blocks"][0]):
+            cin = 64 if b == 0 else planes * block.expansion
+            down = None
+            if b == 0 and cin != planes * block.expansion:
+                down = nn.Sequential(nn.Conv2d(cin, planes * block.expansion, 1, bias=False),
+                                     nn.BatchNorm2d(planes * block.expansion))
+            layers.append(block(cin, planes, 1, 1, down))
+        self.layer1 = nn.Sequential(*layers)
+        prev = [planes * block.expansion]
+        for s in (2, 3, 4):
+            cfg = extra[f"stage{s}"]
+            cur = [c * HR_BLOCKS[cfg["block"]].expansion for c in cfg["num_channels"]]
+            trans = []
+            for i in range(len(cur)):
+                if i < len(prev):
+                    trans.append(conv_bn(prev[i], cur[i], 3, 1, relu=True) if cur[i] != prev[i] else None)
+                else:
+                    steps = i + 1 - len(prev)
+                    trans.append(nn.Sequential(*[
+                        conv_bn(prev[-1], cur[i] if k == steps - 1 else prev[-1], 3, 2, relu=True)
+                        for k in range(steps)]))
+            self.add_module(f"transition{s - 1}", nn.ModuleList(trans))
+            modules = []
+            for _ in range(cfg["num_modules"]):
+                modules.append(HRModule(cfg, cur))
+            self.add_module(f"stage{s}", nn.Sequential(*modules))
+            prev = cur
+        self.out_channels = prev
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        ys = [self.layer1(x)]
+        for s in (2, 3, 4):
+            trans = getattr(self, f"transition{s - 1}")
+            # mmseg feeds every non-identity transition the previous stage's last branch
+            xs = [ys[i] if t is None else t(ys[-1]) for i, t in enumerate(trans)]
+            ys = getattr(self, f"stage{s}")(xs)
+        return ys
+
+
+class HROCRNet(nn.Module):
+    def __init__(self, extra, ocr_channels, ocr_mid, num_classes):
+        super().__init__()
+        self.backbone = HRNet(extra)
+        width = sum(self.backbone.out_channels)
+        self.decode_head = nn.ModuleList([
+            FCNHead(width, width, num_classes, kernel=1),
+            OCRHead(width, ocr_channels, ocr_mid, num_classes)])
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        size = feats[0].shape[2:]
+        cat = torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+                                      for f in feats[1:]], dim=1)
+        aux = self.decode_head[0](cat)                  # computed once, undetached
+        ocr = self.decode_head[1](cat, aux)
+        return feats, aux, ocr
+
+
+def make_hrnet_fixture(seed):
+    # Stage-1 planes 8 (x4 = 32 != the stem's 64) keep layer1.0's downsample, as at full width.
+    widths = (4, 8, 16, 32)
+    cfg = dict(widths=",".join(map(str, widths)), blocks=2, stage1_channels=8, stage3_modules=3,
+               stage4_modules=2, ocr_channels=32, ocr_mid_channels=16, num_classes=5, batch=2,
+               height=64, width=56)   # 56: branch widths 14/7/4/2, so fusing overshoots and resizes twice
+    extra = hrnet_extra(widths, cfg["blocks"], cfg["stage1_channels"],
+                        (cfg["stage3_modules"], cfg["stage4_modules"]))
+    torch.manual_seed(seed)
+    model = HROCRNet(extra, cfg["ocr_channels"], cfg["ocr_mid_channels"], cfg["num_classes"])
+    init_model(model)
+    x = randn(cfg["batch"], 3, cfg["height"], cfg["width"])
+    label = torch.randint(0, cfg["num_classes"], (cfg["batch"], cfg["height"], cfg["width"]),
+                          dtype=torch.int64)
+    label[torch.rand(cfg["batch"], cfg["height"], cfg["width"]) < 0.1] = IGNORE_INDEX
+
+    t = {"input": f32(x), "label": i64(label)}
+    sd = model.state_dict()
+    for k, v in sd.items():
+        t["param." + k] = i64(v) if k.endswith("num_batches_tracked") else f32(v)
+
+    model = model.double().train()
+    feats, aux, ocr = model(x.double())
+    loss_aux = seg_loss(aux, label)
+    loss_ocr = seg_loss(ocr, label)
+    loss = 0.4 * loss_aux + 1.0 * loss_ocr
+    loss.backward()
+
+    for i, f in enumerate(feats):
+        t[f"feat.c{i + 1}"] = f32(f)
+    t["out.aux_logits"] = f32(aux)
+    t["out.ocr_logits"] = f32(ocr)
+    t["out.loss_aux"] = f32(loss_aux.reshape(1))
+    t["out.loss_ocr"] = f32(loss_ocr.reshape(1))
+    t["out.loss"] = f32(loss.reshape(1))
+    for k, p in model.named_parameters():
+        assert p.grad is not None, k
+        t["grad." + k] = f32(p.grad)
+    for k, v in model.state_dict().items():
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            t["after." + k] = i64(v) if k.endswith("num_batches_tracked") else f32(v)
+
+    md = dict(cfg)
+    md.update(dict(seed=seed, dtype_reference="float64", loss_weights="aux 0.4, ocr 1.0",
+                   ignore_index=IGNORE_INDEX, residual_last_bn_gamma="0.1", dropout="0",
+                   fcn_channels=sum(widths), fcn_kernel=1,
+                   num_params=sum(p.numel() for p in model.parameters())))
+    save(t, os.path.join(MODEL_DIR, "hr18s_tiny.safetensors"), md)
+    return t
+
+
+def make_hrnet_full_keys(name, width):
+    extra = hrnet_extra([width << i for i in range(4)], 4, 64, (4, 3))
+    with torch.device("meta"):
+        model = HROCRNet(extra, 512, 256, 19)
+    out = [{"name": k, "shape": list(v.shape), "dtype": "I64" if v.dtype == torch.int64 else "F32"}
+           for k, v in model.state_dict().items()]
+    with open(os.path.join(MODEL_DIR, f"{name}_full_keys.json"), "w") as fh:
+        json.dump(out, fh, indent=1)
+        fh.write("\n")
+    return out
+
+
 def main():
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     make_op_fixtures()
@@ -587,6 +825,13 @@ def main():
         keys = make_full_keys(depth)
         n = sum(int(np.prod(e["shape"])) for e in keys if e["dtype"] == "F32")
         print(f"r{depth}_full_keys: {len(keys)} entries, {n} float elements")
+    t = make_hrnet_fixture(1818)
+    print(f"hr18s_tiny: loss_aux={t['out.loss_aux'].item():.8f} "
+          f"loss_ocr={t['out.loss_ocr'].item():.8f} loss={t['out.loss'].item():.8f} tensors={len(t)}")
+    for name, width in (("hr18", 18), ("hr48", 48)):
+        keys = make_hrnet_full_keys(name, width)
+        n = sum(int(np.prod(e["shape"])) for e in keys if e["dtype"] == "F32")
+        print(f"{name}_full_keys: {len(keys)} entries, {n} float elements")
     return 0
 
 

@@ -1,0 +1,153 @@
+import Foundation
+import OCRModel
+import OCRNN
+import OCRTensor
+import OCRTestSupport
+import XCTest
+
+/// HRNetV2-OCR (mmseg `HRNet` + `ocrnet_hr18` heads) against the PyTorch reference (float64, mmseg key names) at
+/// reduced width, with the same criteria as ModelParityTests; and the full-width W18 / W48 key lists.
+final class HRNetParityTests: XCTestCase {
+    /// The reduced model of Tools/make_golden.py: hr18s structure, branch widths from the fixture's metadata.
+    func config(from f: SafetensorsFile) -> ModelConfig {
+        let meta = { (key: String) in Int(f.metadata[key]!)! }
+        let widths = f.metadata["widths"]!.split(separator: ",").map { Int($0)! }
+        var hrnet = HRNetConfig.v2(width: widths[0], blocks: meta("blocks"), stage3Modules: meta("stage3_modules"),
+                                   stage4Modules: meta("stage4_modules"))
+        hrnet.stages[0].numChannels = [meta("stage1_channels")]
+        XCTAssertEqual(hrnet.outChannels, widths)
+        var c = ModelConfig.hrnet(hrnet, numClasses: meta("num_classes"))
+        XCTAssertEqual(c.fcnChannels, meta("fcn_channels"))
+        c.ocrChannels = meta("ocr_channels")
+        c.ocrMidChannels = meta("ocr_mid_channels")
+        return c
+    }
+
+    func assertClose(_ name: String, _ actual: Tensor, _ expected: Tensor, relativeMax: Double, report: Bool = false,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(actual.shape, expected.shape, "\(name) shape", file: file, line: line)
+        let c = compare(name, actual, expected)
+        if report { print(c) }
+        XCTAssertLessThanOrEqual(c.relativeMax, relativeMax, c.description, file: file, line: line)
+    }
+
+    func testHRNetOCRMatchesPyTorch() throws {
+        let f = try Fixtures.file("model/hr18s_tiny.safetensors")
+        let model = OCRNet(config: config(from: f))
+        let report = try model.store.loadStateDict(from: f, prefix: "param.")
+        XCTAssertTrue(report.isComplete, "fixture weights do not match the model layout:\n\(report)")
+
+        let labelEntry = try f.entry("label")
+        let labels = LabelMap(shape: labelEntry.shape, values: try f.int64s("label").map { Int32($0) })
+        model.store.zeroGrad()
+        let (aux, ocr) = model.forward(try f.tensor("input"))
+        XCTAssertEqual(model.features.count, 4)
+        for (i, feature) in model.features.enumerated() {
+            assertClose("branch \(i)", feature, try f.tensor("feat.c\(i + 1)"), relativeMax: 1e-4, report: true)
+        }
+        assertClose("aux logits", aux, try f.tensor("out.aux_logits"), relativeMax: 1e-4, report: true)
+        assertClose("ocr logits", ocr, try f.tensor("out.ocr_logits"), relativeMax: 1e-4, report: true)
+        let losses = model.loss(labels)
+        let terms = [("loss_aux", losses.aux, 0.4), ("loss_ocr", losses.ocr, 1.0), ("loss", losses.total, 1.0)]
+        for (name, value, weight) in terms {
+            let want = try f.tensor("out.\(name)")[0] * Float(weight)
+            XCTAssertEqual(Double(value), Double(want), accuracy: 1e-5 * Double(abs(want)), name)
+        }
+        model.backward()
+
+        // Same bounds as ModelParityTests (TESTING.md): per tensor by relative norm ≤ 1e-3 and largest element
+        // difference ≤ 1e-2 of the largest entry; the whole update ≤ 2e-2 by norm.
+        var worstNorm: Comparison?, worstMax: Comparison?
+        var diffSquares = 0.0, refSquares = 0.0
+        for p in model.store.parameters {
+            let expected = try f.tensor("grad.\(p.name)")
+            let c = compare("grad \(p.name)", p.grad, expected)
+            XCTAssertLessThanOrEqual(c.relativeNorm, 1e-3, c.description)
+            XCTAssertLessThanOrEqual(c.relativeMax, 1e-2, c.description)
+            if worstNorm == nil || c.relativeNorm > worstNorm!.relativeNorm { worstNorm = c }
+            if worstMax == nil || c.relativeMax > worstMax!.relativeMax { worstMax = c }
+            for i in 0..<expected.count {
+                let d = Double(p.grad[i]) - Double(expected[i])
+                diffSquares += d * d
+                refSquares += Double(expected[i]) * Double(expected[i])
+            }
+        }
+        let whole = (diffSquares / refSquares).squareRoot()
+        print("worst gradient by norm: \(worstNorm!)\nworst gradient by max: \(worstMax!)\nwhole update: \(whole)")
+        XCTAssertLessThanOrEqual(whole, 2e-2, "whole-update gradient norm")
+
+        var counters = 0
+        for entry in model.store.entries {
+            switch entry {
+            case .buffer(let b):
+                assertClose("\(b.name) after forward", b.value, try f.tensor("after.\(b.name)"), relativeMax: 1e-4)
+            case .counter(let c):
+                XCTAssertEqual(c.value, try f.int64s("after.\(c.name)")[0], c.name)
+                counters += 1
+            case .parameter:
+                break
+            }
+        }
+        XCTAssertGreaterThan(counters, 100, "every BN of the model was checked")
+    }
+
+    /// The full-width W18 and W48 models have exactly mmseg's state_dict keys, shapes, dtypes and order.
+    func testFullWidthKeyListsMatchMMSeg() throws {
+        for (hrnet, file) in [(HRNetConfig.w18, "hr18_full_keys.json"), (HRNetConfig.w48, "hr48_full_keys.json")] {
+            let data = try Data(contentsOf: Fixtures.url("model/\(file)"))
+            let expected = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
+            let layout = OCRNet(config: .hrnet(hrnet)).store.stateLayout
+            XCTAssertEqual(layout.count, expected.count, "\(file): number of state entries")
+            for (ours, theirs) in zip(layout, expected) {
+                let name = theirs["name"] as! String
+                XCTAssertEqual(ours.name, name, "\(file): key order")
+                XCTAssertEqual(ours.shape, theirs["shape"] as! [Int], "\(file): shape of \(name)")
+                XCTAssertEqual(ours.dtype, theirs["dtype"] as! String, "\(file): dtype of \(name)")
+                if ours.name != name { break }
+            }
+        }
+    }
+
+    /// mmseg's published widths: the concatenation is 270 channels for W18 and W18-small, 720 for W48; hr18s has
+    /// 2 blocks per branch and 3 / 2 modules in stages 3 / 4.
+    func testPresetsMatchMMSegConfigs() throws {
+        XCTAssertEqual(ModelConfig.hrnet(.w18).fcnChannels, 270)
+        XCTAssertEqual(ModelConfig.hrnet(.w18Small).fcnChannels, 270)
+        XCTAssertEqual(ModelConfig.hrnet(.w48).fcnChannels, 720)
+        XCTAssertEqual(HRNetConfig.w18Small.stages.map(\.numModules), [1, 1, 3, 2])
+        XCTAssertEqual(HRNetConfig.w18Small.stages.map(\.numBlocks), [[2], [2, 2], [2, 2, 2], [2, 2, 2, 2]])
+        XCTAssertEqual(HRNetConfig.w18.stages.map(\.numModules), [1, 1, 4, 3])
+        XCTAssertEqual(HRNetConfig.w48.outChannels, [48, 96, 192, 384])
+        for preset in [HRNetConfig.w18Small, .w18, .w48] { XCTAssertNoThrow(try ModelConfig.hrnet(preset).validate()) }
+        var wrong = HRNetConfig.w18
+        wrong.stages[2].numChannels = [20, 36, 72]
+        XCTAssertThrowsError(try wrong.validate()) { error in
+            XCTAssertTrue("\(error)".contains("stage3.num_channels"), "\(error)")
+        }
+        wrong = HRNetConfig.w18
+        wrong.stages[3].numBlocks = [4, 4, 4]
+        XCTAssertThrowsError(try wrong.validate())
+    }
+
+    /// At sizes that are not multiples of 32 the strided branches round up, so the upsampled lower branches
+    /// overshoot and are resized again to the higher branch (mmseg's Upsample + resize); the logits stay at the
+    /// 1/4 branch's size and backward runs, reporting every gradient once in flat-buffer order.
+    func testOddInputSizeAndBackwardOrder() {
+        var hrnet = HRNetConfig.v2(width: 4, blocks: 1, stage3Modules: 1, stage4Modules: 1)
+        hrnet.stages[0].numChannels = [8]
+        var config = ModelConfig.hrnet(hrnet, numClasses: 3)
+        config.ocrChannels = 8
+        config.ocrMidChannels = 4
+        let model = OCRNet(config: config, seed: 5)
+        var offsets: [Int] = []
+        model.store.gradientReady = { offsets.append($0.offset) }
+        let (h, w) = (45, 38)
+        let labels = LabelMap(shape: [2, h, w], values: (0..<(2 * h * w)).map { Int32($0 % 3) })
+        let losses = model.step(randomTensor([2, 3, h, w], seed: 6), labels)
+        XCTAssertTrue(losses.total.isFinite)
+        XCTAssertEqual(model.features.map { [$0.shape[2], $0.shape[3]] }, [[12, 10], [6, 5], [3, 3], [2, 2]])
+        XCTAssertEqual(model.ocrLogits!.shape, [2, 3, 12, 10])
+        XCTAssertEqual(offsets.count, model.store.parameters.count, "every parameter reported once")
+        XCTAssertEqual(offsets, offsets.sorted(), "gradients complete front to back")
+    }
+}
