@@ -77,10 +77,13 @@ final class HRNetParityTests: XCTestCase {
         XCTAssertLessThanOrEqual(whole, 2e-2, "whole-update gradient norm")
 
         var counters = 0
+        var worstBuffer: Comparison?
         for entry in model.store.entries {
             switch entry {
             case .buffer(let b):
                 assertClose("\(b.name) after forward", b.value, try f.tensor("after.\(b.name)"), relativeMax: 1e-4)
+                let c = compare(b.name, b.value, try f.tensor("after.\(b.name)"))
+                if worstBuffer == nil || c.relativeMax > worstBuffer!.relativeMax { worstBuffer = c }
             case .counter(let c):
                 XCTAssertEqual(c.value, try f.int64s("after.\(c.name)")[0], c.name)
                 counters += 1
@@ -88,6 +91,7 @@ final class HRNetParityTests: XCTestCase {
                 break
             }
         }
+        print("worst BN buffer after forward: \(worstBuffer!)")
         XCTAssertGreaterThan(counters, 100, "every BN of the model was checked")
     }
 

@@ -66,15 +66,17 @@ final class HRNetSpeedTests: XCTestCase {
             let bottleneckMs = fastest {
                 let start = DispatchTime.now().uptimeNanoseconds
                 let y = bottleneck.forward(x)
-                bottleneckForwardMs = min(bottleneckForwardMs, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                bottleneckForwardMs = min(bottleneckForwardMs, elapsed)
                 bottleneck.backward(y)
             }
             let gmac = Double(batch * (h / 4) * (w / 4) * concat * 9 * 512) / 1e9
-            print(String(format: "%@ %dx%d batch %d, %d threads: step %.0f ms (forward %.0f ms), fastest of %d, %.3f img/s; "
-                         + "OCR bottleneck 3×3 %d→512 (%.1f GMAC): forward %.0f ms, forward+backward %.0f ms "
-                         + "(%.0f%% of the step)",
-                         name, h, w, batch, BLAS.threads, stepMs, forwardMs, iterations, Double(batch) * 1000 / stepMs, concat,
-                         gmac, bottleneckForwardMs, bottleneckMs, 100 * bottleneckMs / stepMs))
+            print(String(format: "%@ %dx%d batch %d, %d threads: step %.0f ms (forward %.0f ms), fastest of %d, "
+                         + "%.3f img/s; OCR bottleneck 3×3 %d→512 (%.1f GMAC): forward %.0f ms, forward+backward "
+                         + "%.0f ms (%.0f%% of the step)",
+                         name, h, w, batch, BLAS.threads, stepMs, forwardMs, iterations,
+                         Double(batch) * 1000 / stepMs, concat, gmac, bottleneckForwardMs, bottleneckMs,
+                         100 * bottleneckMs / stepMs))
         }
     }
 
