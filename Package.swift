@@ -17,14 +17,18 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN"], swiftSettings: numeric),
+        // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
+        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"], swiftSettings: numeric),
         .executableTarget(
             name: "ocr-ddp",
             dependencies: [
-                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed",
+                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numeric),
@@ -33,6 +37,7 @@ let package = Package(
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"], swiftSettings: numeric),
     ],
     swiftLanguageModes: [.v5]
 )
