@@ -159,7 +159,9 @@ public enum ImageCodec {
             var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
             guard tjDecompressHeader3(decoder, jpeg.baseAddress, UInt(jpeg.count),
                                       &width, &height, &subsampling, &colorspace) == 0 else { throw failure("header") }
-            guard width > 0, height > 0 else { throw DataError(path, "JPEG has an empty \(width)×\(height) image") }
+            guard width > 0, height > 0 else {
+                throw DataError(path, "corrupt JPEG: header gives a \(width)×\(height) image")
+            }
             var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * 3)
             let status = pixels.withUnsafeMutableBufferPointer { out in
                 tjDecompress2(decoder, jpeg.baseAddress, UInt(jpeg.count), out.baseAddress, width, 0, height,

@@ -116,7 +116,7 @@ public enum SyntheticDataset {
             return wall.map { $0 + mortar }
         }
         // A grid of windows, each surrounded by wall.
-        let windowWidth = rng.int(6...11), windowHeight = rng.int(5...9)
+        let windowWidth = rng.int(6...16), windowHeight = rng.int(5...11)
         let gapX = rng.int(4...8), gapY = rng.int(4...8)
         var y = top + gapY
         while y + windowHeight <= bottom - 6 {
