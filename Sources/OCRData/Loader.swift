@@ -177,11 +177,16 @@ private final class PrefetchCore: @unchecked Sendable {
         let labelHeight = mode == .training ? height : samples.map { $0.label.height }.max()!
         let labelWidth = mode == .training ? width : samples.map { $0.label.width }.max()!
         var labels = [Int32](repeating: Int32(pipeline.labelPadValue), count: n * labelHeight * labelWidth)
-        for (i, sample) in samples.enumerated() {
-            let label = sample.label
-            for y in 0..<label.height {
-                let base = (i * labelHeight + y) * labelWidth
-                for x in 0..<label.width { labels[base + x] = Int32(label.values[y * label.width + x]) }
+        labels.withUnsafeMutableBufferPointer { out in
+            for (i, sample) in samples.enumerated() {
+                let label = sample.label
+                label.values.withUnsafeBufferPointer { values in
+                    for y in 0..<label.height {
+                        let row = out.baseAddress! + (i * labelHeight + y) * labelWidth
+                        let source = values.baseAddress! + y * label.width
+                        for x in 0..<label.width { row[x] = Int32(source[x]) }
+                    }
+                }
             }
         }
         return Batch(images: images, labels: LabelMap(shape: [n, labelHeight, labelWidth], values: labels),

@@ -63,8 +63,8 @@ public struct DistributedSampler: Equatable {
     }
 }
 
-/// An endless (training) or finite (evaluation) sequence of tickets, read by position; must be safe to call from
-/// several threads (the loader calls it under its lock).
+/// An endless (training) or finite (evaluation) sequence of tickets, read by position. The loader calls it under
+/// its own lock, so an implementation may cache without locking.
 public protocol SampleSchedule {
     /// The ticket at stream position `position` (0 = the first sample this loader delivers), nil past the end.
     func ticket(at position: Int) -> SampleTicket?

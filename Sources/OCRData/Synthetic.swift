@@ -12,6 +12,9 @@ import OCRTensor
 public enum SyntheticDataset {
     public static let height = 128
     public static let width = 256
+    /// The sizes `make-synthetic` and the quick start write when not told otherwise.
+    public static let defaultTrainCount = 500
+    public static let defaultValCount = 100
 
     public static let classes = ClassInfo(
         names: ["ground", "sky", "building", "tree", "car", "person", "building window", "car window"],

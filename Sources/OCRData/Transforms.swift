@@ -181,7 +181,7 @@ public struct RandomCrop: Equatable {
     }
 
     /// At least two classes and no class with a share ≥ cat_max_ratio of the non-ignored pixels.
-    func isBalanced(_ label: LabelImage) -> Bool {
+    public func isBalanced(_ label: LabelImage) -> Bool {
         var counts = [Int](repeating: 0, count: 256)
         for v in label.values { counts[Int(v)] += 1 }
         counts[Int(ignoreIndex)] = 0
@@ -229,6 +229,14 @@ public struct PhotoMetricDistortion: Equatable {
         public var contrastFirst: Bool
         public var saturation: Double?
         public var hue: Int?
+
+        public init(brightness: Double?, contrast: Double?, contrastFirst: Bool, saturation: Double?, hue: Int?) {
+            self.brightness = brightness
+            self.contrast = contrast
+            self.contrastFirst = contrastFirst
+            self.saturation = saturation
+            self.hue = hue
+        }
     }
 
     public func draw(_ rng: inout SplitMix64) -> Draws {
@@ -292,7 +300,7 @@ func clippedTruncated(_ x: Double) -> UInt8 { UInt8(min(max(x, 0), 255)) }
 
 /// OpenCV's 8-bit RGB→HSV: V = max, S = 255·(V − min)/V, H = hue in degrees / 2 ∈ [0, 180), all rounded.
 @inline(__always)
-func rgbToHSV(_ r8: UInt8, _ g8: UInt8, _ b8: UInt8) -> (h: Int, s: UInt8, v: UInt8) {
+public func rgbToHSV(_ r8: UInt8, _ g8: UInt8, _ b8: UInt8) -> (h: Int, s: UInt8, v: UInt8) {
     let r = Int(r8), g = Int(g8), b = Int(b8)
     let v = max(r, g, b), delta = v - min(r, g, b)
     guard delta > 0 else { return (0, 0, UInt8(v)) }
@@ -311,7 +319,7 @@ func rgbToHSV(_ r8: UInt8, _ g8: UInt8, _ b8: UInt8) -> (h: Int, s: UInt8, v: UI
 
 /// OpenCV's 8-bit HSV→RGB (H in [0, 180) half-degrees), rounded.
 @inline(__always)
-func hsvToRGB(_ h: Int, _ s8: UInt8, _ v8: UInt8) -> (UInt8, UInt8, UInt8) {
+public func hsvToRGB(_ h: Int, _ s8: UInt8, _ v8: UInt8) -> (UInt8, UInt8, UInt8) {
     let s = Double(s8) / 255, v = Double(v8)
     let sector = Double(h) / 30 // hue in degrees / 60
     let index = Int(sector) % 6, fraction = sector - Double(Int(sector))

@@ -13,10 +13,10 @@ struct MakeSynthetic: ParsableCommand {
     var outDir: String
 
     @Option(help: "Number of training images.")
-    var train: Int = 500
+    var train: Int = SyntheticDataset.defaultTrainCount
 
     @Option(help: "Number of validation images.")
-    var val: Int = 100
+    var val: Int = SyntheticDataset.defaultValCount
 
     @Option(help: "Seed: the same seed writes the same dataset.")
     var seed: UInt64 = 0

@@ -1,5 +1,5 @@
 import Foundation
-@testable import OCRData
+import OCRData
 import OCRTensor
 import OCRTestSupport
 import XCTest
