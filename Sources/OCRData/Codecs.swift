@@ -153,7 +153,7 @@ public enum ImageCodec {
         defer { tjDestroy(decoder) }
         func failure(_ stage: String) -> DataError {
             let message = tjGetErrorStr2(decoder).map { String(cString: $0) } ?? "unknown error"
-            return DataError(path, "corrupt or truncated JPEG (\(stage)): \(message)")
+            return DataError(path, "corrupt, truncated or unsupported JPEG (\(stage)): \(message)")
         }
         return try bytes.withUnsafeBufferPointer { jpeg in
             var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0

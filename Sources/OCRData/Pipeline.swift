@@ -89,12 +89,19 @@ public struct Pipeline: Equatable {
     // MARK: Config
 
     /// Reads mmseg pipeline entries. Known types: RandomResize, Resize, RandomCrop, RandomFlip,
-    /// PhotoMetricDistortion, and the preprocessing entries Normalize (mean, std, to_rgb) and Pad (size, pad_val,
-    /// seg_pad_val); LoadImageFromFile, LoadAnnotations and PackSegInputs are accepted and do nothing (loading is
-    /// implicit). Without a Pad entry, batches are padded to the RandomCrop size. Unknown types and keys are errors.
+    /// PhotoMetricDistortion, and the preprocessing entries Normalize (mean, std; to_rgb is accepted and moot, images
+    /// are decoded as RGB) and Pad (size, pad_val, seg_pad_val); LoadImageFromFile, LoadAnnotations and
+    /// PackSegInputs are accepted and do nothing (loading is implicit). `mean`/`std` are the config's `data.mean`
+    /// and `data.std`. Without a Pad entry, batches are padded to the RandomCrop size. Unknown types and keys are
+    /// errors.
     public init(config: [[String: Any]], mean: [Double]? = nil, std: [Double]? = nil) throws {
         var transforms: [Transform] = []
         var normalization = Normalization()
+        for (name, values) in [("mean", mean), ("std", std)] {
+            if let values, values.count != 3 || (name == "std" && values.contains { $0 <= 0 }) {
+                throw PipelineError("data.\(name) must be three \(name == "std" ? "positive " : "")numbers (R, G, B), got \(values)")
+            }
+        }
         if let mean { normalization.mean = mean.map(Float.init) }
         if let std { normalization.std = std.map(Float.init) }
         var padSize: (height: Int, width: Int)?
@@ -143,7 +150,10 @@ public struct Pipeline: Equatable {
             case "Normalize":
                 try reader.allow(["mean", "std", "to_rgb"])
                 if let values = try reader.triple("mean") { normalization.mean = values }
-                if let values = try reader.triple("std") { normalization.std = values }
+                if let values = try reader.triple("std") {
+                    guard values.allSatisfy({ $0 > 0 }) else { throw PipelineError(reader.context + ": 'std' must be positive") }
+                    normalization.std = values
+                }
             case "Pad":
                 try reader.allow(["size", "pad_val", "seg_pad_val"])
                 if let size = try reader.pair("size") { padSize = (size.0, size.1) }

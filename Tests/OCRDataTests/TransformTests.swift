@@ -250,5 +250,9 @@ final class TransformTests: XCTestCase {
         XCTAssertTrue(failure([["type": "RandomFlip", "probability": 0.5]]).contains("unknown key 'probability'"))
         XCTAssertTrue(failure([["type": "RandomCrop"]]).contains("'crop_size' is required"))
         XCTAssertTrue(failure([["type": "RandomResize", "scale": [2048]]]).contains("'scale' must be a list of 2 numbers"))
+        XCTAssertTrue(failure([["type": "Normalize", "std": [1, 0, 1]]]).contains("'std' must be positive"))
+        XCTAssertThrowsError(try Pipeline(config: [], mean: [1, 2]))
+        let custom = try Pipeline(config: [["type": "Normalize", "mean": [1, 2, 3], "std": [4, 5, 6], "to_rgb": true]])
+        XCTAssertEqual(custom.normalization, Normalization(mean: [1, 2, 3], std: [4, 5, 6]))
     }
 }
