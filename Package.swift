@@ -18,9 +18,12 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
+<<<<<<< HEAD
         .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN", "OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed",
                                                  .product(name: "Yams", package: "Yams")],
@@ -29,6 +32,15 @@ let package = Package(
             name: "ocr-ddp",
             dependencies: [
                 "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRTrain",
+=======
+        .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN"], swiftSettings: numeric),
+        // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
+        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"], swiftSettings: numeric),
+        .executableTarget(
+            name: "ocr-ddp",
+            dependencies: [
+                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
+>>>>>>> data
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numeric),
@@ -37,8 +49,12 @@ let package = Package(
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
+<<<<<<< HEAD
         // Launches the ocr-ddp executable under mpirun.
         .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
+=======
+        .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"], swiftSettings: numeric),
+>>>>>>> data
     ],
     swiftLanguageModes: [.v5]
 )
