@@ -23,24 +23,16 @@ let package = Package(
         .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
-<<<<<<< HEAD
         .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN", "OCRTensor"], swiftSettings: numeric),
-        .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed",
+        // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
+        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"], swiftSettings: numeric),
+        .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
                                                  .product(name: "Yams", package: "Yams")],
                 swiftSettings: numeric),
         .executableTarget(
             name: "ocr-ddp",
             dependencies: [
-                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRTrain",
-=======
-        .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN"], swiftSettings: numeric),
-        // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
-        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"], swiftSettings: numeric),
-        .executableTarget(
-            name: "ocr-ddp",
-            dependencies: [
-                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
->>>>>>> data
+                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData", "OCRTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numeric),
@@ -49,12 +41,9 @@ let package = Package(
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
-<<<<<<< HEAD
-        // Launches the ocr-ddp executable under mpirun.
-        .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
-=======
         .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"], swiftSettings: numeric),
->>>>>>> data
+        // Launch the ocr-ddp executable (under mpirun where they say so).
+        .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -6,6 +6,18 @@ public enum DatasetType: String, CaseIterable {
 }
 
 /// How raw label-file values become training labels (a 256-entry lookup table; 255 stays ignore).
+extension DatasetType {
+    /// Class names and palette of the dataset.
+    public var classes: ClassInfo {
+        switch self {
+        case .cityscapes: .cityscapes
+        case .synthetic: SyntheticDataset.classes
+        case .ade20k: .ade20k
+        case .voc: .voc
+        }
+    }
+}
+
 public enum LabelEncoding: Equatable {
     /// The file already holds train ids (Cityscapes labelTrainIds, VOC, synthetic).
     case identity
@@ -58,19 +70,11 @@ public struct SegmentationDataset {
         self.type = type
         self.root = root
         self.split = split
+        classes = type.classes
         switch type {
-        case .cityscapes:
-            classes = .cityscapes
-            samples = try Self.cityscapesSamples(root: root, split: split)
-        case .synthetic:
-            classes = SyntheticDataset.classes
-            samples = try Self.cityscapesSamples(root: root, split: split)
-        case .ade20k:
-            classes = .ade20k
-            samples = try Self.ade20kSamples(root: root, split: split)
-        case .voc:
-            classes = .voc
-            samples = try Self.vocSamples(root: root, split: split)
+        case .cityscapes, .synthetic: samples = try Self.cityscapesSamples(root: root, split: split)
+        case .ade20k: samples = try Self.ade20kSamples(root: root, split: split)
+        case .voc: samples = try Self.vocSamples(root: root, split: split)
         }
     }
 
