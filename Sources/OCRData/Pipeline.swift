@@ -1,7 +1,7 @@
 import OCRTensor
 
-/// A bad pipeline entry in the config: names the entry and the key.
-public struct PipelineError: Error, CustomStringConvertible, Equatable {
+/// A bad `data:` block or pipeline entry in the config; the description names the key or entry.
+public struct DataConfigError: Error, CustomStringConvertible, Equatable {
     public let description: String
     init(_ description: String) { self.description = description }
 }
@@ -99,7 +99,7 @@ public struct Pipeline: Equatable {
         var normalization = Normalization()
         for (name, values) in [("mean", mean), ("std", std)] {
             if let values, values.count != 3 || (name == "std" && values.contains { $0 <= 0 }) {
-                throw PipelineError("data.\(name) must be three \(name == "std" ? "positive " : "")numbers (R, G, B), got \(values)")
+                throw DataConfigError("data.\(name) must be three \(name == "std" ? "positive " : "")numbers (R, G, B), got \(values)")
             }
         }
         if let mean { normalization.mean = mean.map(Float.init) }
@@ -109,7 +109,7 @@ public struct Pipeline: Equatable {
         var padValue: Float = 0, labelPadValue: UInt8 = 255
         for (position, entry) in config.enumerated() {
             guard let type = entry["type"] as? String else {
-                throw PipelineError("pipeline entry \(position) has no 'type'")
+                throw DataConfigError("pipeline entry \(position) has no 'type'")
             }
             let reader = EntryReader(type: type, position: position, entry: entry)
             switch type {
@@ -134,7 +134,7 @@ public struct Pipeline: Equatable {
             case "RandomFlip":
                 try reader.allow(["prob", "direction"])
                 if let direction = entry["direction"], direction as? String != "horizontal" {
-                    throw PipelineError(reader.context + ": only direction 'horizontal' is supported, got \(direction)")
+                    throw DataConfigError(reader.context + ": only direction 'horizontal' is supported, got \(direction)")
                 }
                 transforms.append(.randomFlip(RandomFlip(prob: try reader.double("prob") ?? 0.5)))
             case "PhotoMetricDistortion":
@@ -151,7 +151,7 @@ public struct Pipeline: Equatable {
                 try reader.allow(["mean", "std", "to_rgb"])
                 if let values = try reader.triple("mean") { normalization.mean = values }
                 if let values = try reader.triple("std") {
-                    guard values.allSatisfy({ $0 > 0 }) else { throw PipelineError(reader.context + ": 'std' must be positive") }
+                    guard values.allSatisfy({ $0 > 0 }) else { throw DataConfigError(reader.context + ": 'std' must be positive") }
                     normalization.std = values
                 }
             case "Pad":
@@ -163,7 +163,7 @@ public struct Pipeline: Equatable {
             case "LoadImageFromFile", "LoadAnnotations", "PackSegInputs":
                 continue
             default:
-                throw PipelineError("pipeline entry \(position): unknown transform type '\(type)'")
+                throw DataConfigError("pipeline entry \(position): unknown transform type '\(type)'")
             }
         }
         self.init(transforms: transforms, normalization: normalization, padSize: padSize, padValue: padValue,
@@ -179,7 +179,7 @@ private struct EntryReader {
 
     func allow(_ keys: Set<String>) throws {
         for key in entry.keys where key != "type" && !keys.contains(key) {
-            throw PipelineError("\(context): unknown key '\(key)' (known: \(keys.sorted().joined(separator: ", ")))")
+            throw DataConfigError("\(context): unknown key '\(key)' (known: \(keys.sorted().joined(separator: ", ")))")
         }
     }
 
@@ -194,21 +194,21 @@ private struct EntryReader {
 
     func double(_ key: String) throws -> Double? {
         guard let value = entry[key] else { return nil }
-        guard let v = number(value) else { throw PipelineError("\(context): '\(key)' must be a number, got \(value)") }
+        guard let v = number(value) else { throw DataConfigError("\(context): '\(key)' must be a number, got \(value)") }
         return v
     }
 
     func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
         guard let value = try double(key) else { return nil }
         guard value == value.rounded(), range.contains(Int(value)) else {
-            throw PipelineError("\(context): '\(key)' must be an integer in \(range), got \(value)")
+            throw DataConfigError("\(context): '\(key)' must be an integer in \(range), got \(value)")
         }
         return Int(value)
     }
 
     func bool(_ key: String) throws -> Bool? {
         guard let value = entry[key] else { return nil }
-        guard let v = value as? Bool else { throw PipelineError("\(context): '\(key)' must be true or false") }
+        guard let v = value as? Bool else { throw DataConfigError("\(context): '\(key)' must be true or false") }
         return v
     }
 
@@ -216,7 +216,7 @@ private struct EntryReader {
         guard let value = entry[key] else { return nil }
         guard let list = value as? [Any], list.count == count, case let values = list.compactMap(number),
               values.count == count else {
-            throw PipelineError("\(context): '\(key)' must be a list of \(count) numbers, got \(value)")
+            throw DataConfigError("\(context): '\(key)' must be a list of \(count) numbers, got \(value)")
         }
         return values
     }
@@ -224,11 +224,11 @@ private struct EntryReader {
     /// Two positive integers, e.g. scale [w, h] or crop_size [h, w].
     func pair(_ key: String, required: Bool = false) throws -> (Int, Int)? {
         guard let values = try numbers(key, count: 2) else {
-            if required { throw PipelineError("\(context): '\(key)' is required") }
+            if required { throw DataConfigError("\(context): '\(key)' is required") }
             return nil
         }
         guard values.allSatisfy({ $0 >= 1 && $0 == $0.rounded() }) else {
-            throw PipelineError("\(context): '\(key)' must be two positive integers, got \(values)")
+            throw DataConfigError("\(context): '\(key)' must be two positive integers, got \(values)")
         }
         return (Int(values[0]), Int(values[1]))
     }
@@ -242,7 +242,7 @@ private struct EntryReader {
     }
 
     func range(_ pair: (Double, Double), _ key: String) throws -> ClosedRange<Double> {
-        guard pair.0 <= pair.1 else { throw PipelineError("\(context): '\(key)' must be [low, high], got \(pair)") }
+        guard pair.0 <= pair.1 else { throw DataConfigError("\(context): '\(key)' must be [low, high], got \(pair)") }
         return pair.0...pair.1
     }
 }

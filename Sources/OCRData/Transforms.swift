@@ -37,14 +37,15 @@ public struct AugmentedSample {
     mutating func crop(x0: Int, y0: Int, width: Int, height: Int) {
         let window = ResizeWindow(targetWidth: self.width, targetHeight: self.height,
                                   x0: x0, y0: y0, width: width, height: height)
-        if pendingSize != nil {
+        if let size = pendingSize, size.width != image.width || size.height != image.height {
             image = resizeBilinear(image, window)
             label = label.map { resizeNearest($0, window) }
-            pendingSize = nil
         } else {
             image = cropPixels(image, window)
-            label = label.map { resizeNearest($0, window) }
+            label = label.map { LabelImage(width: width, height: height, values: cropPixels(
+                PixelImage(width: $0.width, height: $0.height, channels: 1, pixels: $0.values), window).pixels) }
         }
+        pendingSize = nil
     }
 
     /// The label window a crop would keep, without keeping it (for cat_max_ratio).
@@ -119,7 +120,7 @@ public struct RandomResize: Equatable {
 
     func apply(_ sample: inout AugmentedSample, _ rng: inout SplitMix64) {
         let ratio = ratioRange.lowerBound + rng.uniform() * (ratioRange.upperBound - ratioRange.lowerBound)
-        let target = (width: Int(Double(scale.width) * ratio), height: Int(Double(scale.height) * ratio))
+        let target = (width: max(Int(Double(scale.width) * ratio), 1), height: max(Int(Double(scale.height) * ratio), 1))
         Resize(scale: target, keepRatio: keepRatio).apply(&sample)
     }
 }

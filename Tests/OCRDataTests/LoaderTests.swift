@@ -3,15 +3,18 @@ import OCRData
 import OCRTensor
 import XCTest
 
-final class LoaderTests: XCTestCase {
-    static let syntheticRoot: String = {
-        let root = NSTemporaryDirectory() + "ocr-data-loader-\(UUID().uuidString)"
-        try! SyntheticDataset.write(to: root, train: 10, val: 5, seed: 1)
-        return root
-    }()
+/// A small synthetic dataset (10 train, 5 val scenes) in a temporary directory removed after the test.
+func makeSyntheticRoot(_ test: XCTestCase) throws -> String {
+    let root = try temporaryDirectory(test)
+    try SyntheticDataset.write(to: root, train: 10, val: 5, seed: 1)
+    return root
+}
 
-    override class func tearDown() {
-        try? FileManager.default.removeItem(atPath: syntheticRoot)
+final class LoaderTests: XCTestCase {
+    var syntheticRoot = ""
+
+    override func setUpWithError() throws {
+        syntheticRoot = try makeSyntheticRoot(self)
     }
 
     let pipeline = Pipeline(transforms: [
@@ -23,7 +26,7 @@ final class LoaderTests: XCTestCase {
 
     func trainLoader(ranks: Int = 1, rank: Int = 0, start: SamplerState = SamplerState(), workers: Int = 2,
                      batchSize: Int = 3) throws -> PrefetchLoader {
-        let dataset = try SegmentationDataset(type: .synthetic, root: Self.syntheticRoot, split: "train")
+        let dataset = try SegmentationDataset(type: .synthetic, root: syntheticRoot, split: "train")
         let sampler = DistributedSampler(count: dataset.count, ranks: ranks, rank: rank, seed: 6)
         return PrefetchLoader(dataset: dataset, pipeline: pipeline, schedule: TrainingSchedule(sampler: sampler, start: start),
                               batchSize: batchSize, seed: 6, mode: .training, workers: workers)
@@ -86,7 +89,7 @@ final class LoaderTests: XCTestCase {
     }
 
     func testEvaluationKeepsLabelsAtTheirSizeAndEnds() throws {
-        let dataset = try SegmentationDataset(type: .synthetic, root: Self.syntheticRoot, split: "val")
+        let dataset = try SegmentationDataset(type: .synthetic, root: syntheticRoot, split: "val")
         let eval = Pipeline(transforms: [.resize(Resize(scale: (128, 64)))])
         let loader = PrefetchLoader(dataset: dataset, pipeline: eval, schedule: EvaluationSchedule(count: 5, ranks: 2, rank: 0),
                                     batchSize: 2, seed: 0, mode: .evaluation)
@@ -190,5 +193,51 @@ final class LoaderTests: XCTestCase {
             report += String(format: "; loader with %d worker%@: %.1f samples/s", workers, workers == 1 ? "" : "s", rate)
         }
         print(report)
+    }
+}
+
+final class DataConfigTests: XCTestCase {
+    func testTheInterfaceBlockBuildsLoaders() throws {
+        let block: [String: Any] = [
+            "type": "synthetic", "data_root": try makeSyntheticRoot(self), "batch_size": 2,
+            "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
+            "train_pipeline": [
+                ["type": "RandomResize", "scale": [256, 128], "ratio_range": [0.5, 2.0]],
+                ["type": "RandomCrop", "crop_size": [64, 128], "cat_max_ratio": 0.75],
+                ["type": "RandomFlip", "prob": 0.5],
+                ["type": "PhotoMetricDistortion"],
+            ],
+        ]
+        let config = try DataConfig(block)
+        XCTAssertEqual(config.type, .synthetic)
+        XCTAssertEqual(config.trainPipeline.transforms.count, 4)
+        XCTAssertTrue(config.testPipeline.transforms.isEmpty)
+        let train = try config.trainDataset(), val = try config.valDataset()
+        XCTAssertEqual([train.count, val.count], [10, 5])
+        let batch = try config.trainLoader(train, rank: 1, ranks: 2, seed: 0).next()!
+        XCTAssertEqual(batch.images.shape, [2, 3, 64, 128])
+        var seen: [Int] = []
+        for rank in 0..<2 {
+            let loader = config.evalLoader(val, rank: rank, ranks: 2)
+            while let batch = try loader.next() {
+                XCTAssertEqual(batch.images.shape, [1, 3, SyntheticDataset.height, SyntheticDataset.width])
+                seen += batch.tickets.map(\.datasetIndex)
+            }
+        }
+        XCTAssertEqual(seen.sorted(), [0, 1, 2, 3, 4])
+    }
+
+    func testBadBlocksNameTheKey() {
+        func failure(_ block: [String: Any]) -> String {
+            do { _ = try DataConfig(block); return "no error" } catch { return "\(error)" }
+        }
+        let base: [String: Any] = ["type": "cityscapes", "data_root": "data/cityscapes"]
+        XCTAssertEqual(failure(base), "no error")
+        XCTAssertTrue(failure(base.merging(["batch_sise": 2]) { $1 }).contains("data.batch_sise: unknown key"))
+        XCTAssertTrue(failure(base.merging(["type": "coco"]) { $1 }).contains("data.type must be one of"))
+        XCTAssertTrue(failure(base.merging(["batch_size": 0]) { $1 }).contains("data.batch_size must be a positive integer"))
+        XCTAssertTrue(failure(base.merging(["std": [1, 2]]) { $1 }).contains("data.std must be three"))
+        XCTAssertTrue(failure(base.merging(["train_pipeline": [["type": "RandomFlip", "p": 1]]]) { $1 })
+            .contains("data.train_pipeline: pipeline entry 0 (RandomFlip): unknown key 'p'"))
     }
 }
