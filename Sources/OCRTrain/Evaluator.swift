@@ -15,13 +15,9 @@ public struct Evaluator {
         self.comm = comm
     }
 
-    public func evaluate(model: OCRNet, dataset: SegmentationDataset, showDir: String? = nil) throws -> SegmentationCounts {
-        var transforms: [[String: Any]] = []
-        if let scale = config.testScale { transforms.append(["type": "Resize", "scale": scale, "keep_ratio": true]) }
-        let pipeline = try Pipeline(config: transforms, mean: config.mean, std: config.std)
-        let schedule = EvaluationSchedule(count: dataset.count, ranks: comm.size, rank: comm.rank)
-        let loader = PrefetchLoader(dataset: dataset, pipeline: pipeline, schedule: schedule, batchSize: 1,
-                                    seed: config.seed, mode: .evaluation, workers: max(config.loaderWorkers, 1))
+    public func evaluate(model: OCRNet, dataset: SegmentationDataset, data: DataConfig,
+                         showDir: String? = nil) throws -> SegmentationCounts {
+        let loader = data.evalLoader(dataset, rank: comm.rank, ranks: comm.size)
         let inference = Inference(model: model, config: config)
         var counts = SegmentationCounts(numClasses: config.model.numClasses)
         var failure: String?

@@ -1,4 +1,5 @@
 import Foundation
+import OCRData
 import OCRModel
 
 /// Everything a run needs, read from the YAML of INTERFACE.md (key paths are a contract) plus `--cfg-options`.
@@ -17,17 +18,8 @@ public struct ExperimentConfig {
     public var testFlip = false
     public var testScales: [Double] = [1.0]
 
-    public var dataType = "cityscapes"
-    public var dataRoot = "data/cityscapes"
-    public var batchSize = 2
-    public var mean: [Double] = [123.675, 116.28, 103.53]
-    public var std: [Double] = [58.395, 57.12, 57.375]
-    /// The mmseg-style transform list, handed to the data pipeline as plain dictionaries.
-    public var trainPipeline: [[String: Any]] = []
-    /// Evaluation resize (mmseg's test `Resize` scale, keep ratio); nil = original size.
-    public var testScale: [Int]? = nil
-    public var loaderWorkers = 2
-
+    /// The `data:` block (dataset, root, batch size per rank, pipelines, splits, loader workers).
+    public var data: DataConfig
     public var learningRate = 0.01
     public var momentum = 0.9
     public var weightDecay = 0.0005
@@ -45,8 +37,6 @@ public struct ExperimentConfig {
 
     /// The tree this config was read from, after overrides (written to WORK_DIR/config.yaml).
     public private(set) var tree: ConfigValue = .map([])
-
-    public init() {}
 
     /// Reads a YAML file (or the built-in quick-start config when `path` is nil) and applies `K=V` overrides.
     public static func load(path: String?, overrides: [String]) throws -> ExperimentConfig {
@@ -124,27 +114,10 @@ public struct ExperimentConfig {
         testScales = try r.doubles("model.test_cfg.scales", default: [1.0]) ?? [1.0]
         do { try model.validate() } catch { throw ConfigError("\(error)") }
 
-        dataType = try r.string("data.type", default: dataType)
-        guard ["cityscapes", "ade20k", "voc", "synthetic"].contains(dataType) else {
-            throw ConfigError("config key 'data.type': '\(dataType)' is not one of cityscapes, ade20k, voc, synthetic")
+        guard let block = r.subtree("data")?.plain as? [String: Any] else {
+            throw ConfigError("config key 'data': missing (needs at least type and data_root)")
         }
-        dataRoot = try r.string("data.data_root", default: dataRoot)
-        batchSize = try r.int("data.batch_size", default: batchSize)
-        guard batchSize >= 1 else { throw ConfigError("config key 'data.batch_size': must be ≥ 1") }
-        mean = try r.doubles("data.mean", default: mean) ?? mean
-        std = try r.doubles("data.std", default: std) ?? std
-        guard mean.count == 3, std.count == 3, std.allSatisfy({ $0 > 0 }) else {
-            throw ConfigError("config key 'data.mean'/'data.std': three values each, std > 0")
-        }
-        if let pipeline = r.subtree("data.train_pipeline") {
-            guard case .list(let items) = pipeline, let dicts = items.map(\.plain) as? [[String: Any]] else {
-                throw ConfigError("config key 'data.train_pipeline': expected a list of {type: …} transforms")
-            }
-            trainPipeline = dicts
-        }
-        let scale = try r.ints("data.test_scale", default: [])
-        testScale = scale.isEmpty ? nil : scale
-        loaderWorkers = try r.int("data.num_workers", default: loaderWorkers)
+        do { data = try DataConfig(block) } catch { throw ConfigError("config key \(error)") }
 
         let optimizerType = try r.string("optimizer.type", default: "SGD")
         guard optimizerType == "SGD" else { throw ConfigError("config key 'optimizer.type': only SGD is supported") }

@@ -27,8 +27,8 @@ public final class Trainer {
     /// The dataset root; for the synthetic dataset a missing root is generated (by rank 0, under the work dir when
     /// the configured root does not exist).
     public static func dataRoot(_ config: ExperimentConfig, workDir: String, comm: Communicator) throws -> String {
-        guard config.dataType == "synthetic", !FileManager.default.fileExists(atPath: config.dataRoot) else {
-            return config.dataRoot
+        guard config.data.type == .synthetic, !FileManager.default.fileExists(atPath: config.data.dataRoot) else {
+            return config.data.dataRoot
         }
         let root = "\(workDir)/synthetic"
         var error: [Int64] = [0]
@@ -50,15 +50,14 @@ public final class Trainer {
             try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
             try writeFileAtomically(Data(config.tree.yaml.utf8), to: "\(workDir)/config.yaml")
         }
-        let root = try Self.dataRoot(config, workDir: workDir, comm: comm)
-        let type = DatasetType(rawValue: config.dataType)!
-        let trainSet = try SegmentationDataset(type: type, root: root, split: "train")
-        let valSet = try SegmentationDataset(type: type, root: root, split: type == .ade20k ? "validation" : "val")
+        var data = config.data
+        data.dataRoot = try Self.dataRoot(config, workDir: workDir, comm: comm)
+        let trainSet = try data.trainDataset()
+        let valSet = try data.valDataset()
         guard trainSet.numClasses == config.model.numClasses else {
-            throw ConfigError("config key 'model.num_classes': \(config.model.numClasses), but the \(config.dataType) "
+            throw ConfigError("config key 'model.num_classes': \(config.model.numClasses), but the \(data.type.rawValue) "
                               + "dataset has \(trainSet.numClasses) classes")
         }
-        let pipeline = try Pipeline(config: config.trainPipeline, mean: config.mean, std: config.std)
 
         let model = OCRNet(config: config.model, seed: config.seed)
         let sgd = SGD(store: model.store, learningRate: Float(config.learningRate), momentum: Float(config.momentum),
@@ -101,15 +100,11 @@ public final class Trainer {
         let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: config.syncBN, optimizer: sgd)
         comm.broadcast(UnsafeMutableBufferPointer(start: sgd.momentumBuffer.data, count: sgd.momentumBuffer.count))
         model.dropoutCalls = state.dropoutCalls
-        let sampler = DistributedSampler(count: trainSet.count, ranks: comm.size, rank: comm.rank, seed: config.seed)
-        let schedule = TrainingSchedule(sampler: sampler,
-                                        start: SamplerState(epoch: state.samplerEpoch, consumed: state.samplerConsumed))
-        let loader = PrefetchLoader(dataset: trainSet, pipeline: pipeline, schedule: schedule,
-                                    batchSize: config.batchSize, seed: config.seed, mode: .training,
-                                    workers: max(config.loaderWorkers, 1))
+        let loader = data.trainLoader(trainSet, rank: comm.rank, ranks: comm.size, seed: config.seed,
+                                      start: SamplerState(epoch: state.samplerEpoch, consumed: state.samplerConsumed))
         Self.installStopHandlers()
         log.info("training \(config.model.depth)-layer OCRNet on \(trainSet.count) images, \(comm.size) rank(s) × "
-                 + "batch \(config.batchSize), iterations \(state.iteration)..<\(config.maxIters)")
+                 + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)")
 
         var window = (seconds: 0.0, data: 0.0, steps: 0)
         let runStart = Date()
@@ -118,7 +113,7 @@ public final class Trainer {
             let iter = state.iteration
             let stepStart = Date()
             sgd.learningRate = Float(config.learningRate(at: iter))
-            guard let batch = try loader.next() else { throw DataError(root, "the training schedule ended") }
+            guard let batch = try loader.next() else { throw DataError(data.dataRoot, "the training schedule ended") }
             let dataSeconds = Date().timeIntervalSince(stepStart)
             let losses = ddp.step([(batch.images, batch.labels)])
             guard losses.total.isFinite else {
@@ -146,7 +141,7 @@ public final class Trainer {
                 try ReplicaConsistency.checkWeightsAgree(model.store, comm: comm, iteration: state.iteration)
             }
             if state.iteration % config.valInterval == 0 || done {
-                let counts = try Evaluator(config: config, comm: comm).evaluate(model: model, dataset: valSet)
+                let counts = try Evaluator(config: config, comm: comm).evaluate(model: model, dataset: valSet, data: data)
                 model.training = true
                 let mIoU = counts.metrics.mIoU ?? 0
                 log.info("\n" + Evaluator.table(counts, classNames: valSet.classes.names))

@@ -26,8 +26,8 @@ struct Bench: ParsableCommand {
             }
             return (parts[0], parts[1])
         }
-        for t in experiment.trainPipeline where t["type"] as? String == "RandomCrop" {
-            if let size = t["crop_size"] as? [Int], size.count == 2 { return (size[0], size[1]) }
+        for case .randomCrop(let t) in experiment.data.trainPipeline.transforms {
+            return (t.cropSize.height, t.cropSize.width)
         }
         throw ValidationError("the config has no RandomCrop crop_size: give --crop HxW")
     }
@@ -40,7 +40,7 @@ struct Bench: ParsableCommand {
             let sgd = SGD(store: model.store, learningRate: Float(experiment.learningRate),
                           momentum: Float(experiment.momentum), weightDecay: Float(experiment.weightDecay))
             let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: experiment.syncBN, optimizer: sgd)
-            let n = experiment.batchSize
+            let n = experiment.data.batchSize
             var rng = SplitMix64(seed: 7, UInt64(comm.rank))
             let images = Tensor(zeros: [n, 3, h, w])
             for i in 0..<images.count { images[i] = Float(rng.normal()) }

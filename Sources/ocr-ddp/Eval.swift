@@ -33,11 +33,11 @@ struct Eval: ParsableCommand {
         let experiment = try options.load(config)
         let model = try loadModel(experiment, checkpoint: checkpoint)
         try withProcessGroup { comm in
-            let root = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
-            let type = DatasetType(rawValue: experiment.dataType)!
-            let dataset = try SegmentationDataset(type: type, root: root, split: type == .ade20k ? "validation" : "val")
+            var data = experiment.data
+            data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
+            let dataset = try data.valDataset()
             let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
-                                                                                showDir: showDir)
+                                                                                data: data, showDir: showDir)
             guard comm.isRoot else { return }
             print(Evaluator.table(counts, classNames: dataset.classes.names))
             let json = try JSONSerialization.data(withJSONObject: Evaluator.jsonObject(counts, classNames: dataset.classes.names),
@@ -66,7 +66,8 @@ struct Predict: ParsableCommand {
         let model = try loadModel(experiment, checkpoint: checkpoint)
         let inference = Inference(model: model, config: experiment)
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
-        let palette = DatasetType(rawValue: experiment.dataType)?.classes.palette
+        let palette = experiment.data.type.classes.palette
+        let normalization = experiment.data.testPipeline.normalization
         for path in images {
             let image = try ImageCodec.readRGB(path)
             let input = Tensor(zeros: [1, 3, image.height, image.width])
@@ -74,7 +75,7 @@ struct Predict: ParsableCommand {
                 for x in 0..<image.width {
                     for c in 0..<3 {
                         let v = Double(image.pixels[(y * image.width + x) * image.channels + min(c, image.channels - 1)])
-                        input[(c * image.height + y) * image.width + x] = Float((v - experiment.mean[c]) / experiment.std[c])
+                        input[(c * image.height + y) * image.width + x] = (Float(v) - normalization.mean[c]) / normalization.std[c]
                     }
                 }
             }
