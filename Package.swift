@@ -44,6 +44,8 @@ let package = Package(
         .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"], swiftSettings: numeric),
         // Launch the ocr-ddp executable (under mpirun where they say so).
         .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
+        .testTarget(name: "TrainTests", dependencies: ["OCRTrain", "OCRModel", "OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["OCRTensor", "OCRTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

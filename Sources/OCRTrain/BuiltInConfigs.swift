@@ -1,5 +1,5 @@
 /// Configs compiled into the binary, so `ocr-ddp train` works with no file at hand. The text is Configs/quickstart.yaml
-/// verbatim (a test keeps the two identical).
+/// verbatim (ConfigTests keeps the two identical).
 public enum BuiltInConfigs {
     public static let quickstart = """
 # Quick start: OCRNet with a reduced-width ResNet-18-D8 on the built-in synthetic street scenes (128×256, 8 classes).
@@ -30,5 +30,6 @@ train_cfg: {max_iters: 600, val_interval: 300}
 checkpoint: {interval: 200, max_keep: 2}
 log: {interval: 20}
 seed: 0
+
 """
 }

@@ -16,6 +16,13 @@ public struct TrainerState: Codable, Equatable {
     public var bestIteration: Int?
     public var worldSize: Int
     public var configHash: String
+
+    public init(iteration: Int, samplerEpoch: Int, samplerConsumed: Int, seed: UInt64, dropoutCalls: [UInt64],
+                bestMIoU: Double?, bestIteration: Int?, worldSize: Int, configHash: String) {
+        self.iteration = iteration; self.samplerEpoch = samplerEpoch; self.samplerConsumed = samplerConsumed
+        self.seed = seed; self.dropoutCalls = dropoutCalls; self.bestMIoU = bestMIoU
+        self.bestIteration = bestIteration; self.worldSize = worldSize; self.configHash = configHash
+    }
 }
 
 /// Rank 0's checkpoints in the work directory: `iter_<N>/` holding `model.safetensors` (mmseg keys), `optimizer.safetensors`

@@ -45,7 +45,9 @@ public final class Trainer {
 
     /// Trains from scratch, from `loadFrom` weights, or resumed from `resume` (a checkpoint directory, or "" for
     /// the newest in the work dir), until `train_cfg.max_iters`, evaluating and checkpointing on the way.
-    public func run(resume: String?, loadFrom: String?) throws {
+    /// `stopAtIteration` ends the run early exactly as a preemption signal does (checkpoint, clean exit), for jobs
+    /// with a time limit that continue with --resume.
+    public func run(resume: String?, loadFrom: String?, stopAtIteration: Int? = nil) throws {
         if comm.isRoot {
             try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
             try writeFileAtomically(Data(config.tree.yaml.utf8), to: "\(workDir)/config.yaml")
@@ -154,7 +156,7 @@ public final class Trainer {
                     try saveCheckpoint(model, sgd, state)
                 }
             }
-            let stop = agreeOnStop()
+            let stop = agreeOnStop() || state.iteration == stopAtIteration
             if state.iteration % config.checkpointInterval == 0 || done || stop {
                 try saveCheckpoint(model, sgd, state)
             }

@@ -22,14 +22,14 @@ struct Bench: ParsableCommand {
         if let crop {
             let parts = crop.lowercased().split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2, parts.allSatisfy({ $0 >= 8 }) else {
-                throw ValidationError("--crop '\(crop)': expected HxW, e.g. 512x1024")
+                throw ConfigError("--crop '\(crop)': expected HxW, e.g. 512x1024")
             }
             return (parts[0], parts[1])
         }
         for case .randomCrop(let t) in experiment.data.trainPipeline.transforms {
             return (t.cropSize.height, t.cropSize.width)
         }
-        throw ValidationError("the config has no RandomCrop crop_size: give --crop HxW")
+        throw ConfigError("the config has no RandomCrop crop_size: give --crop HxW")
     }
 
     func run() throws {

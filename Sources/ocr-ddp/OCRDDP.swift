@@ -16,12 +16,12 @@ struct OCRDDP: ParsableCommand {
                       DDPCheck.self])
 
     /// `--resume` takes an optional value (`--resume` = the newest checkpoint of the work dir, `--resume DIR` = that
-    /// one), which the parser cannot express; a bare `--resume` becomes `--resume=` before parsing.
+    /// one), which the parser cannot express; a bare `--resume` becomes `--resume=@latest` before parsing.
     static func main() {
         var arguments = Array(CommandLine.arguments.dropFirst())
         for i in arguments.indices where arguments[i] == "--resume" {
             let next = i + 1 < arguments.count ? arguments[i + 1] : nil
-            if next == nil || next!.hasPrefix("-") { arguments[i] = "--resume=" }
+            if next == nil || next!.hasPrefix("-") { arguments[i] = "--resume=\(Train.latestCheckpoint)" }
         }
         main(arguments)
     }

@@ -15,7 +15,12 @@ struct Train: ParsableCommand {
     var resume: String?
     @Option(help: "Initialise from a safetensors file with mmseg keys (a whole model, or a pretrained backbone).")
     var loadFrom: String?
+    @Option(help: "Stop after this iteration as a preemption would (checkpoint, exit 0); continue later with --resume.")
+    var stopAtIter: Int?
     @OptionGroup var options: ConfigOptions
+
+    /// What a bare `--resume` stands for.
+    static let latestCheckpoint = "@latest"
 
     func validate() throws {
         if resume != nil && loadFrom != nil { throw ValidationError("--resume and --load-from exclude each other") }
@@ -26,7 +31,8 @@ struct Train: ParsableCommand {
         let name = config.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? "quickstart"
         let dir = workDir ?? "work_dirs/\(name)"
         try withProcessGroup { comm in
-            try Trainer(config: experiment, workDir: dir, comm: comm).run(resume: resume, loadFrom: loadFrom)
+            try Trainer(config: experiment, workDir: dir, comm: comm).run(resume: resume == Self.latestCheckpoint ? "" : resume, loadFrom: loadFrom,
+                                                                            stopAtIteration: stopAtIter)
         }
     }
 }
