@@ -19,8 +19,7 @@ final class CLITests: XCTestCase {
     override class func tearDown() { try? FileManager.default.removeItem(at: dataDirectory) }
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ocr-ddp-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try makeTemporaryDirectory("ocr-ddp-cli")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }

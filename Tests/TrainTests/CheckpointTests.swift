@@ -2,14 +2,14 @@ import Foundation
 import OCRModel
 import OCRTensor
 import OCRTrain
+import OCRTestSupport
 import XCTest
 
 final class CheckpointTests: XCTestCase {
     var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ocr-ddp-ck-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try makeTemporaryDirectory("ocr-ddp-ck")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
