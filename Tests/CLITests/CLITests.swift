@@ -76,6 +76,30 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(shown.count, 5, "one overlay per val image across both ranks")
     }
 
+    /// SIGTERM (what Slurm sends before preemption) finishes the step, checkpoints and exits 0; the checkpoint is
+    /// the iteration the run reached.
+    func testSigtermCheckpointsAndExitsCleanly() throws {
+        let work = directory.appendingPathComponent("term").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: OCRDDPBinary.path)
+        process.arguments = ["train", "--work-dir", work] + small + ["train_cfg.max_iters=100000"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: "\(work)/log.jsonl") && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        process.terminate()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let pointer = try String(contentsOfFile: "\(work)/last_checkpoint", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(pointer)/trainer_state.json")))
+        let iteration = (state as! [String: Any])["iteration"] as! Int
+        XCTAssertGreaterThanOrEqual(iteration, 3, "stopped after the first log interval")
+        XCTAssertTrue(pointer.hasSuffix("iter_\(iteration)"))
+    }
+
     /// Misuse gives a non-zero exit and one line on stderr that names the file or key.
     func testBadInputGivesOneLineErrors() throws {
         let cases: [([String], String)] = [
