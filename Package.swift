@@ -13,20 +13,26 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN", "OCRTensor"], swiftSettings: numeric),
-        .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed"],
+        // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
+        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"], swiftSettings: numeric),
+        .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
+                                                 .product(name: "Yams", package: "Yams")],
                 swiftSettings: numeric),
         .executableTarget(
             name: "ocr-ddp",
             dependencies: [
-                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRTrain",
+                "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData", "OCRTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numeric),
@@ -35,8 +41,11 @@ let package = Package(
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
-        // Launches the ocr-ddp executable under mpirun.
+        .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"], swiftSettings: numeric),
+        // Launch the ocr-ddp executable (under mpirun where they say so).
         .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
+        .testTarget(name: "TrainTests", dependencies: ["OCRTrain", "OCRModel", "OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["OCRTensor", "OCRTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

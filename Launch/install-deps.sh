@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ocr-ddp builds and runs with (skipped when all are present). Needs root or sudo.
 set -euo pipefail
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin pkg-config)
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin pkg-config libspng-dev libturbojpeg0-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -84,6 +84,12 @@ public final class OCRNet {
         features = []; auxLogits = nil; ocrLogits = nil
     }
 
+    /// Dropout masks drawn so far by the FCN and OCR heads; a resumed run restores them to continue the sequence.
+    public var dropoutCalls: [UInt64] {
+        get { [fcnHead.dropout.calls, ocrHead.dropout.calls] }
+        set { fcnHead.dropout.calls = newValue[0]; ocrHead.dropout.calls = newValue[1] }
+    }
+
     public var training: Bool {
         get { store.training }
         set { store.training = newValue }

@@ -35,6 +35,14 @@ public final class Conv2d {
     /// 1×1, stride 1, no padding: the image itself is the column matrix.
     var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
+    /// The (C·k·k)×(Ho·Wo) matrix of one image: unfolded into `col`, or the image itself for a pointwise conv.
+    private func columnMatrix(_ image: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
+                              _ col: UnsafeMutablePointer<Float>?) -> UnsafePointer<Float> {
+        guard let col else { return UnsafePointer(image) }
+        im2col(image, g, col)
+        return UnsafePointer(col)
+    }
+
     public func forward(_ x: Tensor) -> Tensor {
         let g = geometry(x)
         let n = x.shape[0]
@@ -43,14 +51,7 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
         for i in 0..<n {
-            let xi = x.data + i * inSize
-            let columns: UnsafePointer<Float>
-            if let col {
-                im2col(xi, g, col)
-                columns = UnsafePointer(col)
-            } else {
-                columns = UnsafePointer(xi)
-            }
+            let columns = columnMatrix(x.data + i * inSize, g, col)
             gemm(m: outChannels, n: g.outPixels, k: g.columnRows, a: weight.value.data, b: columns,
                  c: y.data + i * outSize)
         }
@@ -84,13 +85,7 @@ public final class Conv2d {
             let xi = x.data + i * inSize
             let dyi = dy.data + i * outSize
             // dW (O×CKK) += dy_i (O×P) · col_iᵀ (P×CKK)
-            let columns: UnsafePointer<Float>
-            if let col {
-                im2col(xi, g, col)
-                columns = UnsafePointer(col)
-            } else {
-                columns = UnsafePointer(xi)
-            }
+            let columns = columnMatrix(xi, g, col)
             // Each image's dW is formed on its own and then added, so a batch split over ranks and summed by the
             // allreduce rounds exactly as the whole batch does in one process.
             gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,

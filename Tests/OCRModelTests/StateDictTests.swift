@@ -9,8 +9,7 @@ final class StateDictTests: XCTestCase {
     var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ocr-ddp-sd-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try makeTemporaryDirectory("ocr-ddp-sd")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }

@@ -7,8 +7,7 @@ final class SafetensorsTests: XCTestCase {
     var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ocr-ddp-st-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try makeTemporaryDirectory("ocr-ddp-st")
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }

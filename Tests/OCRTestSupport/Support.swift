@@ -103,3 +103,10 @@ public func finiteDifferenceMismatches(
     }
     return mismatches
 }
+
+/// A fresh directory under the system's temporary directory, for one test's files.
+public func makeTemporaryDirectory(_ prefix: String) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}

@@ -1,0 +1,209 @@
+import Foundation
+
+/// The `data.type` of the config.
+public enum DatasetType: String, CaseIterable {
+    case cityscapes, ade20k, voc, synthetic
+}
+
+/// How raw label-file values become training labels (a 256-entry lookup table; 255 stays ignore).
+extension DatasetType {
+    /// Class names and palette of the dataset.
+    public var classes: ClassInfo {
+        switch self {
+        case .cityscapes: .cityscapes
+        case .synthetic: SyntheticDataset.classes
+        case .ade20k: .ade20k
+        case .voc: .voc
+        }
+    }
+}
+
+public enum LabelEncoding: Equatable {
+    /// The file already holds train ids (Cityscapes labelTrainIds, VOC, synthetic).
+    case identity
+    /// Cityscapes `*_gtFine_labelIds.png`: the 19 evaluated label ids → train ids 0…18, everything else → 255.
+    case cityscapesLabelIds
+    /// ADE20K's reduce_zero_label: 0 (other) → 255, 1…150 → 0…149.
+    case reduceZeroLabel
+
+    public var lookup: [UInt8] {
+        switch self {
+        case .identity:
+            return (0...255).map { UInt8($0) }
+        case .cityscapesLabelIds:
+            var table = [UInt8](repeating: LabelImage.ignore, count: 256)
+            let evaluatedIds = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
+            for (trainId, labelId) in evaluatedIds.enumerated() { table[labelId] = UInt8(trainId) }
+            return table
+        case .reduceZeroLabel:
+            var table = [UInt8](repeating: LabelImage.ignore, count: 256)
+            for value in 1..<255 { table[value] = UInt8(value - 1) }
+            return table
+        }
+    }
+}
+
+/// One image and its label file.
+public struct SampleFiles: Equatable {
+    public let image: String
+    public let label: String
+    public let encoding: LabelEncoding
+    /// A short name for outputs (prediction files): the image file name without its suffix.
+    public let name: String
+}
+
+/// A segmentation dataset in its mmseg directory layout. Construction lists and pairs the files (a missing label,
+/// an empty split or a wrong layout fails here, before any training); `load` decodes one sample and checks it.
+public struct SegmentationDataset {
+    public let type: DatasetType
+    public let root: String
+    public let split: String
+    public let classes: ClassInfo
+    public let samples: [SampleFiles]
+
+    public var count: Int { samples.count }
+    public var numClasses: Int { classes.count }
+
+    /// `split` is "train" or "val" for every type (ADE20K's training/validation and VOC's list names such as
+    /// "trainaug" or "aug" are accepted too).
+    public init(type: DatasetType, root: String, split: String) throws {
+        self.type = type
+        self.root = root
+        self.split = split
+        classes = type.classes
+        switch type {
+        case .cityscapes, .synthetic: samples = try Self.cityscapesSamples(root: root, split: split)
+        case .ade20k: samples = try Self.ade20kSamples(root: root, split: split)
+        case .voc: samples = try Self.vocSamples(root: root, split: split)
+        }
+    }
+
+    /// Sample `index` decoded: image H×W×3 RGB and its label in train ids. Throws a `DataError` naming the file for
+    /// an undecodable image or label, a label whose size differs from the image's, or a label value that is
+    /// neither a class (0..<numClasses) nor 255.
+    public func load(_ index: Int) throws -> (image: PixelImage, label: LabelImage) {
+        let files = samples[index]
+        let image = try ImageCodec.readRGB(files.image)
+        let label = try loadLabel(index)
+        guard label.width == image.width, label.height == image.height else {
+            throw DataError(files.label, "label is \(label.width)×\(label.height) (W×H) but its image "
+                                       + "\(files.image) is \(image.width)×\(image.height)")
+        }
+        return (image, label)
+    }
+
+    /// The label of sample `index` in train ids, range-checked.
+    public func loadLabel(_ index: Int) throws -> LabelImage {
+        let files = samples[index]
+        var label = try ImageCodec.readLabel(files.label)
+        let lookup = files.encoding.lookup
+        let classCount = numClasses
+        var firstBad: (offset: Int, raw: UInt8, mapped: UInt8)?
+        label.values.withUnsafeMutableBufferPointer { values in
+            lookup.withUnsafeBufferPointer { table in
+                for i in 0..<values.count {
+                    let mapped = table[Int(values[i])]
+                    if Int(mapped) >= classCount, mapped != LabelImage.ignore, firstBad == nil {
+                        firstBad = (i, values[i], mapped)
+                    }
+                    values[i] = mapped
+                }
+            }
+        }
+        if let bad = firstBad {
+            let encoded = files.encoding == .identity ? "" : " (file value \(bad.raw))"
+            throw DataError(files.label, "label value \(bad.mapped)\(encoded) at x=\(bad.offset % label.width), "
+                                       + "y=\(bad.offset / label.width) is outside 0..<\(classCount) and not 255 (ignore)")
+        }
+        return label
+    }
+
+    // MARK: Layouts
+
+    private static func directoryExists(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
+
+    private static func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+
+    private static func requireDirectory(_ path: String, _ layout: String) throws {
+        guard directoryExists(path) else {
+            throw DataError(path, "directory not found: not a \(layout) layout (see DATA.md)")
+        }
+    }
+
+    /// Files under `directory` (recursively) whose names end with `suffix`, relative paths sorted.
+    private static func files(under directory: String, endingWith suffix: String) -> [String] {
+        guard let walker = FileManager.default.enumerator(atPath: directory) else { return [] }
+        var found: [String] = []
+        while let relative = walker.nextObject() as? String {
+            if relative.hasSuffix(suffix) { found.append(relative) }
+        }
+        return found.sorted()
+    }
+
+    /// `leftImg8bit/<split>/<city>/<name>_leftImg8bit.png` paired with `gtFine/<split>/<city>/<name>_gtFine_
+    /// labelTrainIds.png`, or, when that file is absent, `..._gtFine_labelIds.png` mapped to train ids.
+    static func cityscapesSamples(root: String, split: String) throws -> [SampleFiles] {
+        let imageRoot = "\(root)/leftImg8bit/\(split)", labelRoot = "\(root)/gtFine/\(split)"
+        try requireDirectory(imageRoot, "Cityscapes")
+        try requireDirectory(labelRoot, "Cityscapes")
+        let imageSuffix = "_leftImg8bit.png"
+        let images = files(under: imageRoot, endingWith: imageSuffix)
+        guard !images.isEmpty else { throw DataError(imageRoot, "empty split: no *\(imageSuffix) files") }
+        return try images.map { relative in
+            let stem = String(relative.dropLast(imageSuffix.count))
+            let trainIds = "\(labelRoot)/\(stem)_gtFine_labelTrainIds.png"
+            let labelIds = "\(labelRoot)/\(stem)_gtFine_labelIds.png"
+            let image = "\(imageRoot)/\(relative)"
+            let name = (stem as NSString).lastPathComponent
+            if fileExists(trainIds) { return SampleFiles(image: image, label: trainIds, encoding: .identity, name: name) }
+            if fileExists(labelIds) {
+                return SampleFiles(image: image, label: labelIds, encoding: .cityscapesLabelIds, name: name)
+            }
+            throw DataError(image, "missing label: neither \(trainIds) nor \(labelIds) exists")
+        }
+    }
+
+    /// `[ADEChallengeData2016/]images/{training,validation}/*.jpg` with `annotations/.../*.png`.
+    static func ade20kSamples(root: String, split: String) throws -> [SampleFiles] {
+        let base = directoryExists("\(root)/ADEChallengeData2016") ? "\(root)/ADEChallengeData2016" : root
+        let folder = ["train": "training", "val": "validation"][split] ?? split
+        let imageRoot = "\(base)/images/\(folder)", labelRoot = "\(base)/annotations/\(folder)"
+        try requireDirectory(imageRoot, "ADE20K")
+        try requireDirectory(labelRoot, "ADE20K")
+        let images = files(under: imageRoot, endingWith: ".jpg")
+        guard !images.isEmpty else { throw DataError(imageRoot, "empty split: no *.jpg files") }
+        return try images.map { relative in
+            let stem = String(relative.dropLast(4))
+            let image = "\(imageRoot)/\(relative)", label = "\(labelRoot)/\(stem).png"
+            guard fileExists(label) else { throw DataError(image, "missing label: \(label) does not exist") }
+            return SampleFiles(image: image, label: label, encoding: .reduceZeroLabel,
+                               name: (stem as NSString).lastPathComponent)
+        }
+    }
+
+    /// `[VOC2012/]ImageSets/Segmentation/<split>.txt` listing ids of `JPEGImages/<id>.jpg`; labels are the
+    /// palette-indexed `SegmentationClass/<id>.png`, or for the augmented lists ("trainaug", "aug")
+    /// `SegmentationClassAug/<id>.png`.
+    static func vocSamples(root: String, split: String) throws -> [SampleFiles] {
+        let base = directoryExists("\(root)/VOC2012") ? "\(root)/VOC2012" : root
+        try requireDirectory("\(base)/JPEGImages", "Pascal VOC 2012")
+        let labelFolder = split == "trainaug" || split == "aug" ? "SegmentationClassAug" : "SegmentationClass"
+        try requireDirectory("\(base)/\(labelFolder)", "Pascal VOC 2012")
+        let listPath = "\(base)/ImageSets/Segmentation/\(split).txt"
+        guard let list = try? String(contentsOfFile: listPath, encoding: .utf8) else {
+            throw DataError(listPath, "split list not found or unreadable: not a Pascal VOC 2012 layout")
+        }
+        let ids = list.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+        guard !ids.isEmpty else { throw DataError(listPath, "empty split: the list names no images") }
+        return try ids.map { id in
+            let image = "\(base)/JPEGImages/\(id).jpg", label = "\(base)/\(labelFolder)/\(id).png"
+            guard fileExists(image) else { throw DataError(image, "image listed in \(listPath) does not exist") }
+            guard fileExists(label) else { throw DataError(image, "missing label: \(label) does not exist") }
+            return SampleFiles(image: image, label: label, encoding: .identity, name: id)
+        }
+    }
+}

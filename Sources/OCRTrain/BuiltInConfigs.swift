@@ -1,0 +1,35 @@
+/// Configs compiled into the binary, so `ocr-ddp train` works with no file at hand. The text is Configs/quickstart.yaml
+/// verbatim (ConfigTests keeps the two identical).
+public enum BuiltInConfigs {
+    public static let quickstart = """
+# Quick start: OCRNet with a reduced-width ResNet-18-D8 on the built-in synthetic street scenes (128×256, 8 classes).
+# `ocr-ddp train` with no config uses exactly this file's contents (built into the binary).
+model:
+  backbone: {type: ResNetV1c, depth: 18, base_channels: 16}
+  decode_head:
+    - {type: FCNHead, in_index: 2, channels: 64, num_convs: 1, dropout_ratio: 0.1, loss_weight: 0.4}
+    - {type: OCRHead, in_index: 3, channels: 128, ocr_channels: 64, dropout_ratio: 0.1, loss_weight: 1.0}
+  num_classes: 8
+  align_corners: false
+  sync_bn: true
+  test_cfg: {mode: whole}
+data:
+  type: synthetic
+  data_root: data/synthetic
+  batch_size: 2
+  mean: [123.675, 116.28, 103.53]
+  std: [58.395, 57.12, 57.375]
+  train_pipeline:
+    - {type: RandomResize, scale: [256, 128], ratio_range: [0.75, 1.5]}
+    - {type: RandomCrop, crop_size: [128, 256], cat_max_ratio: 0.75}
+    - {type: RandomFlip, prob: 0.5}
+    - {type: PhotoMetricDistortion}
+optimizer: {type: SGD, lr: 0.02, momentum: 0.9, weight_decay: 0.0005}
+param_scheduler: {type: PolyLR, power: 0.9, eta_min: 0.0001}
+train_cfg: {max_iters: 600, val_interval: 300}
+checkpoint: {interval: 200, max_keep: 2}
+log: {interval: 20}
+seed: 0
+
+"""
+}

@@ -1,0 +1,102 @@
+import Foundation
+import OCRData
+import OCRDistributed
+import OCRModel
+import OCRTensor
+
+/// Scores a model on a dataset split sharded over the ranks (each image exactly once), sums the int64 counts across
+/// ranks, and optionally writes palette predictions blended with their images.
+public struct Evaluator {
+    public let config: ExperimentConfig
+    public let comm: Communicator
+
+    public init(config: ExperimentConfig, comm: Communicator) {
+        self.config = config
+        self.comm = comm
+    }
+
+    public func evaluate(model: OCRNet, dataset: SegmentationDataset, data: DataConfig,
+                         showDir: String? = nil) throws -> SegmentationCounts {
+        let loader = data.evalLoader(dataset, rank: comm.rank, ranks: comm.size)
+        let inference = Inference(model: model, config: config)
+        var counts = SegmentationCounts(numClasses: config.model.numClasses)
+        var failure: String?
+        do {
+            while let batch = try loader.next() {
+                let (lh, lw) = (batch.labelSizes[0].height, batch.labelSizes[0].width)
+                let probabilities = inference.probabilities(batch.images, outHeight: lh, outWidth: lw)
+                let prediction = Inference.argmax(probabilities)
+                let label = Array(batch.labels.values.prefix(lh * lw))
+                for (i, y) in label.enumerated() where y != 255 && Int(y) >= config.model.numClasses {
+                    throw DataError(batch.names[0], "label value \(y) at pixel \(i) is ≥ num_classes \(config.model.numClasses)")
+                }
+                counts.add(prediction: prediction, label: label)
+                if let showDir {
+                    try writeOverlay(prediction: prediction, height: lh, width: lw, name: batch.names[0],
+                                     dataset: dataset, datasetIndex: batch.tickets[0].datasetIndex, to: showDir)
+                }
+            }
+        } catch {
+            failure = "\(error)"
+        }
+        // Every rank reaches the reduction even after a local failure, so no rank hangs; then all report it.
+        var failed: [Int64] = [failure == nil ? 0 : 1]
+        failed.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        if let failure { throw EvaluationError(failure) }
+        if failed[0] > 0 { throw EvaluationError("evaluation failed on another rank") }
+        counts.reduce(over: comm)
+        return counts
+    }
+
+    /// `<name>.png`: the colour prediction blended 50/50 with the original image, for a person to look at.
+    func writeOverlay(prediction: [Int32], height: Int, width: Int, name: String, dataset: SegmentationDataset,
+                      datasetIndex: Int, to directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (image, _) = try dataset.load(datasetIndex)
+        let resized = image.width == width && image.height == height ? image
+            : resizeBilinear(image, ResizeWindow(targetWidth: width, targetHeight: height))
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        let palette = dataset.classes.palette
+        for j in 0..<(width * height) {
+            let colour = palette[Int(prediction[j]) % palette.count]
+            for c in 0..<3 {
+                let base = Int(resized.pixels[j * resized.channels + min(c, resized.channels - 1)])
+                pixels[j * 3 + c] = UInt8((base + Int(colour[c])) / 2)
+            }
+        }
+        try ImageCodec.writeRGB(PixelImage(width: width, height: height, channels: 3, pixels: pixels),
+                                to: "\(directory)/\(name).png")
+    }
+
+    /// The per-class table mmseg prints, then aAcc / mIoU / mAcc.
+    public static func table(_ counts: SegmentationCounts, classNames: [String]) -> String {
+        let m = counts.metrics
+        let width = max(classNames.map(\.count).max() ?? 5, 5)
+        func cell(_ v: Double?) -> String { v.map { String(format: "%6.2f", $0) } ?? "   nan" }
+        var lines = ["\("Class".padding(toLength: width, withPad: " ", startingAt: 0)) |    IoU |    Acc"]
+        lines.append(String(repeating: "-", count: width + 18))
+        for (c, name) in classNames.enumerated() where c < counts.numClasses {
+            lines.append("\(name.padding(toLength: width, withPad: " ", startingAt: 0)) | \(cell(m.iou[c])) | \(cell(m.acc[c]))")
+        }
+        lines.append("aAcc \(cell(m.aAcc))  mIoU \(cell(m.mIoU))  mAcc \(cell(m.mAcc))")
+        return lines.joined(separator: "\n")
+    }
+
+    /// The JSON object of INTERFACE.md: {"aAcc", "mIoU", "mAcc", "IoU": {class: value}} in percent (null = nan).
+    public static func jsonObject(_ counts: SegmentationCounts, classNames: [String]) -> [String: Any] {
+        let m = counts.metrics
+        var iou: [String: Any] = [:]
+        for (c, name) in classNames.enumerated() where c < counts.numClasses {
+            iou[name] = m.iou[c].map { round2($0) } ?? NSNull()
+        }
+        return ["aAcc": m.aAcc.map(round2) ?? NSNull(), "mIoU": m.mIoU.map(round2) ?? NSNull(),
+                "mAcc": m.mAcc.map(round2) ?? NSNull(), "IoU": iou]
+    }
+
+    static func round2(_ v: Double) -> Double { (v * 100).rounded() / 100 }
+}
+
+public struct EvaluationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import OCRData
+import OCRModel
+import OCRTensor
+import OCRTrain
+
+/// Loads weights for evaluation or prediction: CHECKPOINT is a checkpoint directory or a model.safetensors file.
+func loadModel(_ experiment: ExperimentConfig, checkpoint: String) throws -> OCRNet {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: checkpoint, isDirectory: &isDirectory) else {
+        throw CheckpointError("\(checkpoint): no such checkpoint")
+    }
+    let file = isDirectory.boolValue ? "\(checkpoint)/\(CheckpointStore.modelFile)" : checkpoint
+    let model = OCRNet(config: experiment.model, seed: experiment.seed)
+    let report = try model.store.loadStateDict(from: SafetensorsFile(path: file))
+    guard report.isComplete else { throw CheckpointError("\(file) does not fit the config's model: \(report)") }
+    model.training = false
+    return model
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Score a checkpoint on the config's val split: per-class IoU/Acc table, then one JSON line.")
+
+    @Argument(help: "YAML config.") var config: String
+    @Argument(help: "Checkpoint directory (WORK_DIR/iter_<N>) or model.safetensors file.") var checkpoint: String
+    @Option(help: "Work directory (for the synthetic dataset when it has to be generated).") var workDir: String?
+    @Option(help: "Write colour predictions blended with the images here.") var showDir: String?
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let experiment = try options.load(config)
+        let model = try loadModel(experiment, checkpoint: checkpoint)
+        try withProcessGroup { comm in
+            var data = experiment.data
+            data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
+            let dataset = try data.valDataset()
+            let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
+                                                                                data: data, showDir: showDir)
+            guard comm.isRoot else { return }
+            print(Evaluator.table(counts, classNames: dataset.classes.names))
+            let json = try JSONSerialization.data(withJSONObject: Evaluator.jsonObject(counts, classNames: dataset.classes.names),
+                                                  options: [.sortedKeys])
+            print(String(decoding: json, as: UTF8.self))
+        }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a palette PNG of predicted classes for each given image.")
+
+    @Argument(help: "YAML config.") var config: String
+    @Argument(help: "Checkpoint directory or model.safetensors file.") var checkpoint: String
+    @Argument(help: "Images (PNG or JPEG).") var images: [String]
+    @Option(help: "Directory for the <image name>.png predictions.") var outDir: String
+    @OptionGroup var options: ConfigOptions
+
+    func validate() throws {
+        if images.isEmpty { throw ValidationError("give at least one image") }
+    }
+
+    func run() throws {
+        let experiment = try options.load(config)
+        let model = try loadModel(experiment, checkpoint: checkpoint)
+        let inference = Inference(model: model, config: experiment)
+        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        let palette = experiment.data.type.classes.palette
+        let normalization = experiment.data.testPipeline.normalization
+        for path in images {
+            let image = try ImageCodec.readRGB(path)
+            let input = Tensor(zeros: [1, 3, image.height, image.width])
+            for y in 0..<image.height {
+                for x in 0..<image.width {
+                    for c in 0..<3 {
+                        let v = Double(image.pixels[(y * image.width + x) * image.channels + min(c, image.channels - 1)])
+                        input[(c * image.height + y) * image.width + x] = (Float(v) - normalization.mean[c]) / normalization.std[c]
+                    }
+                }
+            }
+            let classes = Inference.argmax(inference.probabilities(input, outHeight: image.height, outWidth: image.width))
+            let label = LabelImage(width: image.width, height: image.height, values: classes.map { UInt8(clamping: $0) })
+            let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+            try ImageCodec.writeLabel(label, to: "\(outDir)/\(name).png", palette: palette)
+            print("\(path) → \(outDir)/\(name).png")
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import OCRTensor
+import OCRTestSupport
+import XCTest
+
+/// The commands as users run them, on the real binary: exact resume (1 and 2 ranks), evaluation on 2 ranks equal
+/// to 1, and one-line errors for bad input.
+final class CLITests: XCTestCase {
+    static var dataDirectory: URL = FileManager.default.temporaryDirectory.appendingPathComponent("ocr-ddp-cli-data-\(getpid())")
+    var directory: URL!
+
+    /// A small synthetic dataset (16 train, 5 val) shared by the tests of this class.
+    override class func setUp() {
+        if !FileManager.default.fileExists(atPath: dataDirectory.appendingPathComponent("gtFine").path) {
+            _ = try? runProcess(OCRDDPBinary.path, ["make-synthetic", dataDirectory.path, "--train", "16", "--val", "5"])
+        }
+    }
+
+    override class func tearDown() { try? FileManager.default.removeItem(at: dataDirectory) }
+
+    override func setUpWithError() throws {
+        directory = try makeTemporaryDirectory("ocr-ddp-cli")
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    /// The quick-start config shrunk so a step takes milliseconds.
+    var small: [String] {
+        ["--cfg-options", "data.data_root=\(Self.dataDirectory.path)", "model.backbone.base_channels=8",
+         "model.decode_head.0.channels=16", "model.decode_head.1.channels=16", "model.decode_head.1.ocr_channels=8",
+         "data.batch_size=1", "train_cfg.max_iters=12", "train_cfg.val_interval=100", "checkpoint.interval=6",
+         "log.interval=3", "data.num_workers=1"]
+    }
+
+    func run(_ ranks: Int, _ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
+        let result = ranks == 0 ? try runProcess(OCRDDPBinary.path, args) : try mpirun(ranks, [OCRDDPBinary.path] + args)
+        XCTAssertFalse(result.timedOut, "\(args) hung", file: file, line: line)
+        return result
+    }
+
+    func assertResumeIsExact(ranks: Int) throws {
+        let straight = directory.appendingPathComponent("straight").path
+        let split = directory.appendingPathComponent("split").path
+        let a = try run(ranks, ["train", "--work-dir", straight] + small)
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let b = try run(ranks, ["train", "--work-dir", split, "--stop-at-iter", "6"] + small)
+        XCTAssertEqual(b.status, 0, b.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(split)/iter_12"), "the first half stops at 6")
+        let c = try run(ranks, ["train", "--work-dir", split, "--resume"] + small)
+        XCTAssertEqual(c.status, 0, c.stderr)
+        XCTAssertTrue(c.stdout.contains("resumed from \(split)/iter_6 at iteration 6"), c.stdout)
+        let (x, y) = (try Data(contentsOf: URL(fileURLWithPath: "\(straight)/iter_12/model.safetensors")),
+                      try Data(contentsOf: URL(fileURLWithPath: "\(split)/iter_12/model.safetensors")))
+        XCTAssertEqual(x, y, "12 straight iterations and 6 + resumed 6 must give bit-identical weights")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(straight)/iter_12/optimizer.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: "\(split)/iter_12/optimizer.safetensors")))
+    }
+
+    func testResumeIsExactInOneProcess() throws { try assertResumeIsExact(ranks: 0) }
+
+    func testResumeIsExactOnTwoRanks() throws { try assertResumeIsExact(ranks: 2) }
+
+    func testTwoRankEvaluationEqualsOneRank() throws {
+        let work = directory.appendingPathComponent("w").path
+        XCTAssertEqual(try run(0, ["train", "--work-dir", work] + small).status, 0)
+        let config = directory.appendingPathComponent("config.yaml").path
+        try FileManager.default.copyItem(atPath: "\(work)/config.yaml", toPath: config)
+        let one = try run(0, ["eval", config, "\(work)/iter_12"])
+        let two = try run(2, ["eval", config, "\(work)/iter_12", "--show-dir", directory.appendingPathComponent("show").path])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertEqual(two.status, 0, two.stderr)
+        let last = { (r: ProcessResult) in r.stdout.split(separator: "\n").last.map(String.init) ?? "" }
+        XCTAssertTrue(last(one).hasPrefix("{") && last(one).contains("\"mIoU\":"), one.stdout)
+        XCTAssertEqual(last(one), last(two))
+        let shown = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("show").path)
+        XCTAssertEqual(shown.count, 5, "one overlay per val image across both ranks")
+    }
+
+    /// SIGTERM (what Slurm sends before preemption) finishes the step, checkpoints and exits 0; the checkpoint is
+    /// the iteration the run reached.
+    func testSigtermCheckpointsAndExitsCleanly() throws {
+        let work = directory.appendingPathComponent("term").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: OCRDDPBinary.path)
+        process.arguments = ["train", "--work-dir", work] + small + ["train_cfg.max_iters=100000"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: "\(work)/log.jsonl") && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        process.terminate()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let pointer = try String(contentsOfFile: "\(work)/last_checkpoint", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(pointer)/trainer_state.json")))
+        let iteration = (state as! [String: Any])["iteration"] as! Int
+        XCTAssertGreaterThanOrEqual(iteration, 3, "stopped after the first log interval")
+        XCTAssertTrue(pointer.hasSuffix("iter_\(iteration)"))
+    }
+
+    /// Misuse gives a non-zero exit and one line on stderr that names the file or key.
+    func testBadInputGivesOneLineErrors() throws {
+        let cases: [([String], String)] = [
+            (["train", "/nonexistent/config.yaml"], "/nonexistent/config.yaml: cannot read config file"),
+            (["train", "--work-dir", directory.path, "--cfg-options", "train_cfg.max_iterz=3"], "train_cfg.max_iterz"),
+            (["train", "--work-dir", directory.path, "--cfg-options", "optimizer.lr=fast"], "optimizer.lr"),
+            (["eval", "Configs/quickstart.yaml", "/nonexistent/iter_4"], "/nonexistent/iter_4"),
+            (["train", "--work-dir", directory.appendingPathComponent("r").path, "--resume"] + small, "no complete checkpoint"),
+            (["bench", "--crop", "abc"], "--crop 'abc'"),
+        ]
+        for (args, needle) in cases {
+            let r = try runProcess(OCRDDPBinary.path, args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            let lines = r.stderr.split(separator: "\n").filter { !$0.isEmpty }
+            XCTAssertEqual(lines.count, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(needle), "\(args): \(r.stderr)")
+        }
+        // A corrupt weights file names itself.
+        let bad = directory.appendingPathComponent("bad.safetensors").path
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: bad))
+        let r = try runProcess(OCRDDPBinary.path, ["train", "--work-dir", directory.appendingPathComponent("lf").path,
+                                                   "--load-from", bad] + small)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains(bad), r.stderr)
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import OCRTestSupport
+import OCRTrain
+import XCTest
+
+final class ConfigTests: XCTestCase {
+    func error(_ body: () throws -> Void) -> String {
+        do { try body(); return "no error" } catch { return "\(error)" }
+    }
+
+    func testBuiltInQuickstartIsTheShippedFile() throws {
+        let shipped = try String(contentsOf: Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Configs/quickstart.yaml"), encoding: .utf8)
+        XCTAssertEqual(BuiltInConfigs.quickstart, shipped)
+        let c = try ExperimentConfig.load(path: nil, overrides: [])
+        XCTAssertEqual(c.model.depth, 18)
+        XCTAssertEqual(c.data.type, .synthetic)
+    }
+
+    func testEveryShippedConfigLoads() throws {
+        let dir = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Configs")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }
+        XCTAssertGreaterThanOrEqual(files.count, 6)
+        for f in files {
+            XCTAssertNoThrow(try ExperimentConfig.load(path: dir.appendingPathComponent(f).path, overrides: []), f)
+        }
+        let r50 = try ExperimentConfig.load(path: dir.appendingPathComponent("ocrnet_r50-d8_4xb2-80k_cityscapes-512x1024.yaml").path,
+                                            overrides: [])
+        XCTAssertEqual(r50.model.depth, 50)
+        XCTAssertEqual(r50.maxIters, 80000)
+        XCTAssertEqual(r50.learningRate, 0.01)
+        XCTAssertEqual(r50.data.batchSize, 2)
+    }
+
+    func testOverridesWithDottedPathsAndListIndices() throws {
+        let c = try ExperimentConfig.load(path: nil, overrides: [
+            "train_cfg.max_iters=10", "model.decode_head.1.dropout_ratio=0", "optimizer.lr=0.5",
+            "model.test_cfg={mode: slide, crop_size: [64, 64], stride: [32, 32]}", "data.batch_size=3",
+        ])
+        XCTAssertEqual(c.maxIters, 10)
+        XCTAssertEqual(c.model.ocrDropout, 0)
+        XCTAssertEqual(c.model.fcnDropout, 0.1)
+        XCTAssertEqual(c.learningRate, 0.5)
+        XCTAssertEqual(c.testMode, .slide(crop: [64, 64], stride: [32, 32]))
+        XCTAssertEqual(c.data.batchSize, 3)
+        XCTAssertTrue(c.tree.yaml.contains("max_iters: 10"), "the resolved tree carries the override")
+    }
+
+    func testUnknownKeysAndWrongTypesNameTheKey() {
+        XCTAssertEqual(error { _ = try ExperimentConfig.load(path: nil, overrides: ["train_cfg.max_iter=10"]) },
+                       "unknown config key 'train_cfg.max_iter'")
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["model.backbone.depth=fifty"]) }
+            .contains("config key 'model.backbone.depth': expected an integer"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["model.decode_head.5.channels=3"]) }
+            .contains("'5' is not an index of a list of 2"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["model.backbone.depth=42"]) }
+            .contains("model.backbone.depth: 42"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["data.batch_sise=2"]) }
+            .contains("data.batch_sise"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["max_iters"]) }.contains("KEY=VALUE"))
+        XCTAssertEqual(error { _ = try ExperimentConfig.load(path: "/nonexistent.yaml", overrides: []) },
+                       "/nonexistent.yaml: cannot read config file")
+    }
+
+    func testPolyLRWithWarmup() throws {
+        let c = try ExperimentConfig.load(path: nil, overrides: [
+            "optimizer.lr=0.01", "param_scheduler={type: PolyLR, power: 0.9, eta_min: 0.0001, warmup_iters: 10, warmup_ratio: 0.1}",
+            "train_cfg.max_iters=100",
+        ])
+        XCTAssertEqual(c.learningRate(at: 0), ((0.01 - 0.0001) * 1 + 0.0001) * 0.1, accuracy: 1e-12)
+        XCTAssertEqual(c.learningRate(at: 50), (0.01 - 0.0001) * pow(0.5, 0.9) + 0.0001, accuracy: 1e-12)
+        XCTAssertEqual(c.learningRate(at: 100), 0.0001, accuracy: 1e-12)
+    }
+}
