@@ -63,12 +63,17 @@ public struct ExperimentConfig {
     public init(tree: ConfigValue) throws {
         let r = ConfigReader(tree)
         self.tree = tree
-        let backboneType = try r.string("model.backbone.type", default: "ResNetV1c")
-        guard backboneType == "ResNetV1c" else {
-            throw ConfigError("config key 'model.backbone.type': '\(backboneType)' is not supported (ResNetV1c)")
+        switch try r.string("model.backbone.type", default: "ResNetV1c") {
+        case "ResNetV1c":
+            model.depth = try r.int("model.backbone.depth", default: model.depth)
+            model.baseChannels = try r.int("model.backbone.base_channels", default: model.baseChannels)
+        case "HRNet":
+            // mmseg's ocrnet_hr18 defaults (1×1 FCN conv as wide as the concatenation, no dropout); the keys below
+            // may still override them.
+            model = .hrnet(try Self.hrnet(r))
+        case let other:
+            throw ConfigError("config key 'model.backbone.type': '\(other)' is not supported (ResNetV1c, HRNet)")
         }
-        model.depth = try r.int("model.backbone.depth", default: model.depth)
-        model.baseChannels = try r.int("model.backbone.base_channels", default: model.baseChannels)
         model.numClasses = try r.int("model.num_classes", default: model.numClasses)
         model.alignCorners = try r.bool("model.align_corners", default: model.alignCorners)
         model.classWeights = try r.doubles("model.class_weight", default: nil)?.map { Float($0) }
@@ -81,9 +86,25 @@ public struct ExperimentConfig {
             let p = "model.decode_head.\(i)"
             let type = try r.string("\(p).type", default: expected)
             guard type == expected else { throw ConfigError("config key '\(p).type': expected \(expected), got \(type)") }
-            let inIndex = try r.int("\(p).in_index", default: i + 2)
-            guard inIndex == i + 2 else {
-                throw ConfigError("config key '\(p).in_index': the ResNet heads read c\(i + 3) (in_index \(i + 2))")
+            if let hrnet = model.hrnet {
+                // Both heads read resize_concat of the four branches, as mmseg's ocrnet_hr18 writes it.
+                guard try r.ints("\(p).in_index", default: [0, 1, 2, 3]) == [0, 1, 2, 3] else {
+                    throw ConfigError("config key '\(p).in_index': the HRNet heads read all four branches [0, 1, 2, 3]")
+                }
+                let transform = try r.string("\(p).input_transform", default: "resize_concat")
+                guard transform == "resize_concat" else {
+                    throw ConfigError("config key '\(p).input_transform': '\(transform)' is not resize_concat")
+                }
+                let inChannels = try r.ints("\(p).in_channels", default: hrnet.outChannels)
+                guard inChannels == hrnet.outChannels else {
+                    throw ConfigError("config key '\(p).in_channels': \(inChannels) are not the branch widths "
+                                      + "\(hrnet.outChannels)")
+                }
+            } else {
+                let inIndex = try r.int("\(p).in_index", default: i + 2)
+                guard inIndex == i + 2 else {
+                    throw ConfigError("config key '\(p).in_index': the ResNet heads read c\(i + 3) (in_index \(i + 2))")
+                }
             }
             let dropout = Float(try r.double("\(p).dropout_ratio", default: 0.1))
             let weight = Float(try r.double("\(p).loss_weight", default: i == 0 ? 0.4 : 1.0))
@@ -91,6 +112,10 @@ public struct ExperimentConfig {
                 model.fcnChannels = try r.int("\(p).channels", default: model.fcnChannels)
                 let convs = try r.int("\(p).num_convs", default: 1)
                 guard convs == 1 else { throw ConfigError("config key '\(p).num_convs': only 1 is supported") }
+                model.fcnKernelSize = try r.int("\(p).kernel_size", default: model.fcnKernelSize)
+                guard try !r.bool("\(p).concat_input", default: false) else {
+                    throw ConfigError("config key '\(p).concat_input': only false is supported")
+                }
                 model.fcnDropout = dropout; model.auxLossWeight = weight
             } else {
                 model.ocrChannels = try r.int("\(p).channels", default: model.ocrChannels)
@@ -147,6 +172,25 @@ public struct ExperimentConfig {
         if let unknown = r.unknownKeys.first {
             throw ConfigError("unknown config key '\(unknown)'")
         }
+    }
+
+    /// mmseg's HRNet `extra` block: stage1..stage4, each {num_modules, num_branches, block, num_blocks, num_channels}.
+    static func hrnet(_ r: ConfigReader) throws -> HRNetConfig {
+        let stages = try (1...4).map { s in
+            let p = "model.backbone.extra.stage\(s)"
+            guard r.has(p) else { throw ConfigError("config key '\(p)': missing (HRNet needs stage1..stage4)") }
+            let blockName = try r.string("\(p).block", default: "")
+            guard let block = HRNetBlock(rawValue: blockName) else {
+                throw ConfigError("config key '\(p).block': '\(blockName)' is not BASIC or BOTTLENECK")
+            }
+            return HRNetStage(numModules: try r.int("\(p).num_modules", default: 1),
+                              numBranches: try r.int("\(p).num_branches", default: s), block: block,
+                              numBlocks: try r.ints("\(p).num_blocks", default: []),
+                              numChannels: try r.ints("\(p).num_channels", default: []))
+        }
+        let config = HRNetConfig(stages: stages)
+        do { try config.validate() } catch { throw ConfigError("\(error)") }
+        return config
     }
 
     /// Learning rate at iteration `iter` (0-based) of `maxIters`: PolyLR (lr − eta_min)·(1 − iter/max)^power + eta_min,
