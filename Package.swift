@@ -45,7 +45,7 @@ let package = Package(
         // Launch the ocr-ddp executable (under mpirun where they say so).
         .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
         .testTarget(name: "TrainTests", dependencies: ["OCRTrain", "OCRModel", "OCRTensor", "OCRTestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

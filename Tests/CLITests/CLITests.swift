@@ -1,4 +1,5 @@
 import Foundation
+import OCRData
 import OCRTensor
 import OCRTestSupport
 import XCTest
@@ -74,6 +75,48 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(last(one), last(two))
         let shown = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("show").path)
         XCTAssertEqual(shown.count, 5, "one overlay per val image across both ranks")
+    }
+
+    /// `bench` prints the JSON line of INTERFACE.md last, on one rank and on two.
+    func testBenchPrintsTheInterfaceJSONLine() throws {
+        let args = ["bench", "--iters", "2", "--warmup", "1", "--crop", "32x64"] + small
+        for ranks in [0, 2] {
+            let r = try run(ranks, args)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let last = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            let json = try JSONSerialization.jsonObject(with: Data(last.utf8)) as! [String: Any]
+            for key in ["img_per_s", "ms_per_step", "ranks", "threads_per_rank", "batch_per_rank", "crop", "peak_rss_mb",
+                        "phases"] {
+                XCTAssertNotNil(json[key], "\(key) missing from \(last)")
+            }
+            XCTAssertEqual(json["ranks"] as? Int, max(ranks, 1))
+            XCTAssertEqual(json["crop"] as? [Int], [32, 64])
+            let phases = json["phases"] as! [String: Double]
+            XCTAssertEqual(Set(phases.keys), ["data", "forward", "backward", "allreduce_exposed", "optimizer"])
+            XCTAssertGreaterThan(json["img_per_s"] as! Double, 0)
+        }
+    }
+
+    /// `predict` writes one palette PNG per image, of the image's size, holding class indices.
+    func testPredictWritesPalettePNGs() throws {
+        let work = directory.appendingPathComponent("p").path
+        XCTAssertEqual(try run(0, ["train", "--work-dir", work] + small + ["train_cfg.max_iters=2"]).status, 0)
+        let images = try FileManager.default.subpathsOfDirectory(atPath: Self.dataDirectory.appendingPathComponent("leftImg8bit/val").path)
+            .filter { $0.hasSuffix(".png") }.prefix(2)
+            .map { Self.dataDirectory.appendingPathComponent("leftImg8bit/val/\($0)").path }
+        let out = directory.appendingPathComponent("pred").path
+        let r = try run(0, ["predict", "\(work)/config.yaml", "\(work)/iter_2"] + images + ["--out-dir", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for image in images {
+            let name = ((image as NSString).lastPathComponent as NSString).deletingPathExtension
+            let decoded = try ImageCodec.readPNG("\(out)/\(name).png")
+            let source = try ImageCodec.readRGB(image)
+            XCTAssertEqual(decoded.image.width, source.width)
+            XCTAssertEqual(decoded.image.height, source.height)
+            XCTAssertNotNil(decoded.palette, "a palette PNG")
+            let label = try ImageCodec.readLabel("\(out)/\(name).png")
+            XCTAssertTrue(label.values.allSatisfy { $0 < 8 }, "palette indices are classes")
+        }
     }
 
     /// SIGTERM (what Slurm sends before preemption) finishes the step, checkpoints and exits 0; the checkpoint is
