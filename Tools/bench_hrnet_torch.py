@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch reference timing of one OCRNet-HRNet training step (forward, both losses, backward), float32 on CPU,
 the same model as Tools/make_golden.py (mmseg HRNet + ocrnet_hr18 heads, BN in training mode), to put beside
-`OCR_BENCH=1 swift test -c release --filter HRNetSpeedTests` on the same machine.
+`ocr-ddp bench Configs/ocrnet_hr18_4xb2-80k_cityscapes-512x1024.yaml --cfg-options data.batch_size=1` on the same
+machine.
 
     python3 Tools/bench_hrnet_torch.py [--models hr18,hr48] [--crop 512x1024] [--batch 1] [--threads 2] [--iters 2]
 """

@@ -23,92 +23,16 @@ final class HRNetParityTests: XCTestCase {
         return c
     }
 
-    func assertClose(_ name: String, _ actual: Tensor, _ expected: Tensor, relativeMax: Double, report: Bool = false,
-                     file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(actual.shape, expected.shape, "\(name) shape", file: file, line: line)
-        let c = compare(name, actual, expected)
-        if report { print(c) }
-        XCTAssertLessThanOrEqual(c.relativeMax, relativeMax, c.description, file: file, line: line)
-    }
-
     func testHRNetOCRMatchesPyTorch() throws {
         let f = try Fixtures.file("model/hr18s_tiny.safetensors")
-        let model = OCRNet(config: config(from: f))
-        let report = try model.store.loadStateDict(from: f, prefix: "param.")
-        XCTAssertTrue(report.isComplete, "fixture weights do not match the model layout:\n\(report)")
-
-        let labelEntry = try f.entry("label")
-        let labels = LabelMap(shape: labelEntry.shape, values: try f.int64s("label").map { Int32($0) })
-        model.store.zeroGrad()
-        let (aux, ocr) = model.forward(try f.tensor("input"))
-        XCTAssertEqual(model.features.count, 4)
-        for (i, feature) in model.features.enumerated() {
-            assertClose("branch \(i)", feature, try f.tensor("feat.c\(i + 1)"), relativeMax: 1e-4, report: true)
-        }
-        assertClose("aux logits", aux, try f.tensor("out.aux_logits"), relativeMax: 1e-4, report: true)
-        assertClose("ocr logits", ocr, try f.tensor("out.ocr_logits"), relativeMax: 1e-4, report: true)
-        let losses = model.loss(labels)
-        let terms = [("loss_aux", losses.aux, 0.4), ("loss_ocr", losses.ocr, 1.0), ("loss", losses.total, 1.0)]
-        for (name, value, weight) in terms {
-            let want = try f.tensor("out.\(name)")[0] * Float(weight)
-            XCTAssertEqual(Double(value), Double(want), accuracy: 1e-5 * Double(abs(want)), name)
-        }
-        model.backward()
-
-        // Same bounds as ModelParityTests (TESTING.md): per tensor by relative norm ≤ 1e-3 and largest element
-        // difference ≤ 1e-2 of the largest entry; the whole update ≤ 2e-2 by norm.
-        var worstNorm: Comparison?, worstMax: Comparison?
-        var diffSquares = 0.0, refSquares = 0.0
-        for p in model.store.parameters {
-            let expected = try f.tensor("grad.\(p.name)")
-            let c = compare("grad \(p.name)", p.grad, expected)
-            XCTAssertLessThanOrEqual(c.relativeNorm, 1e-3, c.description)
-            XCTAssertLessThanOrEqual(c.relativeMax, 1e-2, c.description)
-            if worstNorm == nil || c.relativeNorm > worstNorm!.relativeNorm { worstNorm = c }
-            if worstMax == nil || c.relativeMax > worstMax!.relativeMax { worstMax = c }
-            for i in 0..<expected.count {
-                let d = Double(p.grad[i]) - Double(expected[i])
-                diffSquares += d * d
-                refSquares += Double(expected[i]) * Double(expected[i])
-            }
-        }
-        let whole = (diffSquares / refSquares).squareRoot()
-        print("worst gradient by norm: \(worstNorm!)\nworst gradient by max: \(worstMax!)\nwhole update: \(whole)")
-        XCTAssertLessThanOrEqual(whole, 2e-2, "whole-update gradient norm")
-
-        var counters = 0
-        var worstBuffer: Comparison?
-        for entry in model.store.entries {
-            switch entry {
-            case .buffer(let b):
-                assertClose("\(b.name) after forward", b.value, try f.tensor("after.\(b.name)"), relativeMax: 1e-4)
-                let c = compare(b.name, b.value, try f.tensor("after.\(b.name)"))
-                if worstBuffer == nil || c.relativeMax > worstBuffer!.relativeMax { worstBuffer = c }
-            case .counter(let c):
-                XCTAssertEqual(c.value, try f.int64s("after.\(c.name)")[0], c.name)
-                counters += 1
-            case .parameter:
-                break
-            }
-        }
-        print("worst BN buffer after forward: \(worstBuffer!)")
-        XCTAssertGreaterThan(counters, 100, "every BN of the model was checked")
+        let config = config(from: f)
+        try assertMatchesFixture("hr18s_tiny", f, config: config)
     }
 
     /// The full-width W18 and W48 models have exactly mmseg's state_dict keys, shapes, dtypes and order.
     func testFullWidthKeyListsMatchMMSeg() throws {
         for (hrnet, file) in [(HRNetConfig.w18, "hr18_full_keys.json"), (HRNetConfig.w48, "hr48_full_keys.json")] {
-            let data = try Data(contentsOf: Fixtures.url("model/\(file)"))
-            let expected = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
-            let layout = OCRNet(config: .hrnet(hrnet)).store.stateLayout
-            XCTAssertEqual(layout.count, expected.count, "\(file): number of state entries")
-            for (ours, theirs) in zip(layout, expected) {
-                let name = theirs["name"] as! String
-                XCTAssertEqual(ours.name, name, "\(file): key order")
-                XCTAssertEqual(ours.shape, theirs["shape"] as! [Int], "\(file): shape of \(name)")
-                XCTAssertEqual(ours.dtype, theirs["dtype"] as! String, "\(file): dtype of \(name)")
-                if ours.name != name { break }
-            }
+            try assertLayoutMatches(OCRNet(config: .hrnet(hrnet)).store, file)
         }
     }
 

@@ -22,6 +22,28 @@ final class ModelParityTests: XCTestCase {
         return c
     }
 
+    func testResNet18D8MatchesPyTorch() throws {
+        let f = try Fixtures.file("model/r18.safetensors")
+        try assertMatchesFixture("r18", f, config: config(from: f))
+    }
+
+    func testResNet50D8MatchesPyTorch() throws {
+        let f = try Fixtures.file("model/r50.safetensors")
+        try assertMatchesFixture("r50", f, config: config(from: f))
+    }
+
+    /// The full-width models have exactly mmseg's state_dict keys, shapes, dtypes and order.
+    func testFullWidthKeyListsMatchMMSeg() throws {
+        for (depth, file) in [(50, "r50_full_keys.json"), (101, "r101_full_keys.json"), (18, "r18_full_keys.json")] {
+            var config = ModelConfig()
+            config.depth = depth
+            try assertLayoutMatches(OCRNet(config: config).store, file)
+        }
+    }
+}
+
+/// The whole-model comparison shared by the ResNet and HRNet parity tests.
+extension XCTestCase {
     func assertClose(_ name: String, _ actual: Tensor, _ expected: Tensor, relativeMax: Double,
                      file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(actual.shape, expected.shape, "\(name) shape", file: file, line: line)
@@ -29,9 +51,10 @@ final class ModelParityTests: XCTestCase {
         XCTAssertLessThanOrEqual(c.relativeMax, relativeMax, c.description, file: file, line: line)
     }
 
-    func runParity(_ fixture: String) throws {
-        let f = try Fixtures.file("model/\(fixture).safetensors")
-        let model = OCRNet(config: config(from: f))
+    /// Loads the fixture's weights into a model of `config`, runs forward, loss and backward, and compares every
+    /// tensor the fixture holds.
+    func assertMatchesFixture(_ fixture: String, _ f: SafetensorsFile, config: ModelConfig) throws {
+        let model = OCRNet(config: config)
         let report = try model.store.loadStateDict(from: f, prefix: "param.")
         XCTAssertTrue(report.isComplete, "fixture weights do not match the model layout:\n\(report)")
 
@@ -72,7 +95,7 @@ final class ModelParityTests: XCTestCase {
                 refSquares += Double(expected[i]) * Double(expected[i])
             }
         }
-        print("worst gradient: \(worst!)")
+        print("\(fixture) worst gradient: \(worst!)")
         XCTAssertLessThanOrEqual((diffSquares / refSquares).squareRoot(), 2e-2, "whole-update gradient norm")
 
         for entry in model.store.entries {
@@ -88,26 +111,18 @@ final class ModelParityTests: XCTestCase {
         }
     }
 
-    func testResNet18D8MatchesPyTorch() throws { try runParity("r18") }
-
-    func testResNet50D8MatchesPyTorch() throws { try runParity("r50") }
-
-    /// The full-width models have exactly mmseg's state_dict keys, shapes, dtypes and order.
-    func testFullWidthKeyListsMatchMMSeg() throws {
-        for (depth, file) in [(50, "r50_full_keys.json"), (101, "r101_full_keys.json"), (18, "r18_full_keys.json")] {
-            let data = try Data(contentsOf: Fixtures.url("model/\(file)"))
-            let expected = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
-            var config = ModelConfig()
-            config.depth = depth
-            let layout = OCRNet(config: config).store.stateLayout
-            XCTAssertEqual(layout.count, expected.count, "\(file): number of state entries")
-            for (ours, theirs) in zip(layout, expected) {
-                let name = theirs["name"] as! String
-                XCTAssertEqual(ours.name, name, "\(file): key order")
-                XCTAssertEqual(ours.shape, theirs["shape"] as! [Int], "\(file): shape of \(name)")
-                XCTAssertEqual(ours.dtype, theirs["dtype"] as! String, "\(file): dtype of \(name)")
-                if ours.name != name { break }
-            }
+    /// `store`'s state entries are exactly the key list fixture's (names, shapes, dtypes, order).
+    func assertLayoutMatches(_ store: ParameterStore, _ file: String) throws {
+        let data = try Data(contentsOf: Fixtures.url("model/\(file)"))
+        let expected = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
+        let layout = store.stateLayout
+        XCTAssertEqual(layout.count, expected.count, "\(file): number of state entries")
+        for (ours, theirs) in zip(layout, expected) {
+            let name = theirs["name"] as! String
+            XCTAssertEqual(ours.name, name, "\(file): key order")
+            XCTAssertEqual(ours.shape, theirs["shape"] as! [Int], "\(file): shape of \(name)")
+            XCTAssertEqual(ours.dtype, theirs["dtype"] as! String, "\(file): dtype of \(name)")
+            if ours.name != name { break }
         }
     }
 }
