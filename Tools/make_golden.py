@@ -519,13 +519,9 @@ def seg_loss(logits, label):
     return F.cross_entropy(up, label, ignore_index=IGNORE_INDEX, reduction="mean")
 
 
-def make_model_fixture(depth, seed):
-    cfg = dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
-               ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)
-    torch.manual_seed(seed)
-    model = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
-                   cfg["ocr_mid_channels"], cfg["num_classes"])
-    init_model(model)
+def reference_step(model, cfg):
+    """Random input and labels (10 % ignored), the float32 weights, then one float64 training forward and backward
+    with loss 0.4·aux + 1.0·ocr. Returns the tensors to store, the float64 model and its float32 state dict."""
     x = randn(cfg["batch"], 3, cfg["height"], cfg["width"])
     label = torch.randint(0, cfg["num_classes"], (cfg["batch"], cfg["height"], cfg["width"]),
                           dtype=torch.int64)
@@ -545,8 +541,6 @@ def make_model_fixture(depth, seed):
 
     for i, f in enumerate(feats):
         t[f"feat.c{i + 1}"] = f32(f)
-    for k, v in model.decode_head[1].inter.items():
-        t["inter." + k] = f32(v)
     t["out.aux_logits"] = f32(aux)
     t["out.ocr_logits"] = f32(ocr)
     t["out.loss_aux"] = f32(loss_aux.reshape(1))
@@ -558,6 +552,19 @@ def make_model_fixture(depth, seed):
     for k, v in model.state_dict().items():
         if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
             t["after." + k] = i64(v) if k.endswith("num_batches_tracked") else f32(v)
+    return t, model, sd
+
+
+def make_model_fixture(depth, seed):
+    cfg = dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
+               ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)
+    torch.manual_seed(seed)
+    model = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
+                   cfg["ocr_mid_channels"], cfg["num_classes"])
+    init_model(model)
+    t, model, sd = reference_step(model, cfg)
+    for k, v in model.decode_head[1].inter.items():
+        t["inter." + k] = f32(v)
 
     md = dict(cfg)
     md.update(dict(seed=seed, dtype_reference="float64", loss_weights="aux 0.4, ocr 1.0",
@@ -761,36 +768,7 @@ def make_hrnet_fixture(seed):
     torch.manual_seed(seed)
     model = HROCRNet(extra, cfg["ocr_channels"], cfg["ocr_mid_channels"], cfg["num_classes"])
     init_model(model)
-    x = randn(cfg["batch"], 3, cfg["height"], cfg["width"])
-    label = torch.randint(0, cfg["num_classes"], (cfg["batch"], cfg["height"], cfg["width"]),
-                          dtype=torch.int64)
-    label[torch.rand(cfg["batch"], cfg["height"], cfg["width"]) < 0.1] = IGNORE_INDEX
-
-    t = {"input": f32(x), "label": i64(label)}
-    sd = model.state_dict()
-    for k, v in sd.items():
-        t["param." + k] = i64(v) if k.endswith("num_batches_tracked") else f32(v)
-
-    model = model.double().train()
-    feats, aux, ocr = model(x.double())
-    loss_aux = seg_loss(aux, label)
-    loss_ocr = seg_loss(ocr, label)
-    loss = 0.4 * loss_aux + 1.0 * loss_ocr
-    loss.backward()
-
-    for i, f in enumerate(feats):
-        t[f"feat.c{i + 1}"] = f32(f)
-    t["out.aux_logits"] = f32(aux)
-    t["out.ocr_logits"] = f32(ocr)
-    t["out.loss_aux"] = f32(loss_aux.reshape(1))
-    t["out.loss_ocr"] = f32(loss_ocr.reshape(1))
-    t["out.loss"] = f32(loss.reshape(1))
-    for k, p in model.named_parameters():
-        assert p.grad is not None, k
-        t["grad." + k] = f32(p.grad)
-    for k, v in model.state_dict().items():
-        if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            t["after." + k] = i64(v) if k.endswith("num_batches_tracked") else f32(v)
+    t, model, sd = reference_step(model, cfg)
 
     md = dict(cfg)
     md.update(dict(seed=seed, dtype_reference="float64", loss_weights="aux 0.4, ocr 1.0",
