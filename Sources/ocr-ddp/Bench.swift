@@ -15,7 +15,7 @@ struct Bench: ParsableCommand {
     @Argument(help: "YAML config (default: the built-in quick-start config).") var config: String?
     @Option(help: "Timed iterations (after warm-up).") var iters = 10
     @Option(help: "Warm-up iterations, not timed.") var warmup = 2
-    @Option(help: "Crop HxW (default: the RandomCrop crop_size of the config).") var crop: String?
+    @Option(help: "Crop HxW (default: the config's RandomCrop crop_size, or its Resize scale).") var crop: String?
     @OptionGroup var options: ConfigOptions
 
     func cropSize(_ experiment: ExperimentConfig) throws -> (Int, Int) {
@@ -26,10 +26,14 @@ struct Bench: ParsableCommand {
             }
             return (parts[0], parts[1])
         }
+        // The training size: the RandomCrop crop_size, else the scale of a fixed Resize.
         for case .randomCrop(let t) in experiment.data.trainPipeline.transforms {
             return (t.cropSize.height, t.cropSize.width)
         }
-        throw ConfigError("the config has no RandomCrop crop_size: give --crop HxW")
+        for case .resize(let t) in experiment.data.trainPipeline.transforms {
+            return (t.scale.height, t.scale.width)
+        }
+        throw ConfigError("the config has no RandomCrop crop_size or Resize scale: give --crop HxW")
     }
 
     func run() throws {
