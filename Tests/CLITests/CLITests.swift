@@ -143,6 +143,18 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(pointer.hasSuffix("iter_\(iteration)"))
     }
 
+    /// A loss that turns non-finite stops training with a one-line reason; the checkpoints written before stay.
+    func testNonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
+        let work = directory.appendingPathComponent("nan").path
+        let r = try run(0, ["train", "--work-dir", work] + small + ["checkpoint.interval=1", "optimizer.lr=1e30",
+                                                                     "param_scheduler={type: PolyLR, power: 0.9, eta_min: 0.0001}"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("loss is") && r.stderr.contains("stopping"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        let pointer = try String(contentsOfFile: "\(work)/last_checkpoint", encoding: .utf8)
+        XCTAssertTrue(r.stderr.contains(pointer.trimmingCharacters(in: .whitespacesAndNewlines)), r.stderr)
+    }
+
     /// Misuse gives a non-zero exit and one line on stderr that names the file or key.
     func testBadInputGivesOneLineErrors() throws {
         let cases: [([String], String)] = [
