@@ -107,10 +107,7 @@ final class SumReLU {
     func backward(_ dy: Tensor) -> Tensor {
         guard let y = output else { preconditionFailure("fuse backward before forward") }
         let dx = Tensor.reuse(&inputGrad, shape: y.shape)
-        let (py, pd, pg) = (y.data, dx.data, dy.data)
-        parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
-            for i in s..<e { pd[i] = py[i] > 0 ? pg[i] : 0 }
-        }
+        reluBackward(output: y, dy, into: dx)
         return dx
     }
 }

@@ -15,7 +15,7 @@ public final class ReLU {
     public func backward(_ dy: Tensor) -> Tensor {
         guard let y = output else { preconditionFailure("ReLU backward before forward") }
         let dx = Tensor.reuse(&inputGrad, shape: y.shape)
-        for i in 0..<y.count { dx.data[i] = y.data[i] > 0 ? dy.data[i] : 0 }
+        reluBackward(output: y, dy, into: dx)
         return dx
     }
 }
@@ -40,11 +40,17 @@ public final class ResidualAddReLU {
     public func backward(_ dy: Tensor) -> Tensor {
         guard let y = output else { preconditionFailure("residual backward before forward") }
         let dx = Tensor.reuse(&inputGrad, shape: y.shape)
-        let (py, pd, pg) = (y.data, dx.data, dy.data)
-        parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
-            for i in s..<e { pd[i] = py[i] > 0 ? pg[i] : 0 }
-        }
+        reluBackward(output: y, dy, into: dx)
         return dx
+    }
+}
+
+/// dx = dy where the ReLU's output y > 0, else 0 (the backward of any op that ends in a ReLU).
+public func reluBackward(output y: Tensor, _ dy: Tensor, into dx: Tensor) {
+    precondition(dy.count == y.count && dx.count == y.count, "ReLU gradient \(dy.shape) for output \(y.shape)")
+    let (py, pd, pg) = (y.data, dx.data, dy.data)
+    parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
+        for i in s..<e { pd[i] = py[i] > 0 ? pg[i] : 0 }
     }
 }
 
