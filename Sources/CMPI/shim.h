@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 static inline MPI_Comm ocr_mpi_comm_world(void) { return MPI_COMM_WORLD; }
-static inline MPI_Comm ocr_mpi_comm_null(void) { return MPI_COMM_NULL; }
 static inline MPI_Datatype ocr_mpi_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype ocr_mpi_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype ocr_mpi_int64(void) { return MPI_INT64_T; }

@@ -4,13 +4,6 @@ import OCRTensor
 
 /// Start-of-training agreement and the periodic drift check.
 public enum ReplicaConsistency {
-    /// FNV-1a over the bytes of a string.
-    static func hash(_ text: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return h
-    }
-
     /// A cheap order-sensitive hash of a float buffer's bits (64-bit multiply-xor over 32-bit words).
     public static func hash(_ t: Tensor) -> UInt64 {
         var h: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -19,15 +12,11 @@ public enum ReplicaConsistency {
         return h
     }
 
-    static func layoutDescription(_ store: ParameterStore) -> [String] {
-        store.stateLayoutLines
-    }
-
     /// Every rank must hold the same parameter and buffer names, shapes and order; on a mismatch every rank throws
     /// an error naming the first key where this rank differs from rank 0.
     public static func checkLayout(_ store: ParameterStore, comm: Communicator) throws {
-        let lines = layoutDescription(store)
-        let mine = hash(lines.joined(separator: "\n"))
+        let lines = store.stateLayoutLines
+        let mine = fnv1a(lines.joined(separator: "\n"))
         let all = comm.allgather(mine)
         guard Set(all).count > 1 else { return }
         let rootLines = comm.broadcast(lines.joined(separator: "\n"), root: 0).split(separator: "\n").map(String.init)

@@ -40,3 +40,11 @@ public struct SplitMix64: RandomNumberGenerator {
     }
 }
 
+
+/// FNV-1a (64-bit) of a string's UTF-8 bytes: a stable fingerprint of layouts and configs, the same on every rank
+/// and every run (Swift's `hashValue` is seeded per process).
+public func fnv1a(_ text: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}

@@ -1,6 +1,7 @@
 import Foundation
 import OCRData
 import OCRModel
+import OCRTensor
 
 /// Everything a run needs, read from the YAML of INTERFACE.md (key paths are a contract) plus `--cfg-options`.
 /// Keys a file leaves out take the defaults below (mmseg's OCRNet R50-D8 Cityscapes recipe); a key that nothing
@@ -205,9 +206,5 @@ public struct ExperimentConfig {
     }
 
     /// A short hash of the resolved config (trainer state records it; resume warns on a change).
-    public var hash: String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in tree.yaml.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return String(h, radix: 16)
-    }
+    public var hash: String { String(fnv1a(tree.yaml), radix: 16) }
 }

@@ -31,15 +31,22 @@ public final class Trainer {
             return config.data.dataRoot
         }
         let root = "\(workDir)/synthetic"
-        var error: [Int64] = [0]
+        // Rank 0 writes; every rank then learns whether it worked, so a failure stops all ranks instead of leaving
+        // the others waiting for data that never comes.
+        var failure: Error?
         if comm.isRoot && !FileManager.default.fileExists(atPath: "\(root)/leftImg8bit") {
             do {
                 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
                 try SyntheticDataset.write(to: root, train: SyntheticDataset.defaultTrainCount,
                                            val: SyntheticDataset.defaultValCount, seed: config.seed)
-            } catch { throw error }
+            } catch {
+                failure = error
+            }
         }
-        error.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }   // everyone waits for the data
+        var failed: [Int64] = [failure == nil ? 0 : 1]
+        failed.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        if let failure { throw failure }
+        if failed[0] > 0 { throw DataError(root, "rank 0 could not write the synthetic dataset") }
         return root
     }
 
