@@ -1,7 +1,7 @@
 import OCRNN
 
 /// Synchronised batch norm over all ranks, plugged into the BatchNorm seam. Forward: every rank's per-channel
-/// (count, mean, M2) are allgathered and merged in rank order with Chan's parallel-variance update in double, so all
+/// (count, mean, M2) are allgathered and merged in rank order with `mergeStatistics` (Chan's update in double), so all
 /// ranks get bit-identical statistics; backward: the per-channel sums (Σdy, Σdy·(x−μ)) are summed. A rank with an
 /// empty batch joins both collectives with count 0.
 public final class SyncBatchNormReducer: ReplicaReducer {
@@ -24,13 +24,11 @@ public final class SyncBatchNormReducer: ReplicaReducer {
             let base = r * local.count
             let n = all[base]
             if n == 0 { continue }
-            let merged = total + n
             for c in 0..<channels {
-                let delta = all[base + 1 + c] - mean[c]
-                mean[c] += delta * n / merged
-                m2[c] += all[base + 1 + channels + c] + delta * delta * total * n / merged
+                _ = mergeStatistics(total: total, mean: &mean[c], m2: &m2[c], count: n, partMean: all[base + 1 + c],
+                                    partM2: all[base + 1 + channels + c])
             }
-            total = merged
+            total += n
         }
         count = total
     }

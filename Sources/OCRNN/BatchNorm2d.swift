@@ -44,6 +44,7 @@ public final class BatchNorm2d {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("BatchNorm2d.forward", timing) }
         precondition(x.shape.count == 4 && x.shape[1] == channels,
                      "\(weight.name): input \(x.shape) does not have \(channels) channels")
         let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
@@ -89,18 +90,20 @@ public final class BatchNorm2d {
             m2.withUnsafeMutableBufferPointer { m2Out in
                 parallelChunks(channels, minimumPerChunk: Swift.max(1, 32768 / Swift.max(n * hw, 1))) { c0, c1 in
                     for c in c0..<c1 {
-                        // Double accumulation: the statistics of a batch split over ranks and merged then agree with
-                        // those of the whole batch to ~1e-16, so both round to the same float32 normalisation.
-                        var s = 0.0
+                        // Each image's plane gives its own (count, mean, M2), which depend on that plane alone
+                        // (PlaneSums); the planes are merged in image order as ranks are merged in rank order, so
+                        // a batch split over ranks gets the statistics of the whole batch bit for bit.
+                        var (total, m, q) = (0.0, 0.0, 0.0)
                         for i in 0..<n {
-                            let src = x.data + (i * channels + c) * hw
-                            for j in 0..<hw { s += Double(src[j]) }
-                        }
-                        let m = n * hw > 0 ? s / Double(n * hw) : 0
-                        var q = 0.0
-                        for i in 0..<n {
-                            let src = x.data + (i * channels + c) * hw
-                            for j in 0..<hw { let d = Double(src[j]) - m; q += d * d }
+                            let plane = x.data + (i * channels + c) * hw
+                            let planeMean = PlaneSums.sum(plane, count: hw) / Double(hw)
+                            let rounded = Float(planeMean)
+                            // Σ(x − mean)² = Σ(x − rounded)² − hw·(mean − rounded)²
+                            let offset = planeMean - Double(rounded)
+                            let planeM2 = PlaneSums.squaredDeviations(plane, count: hw, mean: rounded)
+                                - Double(hw) * offset * offset
+                            total = mergeStatistics(total: total, mean: &m, m2: &q, count: Double(hw),
+                                                    partMean: planeMean, partM2: planeM2)
                         }
                         meanOut[c] = m
                         m2Out[c] = q
@@ -131,6 +134,7 @@ public final class BatchNorm2d {
     /// gradients). With batch statistics the input gradient needs the global sums Σdy and Σdy·(x−μ):
     /// dx = γ·invstd·(dy − Σdy/N − (x−μ)·invstd²·Σdy(x−μ)/N).
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("BatchNorm2d.backward", timing) }
         guard let x = input, let y = output else { preconditionFailure("\(weight.name): backward before forward") }
         precondition(dy.shape == x.shape, "\(weight.name): gradient \(dy.shape) does not match input \(x.shape)")
         let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
@@ -148,12 +152,19 @@ public final class BatchNorm2d {
                             for i in 0..<n {
                                 let off = (i * channels + c) * hw
                                 let (g, xs, ys) = (dy.data + off, x.data + off, y.data + off)
-                                var a = 0.0, b = 0.0
-                                if relu {
-                                    for j in 0..<hw where ys[j] > 0 { a += Double(g[j]); b += Double(g[j] * (xs[j] - mu)) }
-                                } else {
-                                    for j in 0..<hw { a += Double(g[j]); b += Double(g[j] * (xs[j] - mu)) }
-                                }
+                                let (a, b) = relu
+                                    ? PlaneSums.pair(count: hw, lanes: { j in
+                                        let d = PlaneSums.load(g + j)
+                                            .replacing(with: 0, where: PlaneSums.load(ys + j) .<= 0)
+                                        return (d, d * (PlaneSums.load(xs + j) - mu))
+                                    }, single: { j in
+                                        let d = ys[j] > 0 ? g[j] : 0
+                                        return (d, d * (xs[j] - mu))
+                                    })
+                                    : PlaneSums.pair(count: hw, lanes: { j in
+                                        let d = PlaneSums.load(g + j)
+                                        return (d, d * (PlaneSums.load(xs + j) - mu))
+                                    }, single: { j in (g[j], g[j] * (xs[j] - mu)) })
                                 sumDy += a; sumDyXmu += b
                                 weight.grad[c] += Float(b * invStd[c])
                                 bias.grad[c] += Float(a)
@@ -188,9 +199,17 @@ public final class BatchNorm2d {
                             for i in 0..<n {
                                 let off = (i * channels + c) * hw
                                 let (g, xs, ys, d) = (dy.data + off, x.data + off, y.data + off, dx.data + off)
-                                for j in 0..<hw {
-                                    let masked = (!relu || ys[j] > 0) ? g[j] : 0
-                                    d[j] = k * masked - shift - (xs[j] - mu) * slope
+                                if relu {
+                                    PlaneSums.forEach(count: hw, lanes: { j in
+                                        let masked = PlaneSums.load(g + j)
+                                            .replacing(with: 0, where: PlaneSums.load(ys + j) .<= 0)
+                                        PlaneSums.store(k * masked - shift - (PlaneSums.load(xs + j) - mu) * slope, d + j)
+                                    }, single: { j in d[j] = k * (ys[j] > 0 ? g[j] : 0) - shift - (xs[j] - mu) * slope })
+                                } else {
+                                    PlaneSums.forEach(count: hw, lanes: { j in
+                                        let v = k * PlaneSums.load(g + j) - shift - (PlaneSums.load(xs + j) - mu) * slope
+                                        PlaneSums.store(v, d + j)
+                                    }, single: { j in d[j] = k * g[j] - shift - (xs[j] - mu) * slope })
                                 }
                             }
                         }

@@ -39,17 +39,23 @@ public final class Conv2d {
     private func columnMatrix(_ image: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                               _ col: UnsafeMutablePointer<Float>?) -> UnsafePointer<Float> {
         guard let col else { return UnsafePointer(image) }
+        let timing = Profiler.begin(); defer { Profiler.end("im2col", timing) }
         im2col(image, g, col)
         return UnsafePointer(col)
     }
 
+    /// Profile row of this convolution's kernel shape, e.g. "conv 3×3".
+    private var profileName: String { "conv \(kernel)×\(kernel)" }
+
     public func forward(_ x: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("\(profileName) forward", timing) }
         let g = geometry(x)
         let n = x.shape[0]
         let y = Tensor.reuse(&output, shape: [n, outChannels, g.outHeight, g.outWidth])
         input = x
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
+        Profiler.countForwardFlops(2 * n * outChannels * g.outPixels * g.columnRows)
         for i in 0..<n {
             let columns = columnMatrix(x.data + i * inSize, g, col)
             gemm(m: outChannels, n: g.outPixels, k: g.columnRows, a: weight.value.data, b: columns,
@@ -72,6 +78,7 @@ public final class Conv2d {
     @discardableResult
     public func backward(_ dy: Tensor) -> Tensor? {
         guard let x = input else { preconditionFailure("\(weight.name): backward before forward") }
+        let timing = Profiler.begin(); defer { Profiler.end("\(profileName) backward dW", timing) }
         let g = geometry(x)
         let n = x.shape[0]
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
@@ -93,11 +100,13 @@ public final class Conv2d {
             let gw = weight.grad.data
             for j in 0..<weight.value.count { gw[j] += imageWeightGrad[j] }
             guard let dx else { continue }
+            let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let dxi = dx.data + i * inSize
             if let col {
                 // dcol (CKK×P) = Wᵀ (CKK×O) · dy_i (O×P), scattered back onto the image.
                 gemm(transA: true, m: g.columnRows, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
                      c: col)
+                let scatterTiming = Profiler.begin(); defer { Profiler.end("col2im", scatterTiming) }
                 dxi.update(repeating: 0, count: inSize)
                 col2im(col, g, dxi)
             } else {

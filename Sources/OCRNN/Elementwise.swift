@@ -7,12 +7,14 @@ public final class ReLU {
     public init() {}
 
     public func forward(_ x: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("ReLU.forward", timing) }
         let y = Tensor.reuse(&output, shape: x.shape)
         for i in 0..<x.count { y.data[i] = Swift.max(x.data[i], 0) }
         return y
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("ReLU.backward", timing) }
         guard let y = output else { preconditionFailure("ReLU backward before forward") }
         let dx = Tensor.reuse(&inputGrad, shape: y.shape)
         reluBackward(output: y, dy, into: dx)
@@ -28,6 +30,7 @@ public final class ResidualAddReLU {
     public init() {}
 
     public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.forward", timing) }
         precondition(a.shape == b.shape, "residual add of \(a.shape) and \(b.shape)")
         let y = Tensor.reuse(&output, shape: a.shape)
         let (pa, pb, py) = (a.data, b.data, y.data)
@@ -38,6 +41,7 @@ public final class ResidualAddReLU {
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.backward", timing) }
         guard let y = output else { preconditionFailure("residual backward before forward") }
         let dx = Tensor.reuse(&inputGrad, shape: y.shape)
         reluBackward(output: y, dy, into: dx)
@@ -71,6 +75,7 @@ public final class ChannelConcat {
     public init() {}
 
     public func forward(_ parts: [Tensor]) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("ChannelConcat.forward", timing) }
         let first = parts[0]
         let (n, h, w) = (first.shape[0], first.shape[2], first.shape[3])
         for p in parts {
@@ -93,6 +98,7 @@ public final class ChannelConcat {
     }
 
     public func backward(_ dy: Tensor) -> [Tensor] {
+        let timing = Profiler.begin(); defer { Profiler.end("ChannelConcat.backward", timing) }
         let (n, total, hw) = (dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
         if inputGrads.count != channelCounts.count { inputGrads = Array(repeating: nil, count: channelCounts.count) }
         var result: [Tensor] = []
@@ -130,6 +136,7 @@ public final class Dropout2d {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("Dropout2d.forward", timing) }
         active = store.training && probability > 0
         guard active else { return x }
         let (planes, hw) = (x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
@@ -146,6 +153,7 @@ public final class Dropout2d {
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("Dropout2d.backward", timing) }
         guard active else { return dy }
         let (planes, hw) = (dy.shape[0] * dy.shape[1], dy.shape[2] * dy.shape[3])
         let dx = Tensor.reuse(&inputGrad, shape: dy.shape)

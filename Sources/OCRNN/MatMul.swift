@@ -16,12 +16,14 @@ public final class BatchedMatMul {
     }
 
     public func forward(_ a: Tensor, _ b: Tensor, batch: Int, m: Int, n: Int, k: Int, outputShape: [Int]) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("BatchedMatMul.forward", timing) }
         precondition(a.count == batch * m * k && b.count == batch * k * n,
                      "matmul of \(a.shape) and \(b.shape) as \(batch)×(\(m)×\(k))·(\(k)×\(n))")
         self.a = a; self.b = b
         dims = (batch, m, n, k)
         let c = Tensor.reuse(&output, shape: outputShape)
         precondition(c.count == batch * m * n)
+        Profiler.countForwardFlops(2 * batch * m * n * k)
         for i in 0..<batch {
             gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.data + i * m * k,
                  b: b.data + i * k * n, c: c.data + i * m * n)
@@ -31,6 +33,7 @@ public final class BatchedMatMul {
 
     /// dC → (dA, dB) with the shapes of A and B: dop(A) = α·dC·op(B)ᵀ, dop(B) = α·op(A)ᵀ·dC.
     public func backward(_ dc: Tensor) -> (Tensor, Tensor) {
+        let timing = Profiler.begin(); defer { Profiler.end("BatchedMatMul.backward", timing) }
         guard let a, let b else { preconditionFailure("matmul backward before forward") }
         let (batch, m, n, k) = dims
         let da = Tensor.reuse(&gradA, shape: a.shape)

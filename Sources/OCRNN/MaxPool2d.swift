@@ -15,6 +15,7 @@ public final class MaxPool2d {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("MaxPool2d.forward", timing) }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let ho = (h + 2 * padding - kernel) / stride + 1
         let wo = (w + 2 * padding - kernel) / stride + 1
@@ -53,6 +54,7 @@ public final class MaxPool2d {
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("MaxPool2d.backward", timing) }
         let dx = Tensor.reuse(&inputGrad, shape: inputShape)
         dx.zero()
         let hw = inputShape[2] * inputShape[3]

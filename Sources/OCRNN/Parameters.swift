@@ -88,6 +88,23 @@ public protocol ReplicaReducer: AnyObject {
     func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>)
 }
 
+/// Chan's parallel update of one channel's (count, mean, M2 = Σ(x−mean)²) in double: merges a part of `count`
+/// values into an accumulation of `total` values. A part merged into nothing is taken as it is, so merging one image's planes one by one
+/// in a process and merging ranks of one image each give the same bits. Returns the new total.
+@inline(__always)
+public func mergeStatistics(total: Double, mean: inout Double, m2: inout Double,
+                            count: Double, partMean: Double, partM2: Double) -> Double {
+    if total == 0 {
+        (mean, m2) = (partMean, partM2)
+        return count
+    }
+    let merged = total + count
+    let delta = partMean - mean
+    mean += delta * count / merged
+    m2 += partM2 + delta * delta * total * count / merged
+    return merged
+}
+
 /// The single-process reducer: statistics are already global.
 public final class LocalReplica: ReplicaReducer {
     public init() {}

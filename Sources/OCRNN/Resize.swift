@@ -45,6 +45,7 @@ public final class BilinearResize {
     }
 
     public func forward(_ x: Tensor, height outH: Int, width outW: Int) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("BilinearResize.forward", timing) }
         let (h, w) = (x.shape[2], x.shape[3])
         let (r, c) = taps(x.shape, outH, outW)
         let y = Tensor.reuse(&output, shape: [x.shape[0], x.shape[1], outH, outW])
@@ -69,6 +70,7 @@ public final class BilinearResize {
 
     /// dy: N×C×Ho×Wo → dx: N×C×H×W, each output gradient spread over its four source pixels.
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("BilinearResize.backward", timing) }
         guard let r = rows, let c = cols else { preconditionFailure("resize backward before forward") }
         let (h, w, outH, outW) = (inputShape[2], inputShape[3], dy.shape[2], dy.shape[3])
         let dx = Tensor.reuse(&inputGrad, shape: inputShape)

@@ -15,6 +15,7 @@ public final class Softmax {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("Softmax.forward", timing) }
         let y = Tensor.reuse(&output, shape: x.shape)
         let (outer, size, inner) = Softmax.split(x.shape, axis)
         parallelChunks(outer, minimumPerChunk: Swift.max(1, 8192 / Swift.max(size * inner, 1))) { o0, o1 in
@@ -34,6 +35,7 @@ public final class Softmax {
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("Softmax.backward", timing) }
         guard let y = output else { preconditionFailure("softmax backward before forward") }
         let dx = Tensor.reuse(&inputGrad, shape: y.shape)
         let (outer, size, inner) = Softmax.split(y.shape, axis)

@@ -16,6 +16,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed iterations (after warm-up).") var iters = 10
     @Option(help: "Warm-up iterations, not timed.") var warmup = 2
     @Option(help: "Crop HxW (default: the config's RandomCrop crop_size, or its Resize scale).") var crop: String?
+    @Flag(help: "Print rank 0's time per kind of work (conv GEMMs, im2col, batch norm, …) over the timed steps.")
+    var profile = false
     @OptionGroup var options: ConfigOptions
 
     func cropSize(_ experiment: ExperimentConfig) throws -> (Int, Int) {
@@ -54,6 +56,7 @@ struct Bench: ParsableCommand {
             var timings: [DataParallel.Timing] = []
             var stepSeconds: [Double] = []
             for i in 0..<(warmup + iters) {
+                if i == warmup && profile { Profiler.reset(); Profiler.enabled = true }
                 let start = Date()
                 ddp.step([(images, labels)])
                 if i >= warmup {
@@ -61,10 +64,21 @@ struct Bench: ParsableCommand {
                     timings.append(ddp.lastTiming)
                 }
             }
-            // Per-step phases: forward and backward are split by timing one forward alone after the run.
+            let profileRows = Profiler.report
+            let profiledSteps = Double(iters)
+            // Per-step phases: forward and backward are split by timing one forward alone after the run; the same
+            // forward counts the convolution and matrix-product FLOPs.
+            Profiler.reset()
+            Profiler.enabled = true
             let forwardStart = Date()
             model.forward(images)
             let forwardSeconds = Date().timeIntervalSince(forwardStart)
+            Profiler.enabled = false
+            let forwardFlops = Profiler.forwardFlops
+            // The machine's GEMM rate as this run uses it: every rank at once with its own threads, summed.
+            comm.barrier()
+            var sgemm = [sgemmRate(repeats: 3)]
+            sgemm.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
             func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
             let step = median(stepSeconds)
             // Peak RSS is reported per rank (the largest), as the budget that matters is one rank's.
@@ -72,11 +86,23 @@ struct Bench: ParsableCommand {
             var all = [Double](repeating: 0, count: comm.size)
             ownRSS.withUnsafeBufferPointer { send in all.withUnsafeMutableBufferPointer { comm.allgather(send, into: $0) } }
             guard comm.isRoot else { return }
+            if profile {
+                print("profile of rank 0, ms per step over \(iters) steps (exclusive time):")
+                for row in profileRows {
+                    print(row.name.padding(toLength: 32, withPad: " ", startingAt: 0)
+                          + String(format: "%9.1f ms %7.1f calls", row.seconds * 1e3 / profiledSteps,
+                                   Double(row.calls) / profiledSteps))
+                }
+            }
             let forwardBackward = median(timings.map(\.forwardBackward))
             let result: [String: Any] = [
                 "img_per_s": Double(n * comm.size) / step, "ms_per_step": step * 1e3, "ranks": comm.size,
                 "threads_per_rank": BLAS.threads, "batch_per_rank": n, "crop": [h, w],
                 "peak_rss_mb": all.max() ?? 0, "openblas_core": BLAS.coreName,
+                // 3 × forward GEMM work (forward, input and weight gradients) over all ranks per second.
+                "forward_gflop_per_rank": forwardFlops / 1e9,
+                "effective_gflops": 3 * forwardFlops * Double(comm.size) / step / 1e9,
+                "sgemm_gflops": sgemm[0],
                 "phases": ["data": 0.0, "forward": forwardSeconds * 1e3,
                            "backward": max(forwardBackward - forwardSeconds, 0) * 1e3,
                            "allreduce_exposed": median(timings.map(\.allreduceExposed)) * 1e3,

@@ -24,7 +24,7 @@ struct BenchConvs: ParsableCommand {
     func run() throws {
         BLAS.setThreads(threads)
         print("OpenBLAS core: \(BLAS.coreName), threads: \(threads)")
-        let peak = sgemmRate()
+        let peak = sgemmRate(repeats: repeats)
         print(String(format: "sgemm 2048×2048×2048: %.1f GFLOP/s", peak))
         let (h8, w8) = (height / 8, width / 8)
         // (name, in, out, kernel, stride, padding, dilation, input H, input W)
@@ -76,14 +76,15 @@ struct BenchConvs: ParsableCommand {
                            forward * 1e3, backward * 1e3, unfold * 1e3))
         }
     }
+}
 
-    func sgemmRate() -> Double {
-        let n = 2048
-        let a = Tensor(zeros: [n, n]), b = Tensor(zeros: [n, n]), c = Tensor(zeros: [n, n])
-        a.fill(0.5); b.fill(0.25)
-        let t = medianSeconds(repeats) { gemm(m: n, n: n, k: n, a: a.data, b: b.data, c: c.data) }
-        return 2.0 * Double(n * n * n) / t / 1e9
-    }
+/// GFLOP/s of one 2048³ `cblas_sgemm` with the current BLAS threads: the peak the convolutions are judged against.
+func sgemmRate(repeats: Int) -> Double {
+    let n = 2048
+    let a = Tensor(zeros: [n, n]), b = Tensor(zeros: [n, n]), c = Tensor(zeros: [n, n])
+    a.fill(0.5); b.fill(0.25)
+    let t = medianSeconds(repeats) { gemm(m: n, n: n, k: n, a: a.data, b: b.data, c: c.data) }
+    return 2.0 * Double(n * n * n) / t / 1e9
 }
 
 /// Median wall time of `repeats` runs of `body` after one warm-up run.

@@ -53,4 +53,51 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(dot(col, c), dot(x, back), accuracy: 1e-6 * max(1, abs(dot(col, c))), "case \(i)")
         }
     }
+
+    func testPlaneSumsAgreeWithDoubleSumsAndDependOnThePlaneAlone() {
+        // Lengths around the 16-lane width and the 1024-element block, including empty and tail-only runs.
+        for count in [0, 5, 16, 17, 1023, 1024, 1040, 5000] {
+            let x = randomTensor([max(count, 1)], seed: UInt64(count) + 1)
+            for i in 0..<count { x[i] += 3 }   // a mean well away from 0, as after a convolution
+            var (sum, squares) = (0.0, 0.0)
+            for i in 0..<count { sum += Double(x[i]) }
+            let mean = count > 0 ? sum / Double(count) : 0
+            for i in 0..<count { squares += (Double(x[i]) - Double(Float(mean))) * (Double(x[i]) - Double(Float(mean))) }
+            let fastSum = PlaneSums.sum(x.data, count: count)
+            let fastSquares = PlaneSums.squaredDeviations(x.data, count: count, mean: Float(mean))
+            XCTAssertEqual(fastSum, sum, accuracy: 1e-6 * max(1, abs(sum)), "Σx over \(count)")
+            XCTAssertEqual(fastSquares, squares, accuracy: 1e-6 * max(1, squares), "Σ(x−μ)² over \(count)")
+            // The same values at another address (as when a batch is split over ranks) give the same bits.
+            let moved = Tensor(zeros: [count + 3])
+            (moved.data + 3).update(from: x.data, count: count)
+            XCTAssertEqual(PlaneSums.sum(moved.data + 3, count: count), fastSum, "Σx moved, \(count)")
+        }
+    }
+
+    func testPlaneSumsForEachVisitsEveryElementOnce() {
+        for count in [0, 3, 16, 33] {
+            var visits = [Int](repeating: 0, count: count)
+            PlaneSums.forEach(count: count, lanes: { i in for l in 0..<16 { visits[i + l] += 1 } },
+                              single: { visits[$0] += 1 })
+            XCTAssertEqual(visits, [Int](repeating: 1, count: count), "count \(count)")
+        }
+    }
+
+    func testProfilerCountsNestedRegionsOnceAndForwardFlopsOnlyWhenEnabled() {
+        Profiler.reset()
+        Profiler.countForwardFlops(100)
+        XCTAssertEqual(Profiler.forwardFlops, 0)
+        Profiler.enabled = true
+        defer { Profiler.enabled = false; Profiler.reset() }
+        let outer = Profiler.begin()
+        let inner = Profiler.begin()
+        usleep(20_000)
+        Profiler.end("inner", inner)
+        Profiler.countForwardFlops(100)
+        Profiler.end("outer", outer)
+        let rows = Dictionary(uniqueKeysWithValues: Profiler.report.map { ($0.name, $0.seconds) })
+        XCTAssertGreaterThanOrEqual(rows["inner"] ?? 0, 0.02)
+        XCTAssertLessThan(rows["outer"] ?? 1, 0.01, "the outer region's own time excludes the inner region")
+        XCTAssertEqual(Profiler.forwardFlops, 100)
+    }
 }
