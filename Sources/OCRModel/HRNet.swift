@@ -89,7 +89,6 @@ public struct HRNetConfig: Equatable, Sendable {
 /// same masked gradient.
 final class SumReLU {
     private var output: Tensor?
-    private var inputGrad: Tensor?
 
     func forward(_ terms: [Tensor]) -> Tensor {
         let y = Tensor.reuse(&output, shape: terms[0].shape)
@@ -106,14 +105,14 @@ final class SumReLU {
 
     func backward(_ dy: Tensor) -> Tensor {
         guard let y = output else { preconditionFailure("fuse backward before forward") }
-        let dx = Tensor.reuse(&inputGrad, shape: y.shape)
+        let dx = Tensor.transient(shape: y.shape)
         reluBackward(output: y, dy, into: dx)
         return dx
     }
 }
 
-/// Gradients that reach one tensor from several consumers, summed into buffers owned here (so no layer's own
-/// gradient buffer is overwritten). Call `begin` once per backward pass.
+/// Gradients that reach one tensor from several consumers, summed into buffers of their own (so no layer's own
+/// gradient is overwritten). Call `begin` once per backward pass.
 final class GradientSums {
     private var buffers: [Tensor?]
     private var started: [Bool]
@@ -123,16 +122,26 @@ final class GradientSums {
         started = Array(repeating: false, count: count)
     }
 
-    func begin() { started = started.map { _ in false } }
+    func begin() {
+        started = started.map { _ in false }
+        buffers = buffers.map { _ in nil }
+    }
 
     func add(_ gradient: Tensor, to slot: Int) {
-        let sum = Tensor.reuse(&buffers[slot], shape: gradient.shape)
-        if started[slot] { addInPlace(sum, gradient) } else { sum.copy(from: gradient) }
+        if started[slot], let sum = buffers[slot] {
+            addInPlace(sum, gradient)
+        } else {
+            let sum = Tensor.transient(shape: gradient.shape)
+            sum.copy(from: gradient)
+            buffers[slot] = sum
+        }
         started[slot] = true
     }
 
+    /// The sum for `slot`, handed over: the caller holds it from here.
     func result(_ slot: Int) -> Tensor {
         precondition(started[slot], "no gradient reached input \(slot)")
+        defer { buffers[slot] = nil }
         return buffers[slot]!
     }
 }

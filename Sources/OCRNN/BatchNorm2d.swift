@@ -22,7 +22,6 @@ public final class BatchNorm2d {
     private let store: ParameterStore
     private var input: Tensor?
     private var output: Tensor?
-    private var inputGrad: Tensor?
     /// Statistics the last forward normalised with, per channel, and the global element count behind them.
     private var mean: [Double]
     private var invStd: [Double]
@@ -181,7 +180,7 @@ public final class BatchNorm2d {
         if usedBatchStatistics {
             sums.withUnsafeMutableBufferPointer { store.reducer.sumAcrossReplicas($0) }
         }
-        let dx = Tensor.reuse(&inputGrad, shape: x.shape)
+        let dx = Tensor.transient(shape: x.shape)
         let batchStatistics = usedBatchStatistics
         let count = globalCount
         sums.withUnsafeBufferPointer { sums in

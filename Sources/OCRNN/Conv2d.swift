@@ -13,7 +13,6 @@ public final class Conv2d {
     private let store: ParameterStore
     private var input: Tensor?
     private var output: Tensor?
-    private var inputGrad: Tensor?
 
     public init(_ scope: Scope, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Int = 0, dilation: Int = 1, bias: Bool = false,
@@ -83,7 +82,7 @@ public final class Conv2d {
         let n = x.shape[0]
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
-        let dx = needsInputGradient ? Tensor.reuse(&inputGrad, shape: x.shape) : nil
+        let dx = needsInputGradient ? Tensor.transient(shape: x.shape) : nil
         let columnFloats = isPointwise ? 0 : g.columnRows * g.outPixels
         let scratch = store.workspace.buffer(columnFloats + weight.value.count)
         let col = isPointwise ? nil : scratch

@@ -3,7 +3,6 @@ import OCRTensor
 /// y = max(x, 0). x: any shape → y: same shape. Backward masks with y > 0 (the output, so it works in place).
 public final class ReLU {
     private var output: Tensor?
-    private var inputGrad: Tensor?
     public init() {}
 
     public func forward(_ x: Tensor) -> Tensor {
@@ -16,7 +15,7 @@ public final class ReLU {
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("ReLU.backward", timing) }
         guard let y = output else { preconditionFailure("ReLU backward before forward") }
-        let dx = Tensor.reuse(&inputGrad, shape: y.shape)
+        let dx = Tensor.transient(shape: y.shape)
         reluBackward(output: y, dy, into: dx)
         return dx
     }
@@ -26,7 +25,6 @@ public final class ReLU {
 /// Backward gives the one gradient both branches receive.
 public final class ResidualAddReLU {
     private var output: Tensor?
-    private var inputGrad: Tensor?
     public init() {}
 
     public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
@@ -43,7 +41,7 @@ public final class ResidualAddReLU {
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.backward", timing) }
         guard let y = output else { preconditionFailure("residual backward before forward") }
-        let dx = Tensor.reuse(&inputGrad, shape: y.shape)
+        let dx = Tensor.transient(shape: y.shape)
         reluBackward(output: y, dy, into: dx)
         return dx
     }
@@ -71,7 +69,6 @@ public func addInPlace(_ a: Tensor, _ b: Tensor) {
 public final class ChannelConcat {
     private var channelCounts: [Int] = []
     private var output: Tensor?
-    private var inputGrads: [Tensor?] = []
     public init() {}
 
     public func forward(_ parts: [Tensor]) -> Tensor {
@@ -100,11 +97,10 @@ public final class ChannelConcat {
     public func backward(_ dy: Tensor) -> [Tensor] {
         let timing = Profiler.begin(); defer { Profiler.end("ChannelConcat.backward", timing) }
         let (n, total, hw) = (dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
-        if inputGrads.count != channelCounts.count { inputGrads = Array(repeating: nil, count: channelCounts.count) }
         var result: [Tensor] = []
         var channel = 0
         for (k, c) in channelCounts.enumerated() {
-            let d = Tensor.reuse(&inputGrads[k], shape: [n, c, dy.shape[2], dy.shape[3]])
+            let d = Tensor.transient(shape: [n, c, dy.shape[2], dy.shape[3]])
             for i in 0..<n {
                 d.data.advanced(by: i * c * hw).update(from: dy.data + (i * total + channel) * hw, count: c * hw)
             }
@@ -126,7 +122,6 @@ public final class Dropout2d {
     private var mask: [Float] = []
     private var active = false
     private var output: Tensor?
-    private var inputGrad: Tensor?
 
     public init(_ scope: Scope, probability: Float, seed: UInt64) {
         precondition(probability >= 0 && probability < 1, "dropout probability \(probability) outside [0, 1)")
@@ -156,7 +151,7 @@ public final class Dropout2d {
         let timing = Profiler.begin(); defer { Profiler.end("Dropout2d.backward", timing) }
         guard active else { return dy }
         let (planes, hw) = (dy.shape[0] * dy.shape[1], dy.shape[2] * dy.shape[3])
-        let dx = Tensor.reuse(&inputGrad, shape: dy.shape)
+        let dx = Tensor.transient(shape: dy.shape)
         for p in 0..<planes {
             let m = mask[p]
             for j in 0..<hw { dx.data[p * hw + j] = dy.data[p * hw + j] * m }

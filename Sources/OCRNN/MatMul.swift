@@ -9,7 +9,6 @@ public final class BatchedMatMul {
     private var a: Tensor?, b: Tensor?
     private var dims = (batch: 0, m: 0, n: 0, k: 0)
     private var output: Tensor?
-    private var gradA: Tensor?, gradB: Tensor?
 
     public init(transA: Bool = false, transB: Bool = false, alpha: Float = 1) {
         self.transA = transA; self.transB = transB; self.alpha = alpha
@@ -36,8 +35,8 @@ public final class BatchedMatMul {
         let timing = Profiler.begin(); defer { Profiler.end("BatchedMatMul.backward", timing) }
         guard let a, let b else { preconditionFailure("matmul backward before forward") }
         let (batch, m, n, k) = dims
-        let da = Tensor.reuse(&gradA, shape: a.shape)
-        let db = Tensor.reuse(&gradB, shape: b.shape)
+        let da = Tensor.transient(shape: a.shape)
+        let db = Tensor.transient(shape: b.shape)
         for i in 0..<batch {
             let (pa, pb, pc) = (a.data + i * m * k, b.data + i * k * n, dc.data + i * m * n)
             if transA {   // A stored k×m: dA = α·op(B)·dCᵀ

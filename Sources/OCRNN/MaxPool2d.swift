@@ -8,7 +8,6 @@ public final class MaxPool2d {
     private var inputShape: [Int] = []
     private var argmax: [Int32] = []
     private var output: Tensor?
-    private var inputGrad: Tensor?
 
     public init(kernel: Int = 3, stride: Int = 2, padding: Int = 1) {
         self.kernel = kernel; self.stride = stride; self.padding = padding
@@ -55,7 +54,7 @@ public final class MaxPool2d {
 
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("MaxPool2d.backward", timing) }
-        let dx = Tensor.reuse(&inputGrad, shape: inputShape)
+        let dx = Tensor.transient(shape: inputShape)
         dx.zero()
         let hw = inputShape[2] * inputShape[3]
         let outPerPlane = dy.shape[2] * dy.shape[3]

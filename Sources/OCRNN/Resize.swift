@@ -30,7 +30,6 @@ public final class BilinearResize {
     private var rows: LinearTaps?
     private var cols: LinearTaps?
     private var output: Tensor?
-    private var inputGrad: Tensor?
 
     public init(alignCorners: Bool = false) { self.alignCorners = alignCorners }
 
@@ -73,7 +72,7 @@ public final class BilinearResize {
         let timing = Profiler.begin(); defer { Profiler.end("BilinearResize.backward", timing) }
         guard let r = rows, let c = cols else { preconditionFailure("resize backward before forward") }
         let (h, w, outH, outW) = (inputShape[2], inputShape[3], dy.shape[2], dy.shape[3])
-        let dx = Tensor.reuse(&inputGrad, shape: inputShape)
+        let dx = Tensor.transient(shape: inputShape)
         dx.zero()
         parallelChunks(inputShape[0] * inputShape[1], minimumPerChunk: Swift.max(1, 16384 / Swift.max(outH * outW, 1))) { p0, p1 in
             for plane in p0..<p1 {

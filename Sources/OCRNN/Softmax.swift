@@ -6,7 +6,6 @@ import OCRTensor
 public final class Softmax {
     public let axis: Int
     private var output: Tensor?
-    private var inputGrad: Tensor?
 
     public init(axis: Int) { self.axis = axis }
 
@@ -37,7 +36,7 @@ public final class Softmax {
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("Softmax.backward", timing) }
         guard let y = output else { preconditionFailure("softmax backward before forward") }
-        let dx = Tensor.reuse(&inputGrad, shape: y.shape)
+        let dx = Tensor.transient(shape: y.shape)
         let (outer, size, inner) = Softmax.split(y.shape, axis)
         parallelChunks(outer, minimumPerChunk: Swift.max(1, 8192 / Swift.max(size * inner, 1))) { o0, o1 in
             for o in o0..<o1 {

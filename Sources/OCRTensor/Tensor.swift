@@ -1,3 +1,5 @@
+import Foundation
+
 /// A dense float32 tensor in row-major (NCHW) order.
 ///
 /// Storage is a raw buffer so hot loops take the pointer once and never go through `[Float]`. A tensor either owns
@@ -8,6 +10,9 @@ public final class Tensor {
     public let count: Int
     public let data: UnsafeMutablePointer<Float>
     private let owner: Tensor?
+    /// Where the storage goes back when this tensor is released (`Tensor.transient`), with its real size.
+    private let recycler: TensorPool?
+    private let capacity: Int
 
     /// A new zero-filled tensor.
     public init(zeros shape: [Int]) {
@@ -17,6 +22,19 @@ public final class Tensor {
         self.data = .allocate(capacity: Swift.max(count, 1))
         self.data.initialize(repeating: 0, count: Swift.max(count, 1))
         self.owner = nil
+        self.recycler = nil
+        self.capacity = Swift.max(count, 1)
+    }
+
+    /// A tensor on storage from `pool`, returned there on release. Contents are left as they were: the caller
+    /// writes every element.
+    init(shape: [Int], count: Int, pool: TensorPool, storage: UnsafeMutablePointer<Float>, capacity: Int) {
+        self.shape = shape
+        self.count = count
+        self.data = storage
+        self.owner = nil
+        self.recycler = pool
+        self.capacity = capacity
     }
 
     public convenience init(shape: [Int], values: [Float]) {
@@ -33,10 +51,16 @@ public final class Tensor {
         self.count = n
         self.data = base.data + offset
         self.owner = base
+        self.recycler = nil
+        self.capacity = n
     }
 
     deinit {
-        if owner == nil { data.deallocate() }
+        if let recycler {
+            recycler.recycle(data, capacity: capacity)
+        } else if owner == nil {
+            data.deallocate()
+        }
     }
 
     /// The same storage under another shape with the same element count.
@@ -80,6 +104,48 @@ extension Tensor {
         let fresh = Tensor(zeros: shape)
         cache = fresh
         return fresh
+    }
+}
+
+extension Tensor {
+    /// A short-lived tensor (a gradient) whose storage is recycled through the shared pool when the last reference
+    /// goes: memory follows the gradients alive at one time instead of one buffer per layer, and steady-state steps
+    /// map no new pages. Contents are undefined; the caller writes every element.
+    public static func transient(shape: [Int]) -> Tensor {
+        TensorPool.shared.tensor(shape: shape)
+    }
+}
+
+/// Free storage of released transient tensors, reused best-fit. Thread-safe (a tensor may be released on any thread).
+public final class TensorPool: @unchecked Sendable {
+    public static let shared = TensorPool()
+    private var free: [(storage: UnsafeMutablePointer<Float>, capacity: Int)] = []
+    private let lock = NSLock()
+
+    public init() {}
+
+    /// Floats held in free storage now (for tests and memory reports).
+    public var freeFloats: Int { lock.withLock { free.reduce(0) { $0 + $1.capacity } } }
+
+    public func tensor(shape: [Int]) -> Tensor {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        let count = shape.reduce(1, *)
+        let needed = Swift.max(count, 1)
+        let reused: (storage: UnsafeMutablePointer<Float>, capacity: Int)? = lock.withLock {
+            // Smallest free block that fits, and not more than twice the need: a small gradient must not pin a
+            // large block that a large gradient will want next.
+            var best: Int?
+            for (i, block) in free.enumerated() where block.capacity >= needed && block.capacity <= 2 * needed {
+                if best == nil || block.capacity < free[best!].capacity { best = i }
+            }
+            return best.map { free.remove(at: $0) }
+        }
+        let block = reused ?? (UnsafeMutablePointer<Float>.allocate(capacity: needed), needed)
+        return Tensor(shape: shape, count: count, pool: self, storage: block.storage, capacity: block.capacity)
+    }
+
+    func recycle(_ storage: UnsafeMutablePointer<Float>, capacity: Int) {
+        lock.withLock { free.append((storage, capacity)) }
     }
 }
 

@@ -100,4 +100,18 @@ final class KernelTests: XCTestCase {
         XCTAssertLessThan(rows["outer"] ?? 1, 0.01, "the outer region's own time excludes the inner region")
         XCTAssertEqual(Profiler.forwardFlops, 100)
     }
+
+    func testTransientTensorsRecycleTheirStorageBestFit() {
+        let pool = TensorPool()
+        var first: Tensor? = pool.tensor(shape: [3, 1000])
+        let storage = first!.data
+        first = nil
+        XCTAssertGreaterThanOrEqual(pool.freeFloats, 3000, "a released transient tensor returns its storage")
+        let again = pool.tensor(shape: [2, 1000])
+        XCTAssertEqual(again.data, storage, "a smaller request reuses the free block")
+        let small = pool.tensor(shape: [10])
+        XCTAssertNotEqual(small.data, storage, "a tiny request does not pin a block many times its size")
+        again.fill(1)
+        XCTAssertEqual(again.count, 2000)
+    }
 }
