@@ -21,6 +21,8 @@ public final class BatchNorm2d {
 
     private let store: ParameterStore
     private var input: Tensor?
+    /// The output, kept only with the fused ReLU (backward masks with it); without, the output is transient and
+    /// goes as soon as its consumer (a residual join) is done with it.
     private var output: Tensor?
     /// Statistics the last forward normalised with, per channel, and the global element count behind them.
     private var mean: [Double]
@@ -57,7 +59,7 @@ public final class BatchNorm2d {
                 invStd[c] = 1 / (Double(runningVar.value[c]) + eps).squareRoot()
             }
         }
-        let y = Tensor.reuse(&output, shape: x.shape)
+        let y = fusedReLU ? Tensor.reuse(&output, shape: x.shape) : Tensor.transient(shape: x.shape)
         let relu = fusedReLU
         mean.withUnsafeBufferPointer { mean in
             invStd.withUnsafeBufferPointer { invStd in
@@ -134,7 +136,11 @@ public final class BatchNorm2d {
     /// dx = γ·invstd·(dy − Σdy/N − (x−μ)·invstd²·Σdy(x−μ)/N).
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("BatchNorm2d.backward", timing) }
-        guard let x = input, let y = output else { preconditionFailure("\(weight.name): backward before forward") }
+        guard let x = input, !fusedReLU || output != nil else {
+            preconditionFailure("\(weight.name): backward before forward")
+        }
+        // Without ReLU nothing reads y; x stands in so the kernels below take one pointer type.
+        let y = output ?? x
         precondition(dy.shape == x.shape, "\(weight.name): gradient \(dy.shape) does not match input \(x.shape)")
         let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
         let relu = fusedReLU

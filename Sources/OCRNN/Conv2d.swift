@@ -93,11 +93,20 @@ public final class Conv2d {
             // dW (O×CKK) += dy_i (O×P) · col_iᵀ (P×CKK)
             let columns = columnMatrix(xi, g, col)
             // Each image's dW is formed on its own and then added, so a batch split over ranks and summed by the
-            // allreduce rounds exactly as the whole batch does in one process.
-            gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
-                 c: imageWeightGrad)
-            let gw = weight.grad.data
-            for j in 0..<weight.value.count { gw[j] += imageWeightGrad[j] }
+            // allreduce rounds exactly as the whole batch does in one process. Into a zero gradient it is stored
+            // directly (0 + dW is dW).
+            if weight.gradientIsZero {
+                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
+                     c: weight.grad.data)
+                weight.gradientIsZero = false
+            } else {
+                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
+                     c: imageWeightGrad)
+                let gw = weight.grad.data
+                parallelChunks(weight.value.count, minimumPerChunk: 1 << 16) { s, e in
+                    for j in s..<e { gw[j] += imageWeightGrad[j] }
+                }
+            }
             guard let dx else { continue }
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let dxi = dx.data + i * inSize

@@ -18,6 +18,8 @@ public final class Parameter {
     public internal(set) var grad: Tensor!
     /// Offset of this parameter in the flat buffers.
     public internal(set) var offset = 0
+    /// True from `zeroGrad` until a backward first writes the gradient: that write may then store instead of add.
+    public internal(set) var gradientIsZero = true
 
     init(name: String, shape: [Int], initializer: Initializer) {
         self.name = name; self.shape = shape; self.initializer = initializer
@@ -170,7 +172,7 @@ public final class ParameterStore {
             offset += p.value.count
         }
         values.copy(from: newValues)
-        grads.zero()
+        zeroGrad()
         offset = 0
         for p in order {
             p.offset = offset
@@ -183,7 +185,10 @@ public final class ParameterStore {
     /// Parameters in flat-buffer order.
     public var parametersByOffset: [Parameter] { parameters.sorted { $0.offset < $1.offset } }
 
-    public func zeroGrad() { grads.zero() }
+    public func zeroGrad() {
+        grads.zero()
+        for p in parameters { p.gradientIsZero = true }
+    }
 
     /// Fills every parameter from its initializer, each from its own stream of `seed` so adding a layer does not
     /// change the others' values; resets running statistics and counters.
