@@ -5,10 +5,13 @@ the same model as Tools/make_golden.py (mmseg HRNet + ocrnet_hr18 heads, BN in t
 machine.
 
     python3 Tools/bench_hrnet_torch.py [--models hr18,hr48] [--crop 512x1024] [--batch 1] [--threads 2] [--iters 2]
+
+Peak RSS is the process's so far: give one model per run to compare memory.
 """
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -52,7 +55,8 @@ def main():
                 forward = min(forward, forward_time)
         print(f"torch {torch.__version__} {name} {h}x{w} batch {args.batch}, {args.threads} threads: "
               f"step {step * 1000:.0f} ms (forward {forward * 1000:.0f} ms), fastest of {args.iters}, "
-              f"{args.batch / step:.3f} img/s")
+              f"{args.batch / step:.3f} img/s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+              f"(the process so far)")
 
 
 if __name__ == "__main__":

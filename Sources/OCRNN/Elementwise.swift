@@ -68,7 +68,6 @@ public func addInPlace(_ a: Tensor, _ b: Tensor) {
 /// Concatenation along channels. [N×C_i×H×W] → N×ΣC_i×H×W; backward splits the gradient back.
 public final class ChannelConcat {
     private var channelCounts: [Int] = []
-    private var output: Tensor?
     public init() {}
 
     public func forward(_ parts: [Tensor]) -> Tensor {
@@ -81,7 +80,7 @@ public final class ChannelConcat {
         }
         channelCounts = parts.map { $0.shape[1] }
         let total = channelCounts.reduce(0, +)
-        let y = Tensor.reuse(&output, shape: [n, total, h, w])
+        let y = Tensor.transient(shape: [n, total, h, w])
         let hw = h * w
         for i in 0..<n {
             var channel = 0
@@ -121,7 +120,6 @@ public final class Dropout2d {
     private let store: ParameterStore
     private var mask: [Float] = []
     private var active = false
-    private var output: Tensor?
 
     public init(_ scope: Scope, probability: Float, seed: UInt64) {
         precondition(probability >= 0 && probability < 1, "dropout probability \(probability) outside [0, 1)")
@@ -139,7 +137,7 @@ public final class Dropout2d {
         calls += 1
         let scale = 1 / (1 - probability)
         mask = (0..<planes).map { _ in rng.uniform() < Double(probability) ? 0 : scale }
-        let y = Tensor.reuse(&output, shape: x.shape)
+        let y = Tensor.transient(shape: x.shape)
         for p in 0..<planes {
             let m = mask[p]
             for j in 0..<hw { y.data[p * hw + j] = x.data[p * hw + j] * m }

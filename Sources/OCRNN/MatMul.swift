@@ -8,7 +8,6 @@ public final class BatchedMatMul {
     public let alpha: Float
     private var a: Tensor?, b: Tensor?
     private var dims = (batch: 0, m: 0, n: 0, k: 0)
-    private var output: Tensor?
 
     public init(transA: Bool = false, transB: Bool = false, alpha: Float = 1) {
         self.transA = transA; self.transB = transB; self.alpha = alpha
@@ -20,7 +19,7 @@ public final class BatchedMatMul {
                      "matmul of \(a.shape) and \(b.shape) as \(batch)×(\(m)×\(k))·(\(k)×\(n))")
         self.a = a; self.b = b
         dims = (batch, m, n, k)
-        let c = Tensor.reuse(&output, shape: outputShape)
+        let c = Tensor.transient(shape: outputShape)
         precondition(c.count == batch * m * n)
         Profiler.countForwardFlops(2 * batch * m * n * k)
         for i in 0..<batch {

@@ -7,7 +7,6 @@ public final class MaxPool2d {
     public let kernel, stride, padding: Int
     private var inputShape: [Int] = []
     private var argmax: [Int32] = []
-    private var output: Tensor?
 
     public init(kernel: Int = 3, stride: Int = 2, padding: Int = 1) {
         self.kernel = kernel; self.stride = stride; self.padding = padding
@@ -18,7 +17,7 @@ public final class MaxPool2d {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let ho = (h + 2 * padding - kernel) / stride + 1
         let wo = (w + 2 * padding - kernel) / stride + 1
-        let y = Tensor.reuse(&output, shape: [n, c, ho, wo])
+        let y = Tensor.transient(shape: [n, c, ho, wo])
         inputShape = x.shape
         if argmax.count != y.count { argmax = Array(repeating: 0, count: y.count) }
         let (k, s, p) = (kernel, stride, padding)

@@ -29,7 +29,6 @@ public final class BilinearResize {
     private var inputShape: [Int] = []
     private var rows: LinearTaps?
     private var cols: LinearTaps?
-    private var output: Tensor?
 
     public init(alignCorners: Bool = false) { self.alignCorners = alignCorners }
 
@@ -47,7 +46,7 @@ public final class BilinearResize {
         let timing = Profiler.begin(); defer { Profiler.end("BilinearResize.forward", timing) }
         let (h, w) = (x.shape[2], x.shape[3])
         let (r, c) = taps(x.shape, outH, outW)
-        let y = Tensor.reuse(&output, shape: [x.shape[0], x.shape[1], outH, outW])
+        let y = Tensor.transient(shape: [x.shape[0], x.shape[1], outH, outW])
         parallelChunks(x.shape[0] * x.shape[1], minimumPerChunk: Swift.max(1, 16384 / Swift.max(outH * outW, 1))) { p0, p1 in
             for plane in p0..<p1 {
                 let src = x.data + plane * h * w
