@@ -9,6 +9,10 @@ public final class Conv2d {
     public let inChannels, outChannels, kernel, stride, padding, dilation: Int
     /// False for the first layer of the network, whose input gradient nobody needs.
     public var needsInputGradient = true
+    /// 3×3 stride-1 "same" convolutions run forward and input gradient as Winograd F(2×2, 3×3) (2.25× fewer
+    /// multiplies); false keeps im2col + GEMM, the reference the Winograd path is tested against.
+    public var allowsWinograd = true
+    private var winogradPlan: WinogradPlan?
 
     private let store: ParameterStore
     private var input: Tensor?
@@ -43,22 +47,43 @@ public final class Conv2d {
         return UnsafePointer(col)
     }
 
-    /// Profile row of this convolution's kernel shape, e.g. "conv 3×3".
-    private var profileName: String { "conv \(kernel)×\(kernel)" }
+    /// The Winograd blocks for this input, when this convolution runs that way.
+    private func winograd(_ x: Tensor) -> WinogradPlan? {
+        guard allowsWinograd,
+              WinogradPlan.applies(kernel: kernel, stride: stride, padding: padding, dilation: dilation) else {
+            return nil
+        }
+        let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3])
+        if let plan = winogradPlan, plan.images == n, plan.height == h, plan.width == w { return plan }
+        winogradPlan = WinogradPlan(images: n, height: h, width: w, dilation: dilation)
+        return winogradPlan
+    }
+
+    /// Profile row of this convolution's kernel shape, e.g. "conv 3×3" or "conv 3×3 Winograd".
+    private var profileName: String {
+        "conv \(kernel)×\(kernel)" + (winogradPlan != nil ? " Winograd" : "")
+    }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let plan = winograd(x)
         let timing = Profiler.begin(); defer { Profiler.end("\(profileName) forward", timing) }
         let g = geometry(x)
         let n = x.shape[0]
         let y = Tensor.reuse(&output, shape: [n, outChannels, g.outHeight, g.outWidth])
         input = x
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
-        let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
         Profiler.countForwardFlops(2 * n * outChannels * g.outPixels * g.columnRows)
-        for i in 0..<n {
-            let columns = columnMatrix(x.data + i * inSize, g, col)
-            gemm(m: outChannels, n: g.outPixels, k: g.columnRows, a: weight.value.data, b: columns,
-                 c: y.data + i * outSize)
+        if let plan {
+            plan.convolve(x.data, channels: inChannels, weight.value.data, outChannels: outChannels, y.data,
+                          scratch: store.workspace.buffer(plan.scratchCount(inChannels: inChannels,
+                                                                            outChannels: outChannels)))
+        } else {
+            let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
+            for i in 0..<n {
+                let columns = columnMatrix(x.data + i * inSize, g, col)
+                gemm(m: outChannels, n: g.outPixels, k: g.columnRows, a: weight.value.data, b: columns,
+                     c: y.data + i * outSize)
+            }
         }
         if let bias {
             let hw = g.outPixels
@@ -107,7 +132,7 @@ public final class Conv2d {
                     for j in s..<e { gw[j] += imageWeightGrad[j] }
                 }
             }
-            guard let dx else { continue }
+            guard let dx, winogradPlan == nil else { continue }
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let dxi = dx.data + i * inSize
             if let col {
@@ -121,6 +146,17 @@ public final class Conv2d {
                 gemm(transA: true, m: inChannels, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
                      c: dxi)
             }
+        }
+        if let plan = winogradPlan, let dx {
+            // dx is the same-size convolution of dy with the flipped, transposed kernel: Winograd again.
+            let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
+            let flippedCount = weight.value.count
+            let buffer = store.workspace.buffer(
+                flippedCount + plan.scratchCount(inChannels: outChannels, outChannels: inChannels))
+            WinogradPlan.flippedTransposedKernel(weight.value.data, outChannels: outChannels, channels: inChannels,
+                                                 into: buffer)
+            plan.convolve(dy.data, channels: outChannels, buffer, outChannels: inChannels, dx.data,
+                          scratch: buffer + flippedCount)
         }
         if let bias {
             let hw = g.outPixels

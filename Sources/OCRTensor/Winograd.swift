@@ -1,0 +1,207 @@
+/// Winograd F(2×2, 3×3) convolution for 3×3, stride-1 convolutions that keep the size (padding = dilation): each
+/// 2×2 block of outputs comes from a 4×4 block of inputs with 16 multiplies per channel pair instead of 36, so the
+/// GEMM work is 2.25× smaller than im2col + GEMM's (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+/// Networks", 2016). With the transforms
+///     Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],  Aᵀ = [1 1 1 0; 0 1 −1 −1]
+/// a block is Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, and summing over input channels turns the 16 element-wise products into
+/// 16 GEMMs: M_ξ (O×T) = U_ξ (O×C) · V_ξ (C×T) over all T blocks of the batch.
+///
+/// A dilated convolution (dilation d) is d×d ordinary ones on the interleaved sub-images x[u·d + r, v·d + s],
+/// so the blocks are laid out per sub-image. The input gradient of such a convolution is the same convolution of
+/// dy with the flipped, transposed kernel (`flippedTransposedKernel`).
+public struct WinogradPlan {
+    public let images, height, width, dilation: Int
+    /// One 2×2 output block: its image, sub-image (row/column residue) and first sub-image row and column.
+    struct Block { let image, rowResidue, colResidue, row, col, subHeight, subWidth: Int }
+    let blocks: [Block]
+    /// One sub-image (image, residues) with its block rows and columns and the index of its first block.
+    struct SubImage { let image, rowResidue, colResidue, height, width, blockRows, blockCols, firstBlock: Int }
+    let subImages: [SubImage]
+
+    /// Whether a convolution of this shape can run here.
+    public static func applies(kernel: Int, stride: Int, padding: Int, dilation: Int) -> Bool {
+        kernel == 3 && stride == 1 && padding == dilation
+    }
+
+    public init(images: Int, height: Int, width: Int, dilation: Int) {
+        self.images = images; self.height = height; self.width = width; self.dilation = dilation
+        var blocks: [Block] = []
+        var subImages: [SubImage] = []
+        for i in 0..<images {
+            for r in 0..<Swift.min(dilation, height) {
+                for s in 0..<Swift.min(dilation, width) {
+                    let (sh, sw) = ((height - r + dilation - 1) / dilation, (width - s + dilation - 1) / dilation)
+                    subImages.append(SubImage(image: i, rowResidue: r, colResidue: s, height: sh, width: sw,
+                                              blockRows: (sh + 1) / 2, blockCols: (sw + 1) / 2,
+                                              firstBlock: blocks.count))
+                    for u in stride(from: 0, to: sh, by: 2) {
+                        for v in stride(from: 0, to: sw, by: 2) {
+                            blocks.append(Block(image: i, rowResidue: r, colResidue: s, row: u, col: v,
+                                                subHeight: sh, subWidth: sw))
+                        }
+                    }
+                }
+            }
+        }
+        self.blocks = blocks
+        self.subImages = subImages
+    }
+
+    /// Floats of scratch `convolve` needs for C input and O output channels.
+    public func scratchCount(inChannels: Int, outChannels: Int) -> Int {
+        16 * (inChannels * outChannels + (inChannels + outChannels) * blocks.count)
+    }
+
+    /// y (N×O×H×W) = conv(x (N×C×H×W), w (O×C×3×3)), overwriting y.
+    public func convolve(_ x: UnsafePointer<Float>, channels: Int, _ w: UnsafePointer<Float>, outChannels: Int,
+                         _ y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let (c, o, t) = (channels, outChannels, blocks.count)
+        let u = scratch, v = scratch + 16 * o * c, m = v + 16 * c * t
+        var timing = Profiler.begin()
+        transformKernel(w, outChannels: o, channels: c, into: u)
+        Profiler.end("Winograd kernel transform", timing)
+        timing = Profiler.begin()
+        transformInput(x, channels: c, into: v)
+        Profiler.end("Winograd input transform", timing)
+        timing = Profiler.begin()
+        for xi in 0..<16 {
+            gemm(m: o, n: t, k: c, a: u + xi * o * c, b: v + xi * c * t, c: m + xi * o * t)
+        }
+        Profiler.end("Winograd GEMMs", timing)
+        timing = Profiler.begin()
+        transformOutput(m, channels: o, into: y)
+        Profiler.end("Winograd output transform", timing)
+    }
+
+    /// U_ξ[o][c] = (G g Gᵀ)_ξ for each 3×3 kernel g = w[o][c].
+    func transformKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
+                         into u: UnsafeMutablePointer<Float>) {
+        let stride = o * c
+        parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in
+            for oc in (o0 * c)..<(o1 * c) {
+                let g = w + oc * 9
+                let out = u + oc
+                // Row i of G g (4×3) is (x0, x1, x2); that row · Gᵀ gives U_ξ for ξ = 4i ..< 4i + 4.
+                @inline(__always) func emit(_ i: Int, _ x0: Float, _ x1: Float, _ x2: Float) {
+                    out[(4 * i) * stride] = x0
+                    out[(4 * i + 1) * stride] = 0.5 * (x0 + x1 + x2)
+                    out[(4 * i + 2) * stride] = 0.5 * (x0 - x1 + x2)
+                    out[(4 * i + 3) * stride] = x2
+                }
+                let (g0, g1, g2, g3, g4, g5, g6, g7, g8) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8])
+                emit(0, g0, g1, g2)
+                emit(1, 0.5 * (g0 + g3 + g6), 0.5 * (g1 + g4 + g7), 0.5 * (g2 + g5 + g8))
+                emit(2, 0.5 * (g0 - g3 + g6), 0.5 * (g1 - g4 + g7), 0.5 * (g2 - g5 + g8))
+                emit(3, g6, g7, g8)
+            }
+        }
+    }
+
+    /// V_ξ[c][t] = (Bᵀ d B)_ξ for the 4×4 input block d of block t (zero outside the image). Each sub-image is
+    /// first copied into a zero-bordered buffer, so the rows of Bᵀ d are whole-row vector operations and no block
+    /// needs a bounds check.
+    func transformInput(_ x: UnsafePointer<Float>, channels c: Int, into v: UnsafeMutablePointer<Float>) {
+        let (t, d, plane) = (blocks.count, dilation, height * width)
+        // The padded sub-image plus the 4 rows of Bᵀ d, for the largest sub-image.
+        var largest = 0
+        for sub in subImages {
+            let (ph, pw) = (2 * sub.blockRows + 2, 2 * sub.blockCols + 2)
+            largest = Swift.max(largest, (ph + 4) * pw)
+        }
+        subImages.withUnsafeBufferPointer { subImages in
+            parallelChunks(c, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { c0, c1 in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: largest) { buffer in
+                    let padded = buffer.baseAddress!
+                    for ch in c0..<c1 {
+                        for sub in subImages {
+                            // Sub-image rows and columns −1 ..< 2·blocks + 1, zero outside the image.
+                            let (ph, pw) = (2 * sub.blockRows + 2, 2 * sub.blockCols + 2)
+                            padded.update(repeating: 0, count: ph * pw)
+                            let src = x + (sub.image * c + ch) * plane + sub.rowResidue * width + sub.colResidue
+                            for u in 0..<sub.height {
+                                let (row, line) = (padded + (u + 1) * pw + 1, src + u * d * width)
+                                if d == 1 {
+                                    row.update(from: line, count: sub.width)
+                                } else {
+                                    for q in 0..<sub.width { row[q] = line[q * d] }
+                                }
+                            }
+                            let rows = padded + ph * pw   // Bᵀ d for one block row: 4 rows of pw
+                            for bu in 0..<sub.blockRows {
+                                let (d0, d1, d2, d3) = (padded + 2 * bu * pw, padded + (2 * bu + 1) * pw,
+                                                        padded + (2 * bu + 2) * pw, padded + (2 * bu + 3) * pw)
+                                for q in 0..<pw {
+                                    rows[q] = d0[q] - d2[q]
+                                    rows[pw + q] = d1[q] + d2[q]
+                                    rows[2 * pw + q] = d2[q] - d1[q]
+                                    rows[3 * pw + q] = d1[q] - d3[q]
+                                }
+                                let first = sub.firstBlock + bu * sub.blockCols
+                                for i in 0..<4 {
+                                    let r = rows + i * pw
+                                    let out = v + (4 * i * c + ch) * t + first
+                                    for bv in 0..<sub.blockCols {
+                                        let (e0, e1, e2, e3) = (r[2 * bv], r[2 * bv + 1], r[2 * bv + 2], r[2 * bv + 3])
+                                        out[bv] = e0 - e2
+                                        out[c * t + bv] = e1 + e2
+                                        out[2 * c * t + bv] = e2 - e1
+                                        out[3 * c * t + bv] = e1 - e3
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// y block = Aᵀ m A for each output channel and block, written where it falls inside the image.
+    func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>) {
+        let (t, d, plane) = (blocks.count, dilation, height * width)
+        blocks.withUnsafeBufferPointer { blocks in
+            parallelChunks(o, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
+                for oc in o0..<o1 {
+                    for (b, block) in blocks.enumerated() {
+                        let src = m + oc * t + b
+                        // Output (row, column) of the 2×2 block.
+                        var (y00, y10, y01, y11): (Float, Float, Float, Float) = (0, 0, 0, 0)
+                        // Row a of m · A gives (r0, r1); Aᵀ then combines the rows.
+                        for a in 0..<4 {
+                            let (m0, m1, m2, m3) = (src[(4 * a) * o * t], src[(4 * a + 1) * o * t],
+                                                    src[(4 * a + 2) * o * t], src[(4 * a + 3) * o * t])
+                            let (r0, r1) = (m0 + m1 + m2, m1 - m2 - m3)
+                            switch a {
+                            case 0: y00 += r0; y01 += r1
+                            case 1: y00 += r0; y10 += r0; y01 += r1; y11 += r1
+                            case 2: y00 += r0; y10 -= r0; y01 += r1; y11 -= r1
+                            default: y10 -= r0; y11 -= r1
+                            }
+                        }
+                        let dst = y + (block.image * o + oc) * plane
+                        let top = dst + (block.row * d + block.rowResidue) * width + block.col * d + block.colResidue
+                        let (lower, right) = (block.row + 1 < block.subHeight, block.col + 1 < block.subWidth)
+                        top[0] = y00
+                        if right { top[d] = y01 }
+                        if lower {
+                            top[d * width] = y10
+                            if right { top[d * width + d] = y11 }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// w (O×C×3×3) → w' (C×O×3×3) with w'[c][o][a][b] = w[o][c][2−a][2−b]: the kernel whose "same" convolution of
+    /// dy is the input gradient.
+    public static func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
+                                               into flipped: UnsafeMutablePointer<Float>) {
+        for oc in 0..<o {
+            for ch in 0..<c {
+                let (src, dst) = (w + (oc * c + ch) * 9, flipped + (ch * o + oc) * 9)
+                for k in 0..<9 { dst[k] = src[8 - k] }
+            }
+        }
+    }
+}
