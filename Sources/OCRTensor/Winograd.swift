@@ -64,8 +64,14 @@ public struct WinogradPlan {
         transformInput(x, channels: c, into: v)
         Profiler.end("Winograd input transform", timing)
         timing = Profiler.begin()
+        // Image by image (its blocks are a run of columns): an image's result then does not depend on the rest of
+        // the batch, which keeps a batch split over ranks bit-identical to the whole batch in one process.
+        let perImage = t / Swift.max(images, 1)
         for xi in 0..<16 {
-            gemm(m: o, n: t, k: c, a: u + xi * o * c, b: v + xi * c * t, c: m + xi * o * t)
+            for i in 0..<images {
+                gemm(m: o, n: perImage, k: c, a: u + xi * o * c, b: v + xi * c * t + i * perImage, ldb: t,
+                     c: m + xi * o * t + i * perImage, ldc: t)
+            }
         }
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()

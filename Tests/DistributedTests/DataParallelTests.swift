@@ -95,7 +95,11 @@ final class DataParallelTests: XCTestCase {
     func testGradientAccumulationEqualsOneProcess() throws {
         let single = try train("singleacc", ranks: 0, rankBatches: "2", extra: ["--accumulate", "2"])
         let ddp = try train("ddpacc", ranks: 2, rankBatches: "1,1", extra: ["--accumulate", "2", "--bucket-kib", "64"])
-        try assertSameState(ddp, single, tolerance: 1e-5, "accumulate 2: 2 ranks × 1 vs 1 × 2")
+        // Not bit for bit by design: the process sums its micro-batches ((a + b) + c) + d, the ranks (a + c) + (b + d).
+        // Three steps of training amplify that rounding; measured worst 2.4e-5 (a BN bias whose gradient is a
+        // cancelling sum, |diff| 2.4e-7) since the Winograd transforms (a few ulps more per element than im2col;
+        // 6e-6 before them).
+        try assertSameState(ddp, single, tolerance: 5e-5, "accumulate 2: 2 ranks × 1 vs 1 × 2")
         try assertSameLosses(ddp, single, "accumulate 2")
     }
 
