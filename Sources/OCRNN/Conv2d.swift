@@ -13,6 +13,8 @@ public final class Conv2d {
     /// multiplies); false keeps im2col + GEMM, the reference the Winograd path is tested against.
     public var allowsWinograd = true
     private var winogradPlan: WinogradPlan?
+    /// The forward's Winograd transform of the weights (16×O×C), kept for the input gradient while training.
+    private var winogradKernel: Tensor?
 
     private let store: ParameterStore
     private var input: Tensor?
@@ -59,6 +61,14 @@ public final class Conv2d {
         return winogradPlan
     }
 
+    /// The weights' Winograd transform, 16 matrices O×C.
+    private func transformedKernel() -> Tensor {
+        let kernel = Tensor.transient(shape: [16, outChannels, inChannels])
+        WinogradPlan.transformKernel(weight.value.data, outChannels: outChannels, channels: inChannels,
+                                     into: kernel.data)
+        return kernel
+    }
+
     /// Profile row of this convolution's kernel shape, e.g. "conv 3×3" or "conv 3×3 Winograd".
     private var profileName: String {
         "conv \(kernel)×\(kernel)" + (winogradPlan != nil ? " Winograd" : "")
@@ -74,9 +84,11 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         Profiler.countForwardFlops(2 * n * outChannels * g.outPixels * g.columnRows)
         if let plan {
-            plan.convolve(x.data, channels: inChannels, weight.value.data, outChannels: outChannels, y.data,
+            let kernel = transformedKernel()
+            plan.convolve(x.data, channels: inChannels, kernel: kernel.data, outChannels: outChannels, y.data,
                           scratch: store.workspace.buffer(plan.scratchCount(inChannels: inChannels,
                                                                             outChannels: outChannels)))
+            winogradKernel = store.training && needsInputGradient ? kernel : nil
         } else {
             let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
             for i in 0..<n {
@@ -148,15 +160,14 @@ public final class Conv2d {
             }
         }
         if let plan = winogradPlan, let dx {
-            // dx is the same-size convolution of dy with the flipped, transposed kernel: Winograd again.
+            // dx is the same-size convolution of dy with the flipped, transposed kernel: Winograd again, on the
+            // forward's kernel transform.
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
-            let flippedCount = weight.value.count
-            let buffer = store.workspace.buffer(
-                flippedCount + plan.scratchCount(inChannels: outChannels, outChannels: inChannels))
-            WinogradPlan.flippedTransposedKernel(weight.value.data, outChannels: outChannels, channels: inChannels,
-                                                 into: buffer)
-            plan.convolve(dy.data, channels: outChannels, buffer, outChannels: inChannels, dx.data,
-                          scratch: buffer + flippedCount)
+            let kernel = winogradKernel ?? transformedKernel()   // kept only by a training forward
+            plan.convolve(dy.data, channels: outChannels, kernel: kernel.data, transposed: true,
+                          outChannels: inChannels, dx.data,
+                          scratch: store.workspace.buffer(plan.scratchCount(inChannels: outChannels,
+                                                                            outChannels: inChannels)))
         }
         if let bias {
             let hw = g.outPixels

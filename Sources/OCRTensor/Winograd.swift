@@ -8,7 +8,7 @@
 ///
 /// A dilated convolution (dilation d) is d×d ordinary ones on the interleaved sub-images x[u·d + r, v·d + s],
 /// so the blocks are laid out per sub-image. The input gradient of such a convolution is the same convolution of
-/// dy with the flipped, transposed kernel (`flippedTransposedKernel`).
+/// dy with the flipped, transposed kernel, whose transform is the forward's rearranged (`convolve`, `transposed`).
 public struct WinogradPlan {
     public let images, height, width, dilation: Int
     /// One 2×2 output block: its image, sub-image (row/column residue) and first sub-image row and column.
@@ -49,28 +49,33 @@ public struct WinogradPlan {
 
     /// Floats of scratch `convolve` needs for C input and O output channels.
     public func scratchCount(inChannels: Int, outChannels: Int) -> Int {
-        16 * (inChannels * outChannels + (inChannels + outChannels) * blocks.count)
+        16 * (inChannels + outChannels) * blocks.count
     }
 
-    /// y (N×O×H×W) = conv(x (N×C×H×W), w (O×C×3×3)), overwriting y.
-    public func convolve(_ x: UnsafePointer<Float>, channels: Int, _ w: UnsafePointer<Float>, outChannels: Int,
-                         _ y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+    /// y (N×O×H×W) = conv(x (N×C×H×W), w), overwriting y, with `kernel` = `transformKernel(w)`: 16 matrices O×C.
+    /// With `transposed`, this is the input gradient of a convolution from `outChannels` to `channels` channels
+    /// (x its output gradient) and `kernel` that convolution's own transform (16 matrices channels×outChannels):
+    /// the flipped, transposed 3×3 kernels of an input gradient transform to those matrices transposed, with rows
+    /// and columns 0 and 3 of the 4×4 block swapped (G·flip(g) = S·G·g for that swap S), so backward reuses the
+    /// forward's transform.
+    public func convolve(_ x: UnsafePointer<Float>, channels: Int, kernel u: UnsafePointer<Float>,
+                         transposed: Bool = false, outChannels: Int, _ y: UnsafeMutablePointer<Float>,
+                         scratch: UnsafeMutablePointer<Float>) {
         let (c, o, t) = (channels, outChannels, blocks.count)
-        let u = scratch, v = scratch + 16 * o * c, m = v + 16 * c * t
+        let v = scratch, m = v + 16 * c * t
         var timing = Profiler.begin()
-        transformKernel(w, outChannels: o, channels: c, into: u)
-        Profiler.end("Winograd kernel transform", timing)
-        timing = Profiler.begin()
         transformInput(x, channels: c, into: v)
         Profiler.end("Winograd input transform", timing)
         timing = Profiler.begin()
         // Image by image (its blocks are a run of columns): an image's result then does not depend on the rest of
         // the batch, which keeps a batch split over ranks bit-identical to the whole batch in one process.
         let perImage = t / Swift.max(images, 1)
+        let swap = [3, 1, 2, 0]
         for xi in 0..<16 {
+            let a = transposed ? u + (4 * swap[xi / 4] + swap[xi % 4]) * o * c : u + xi * o * c
             for i in 0..<images {
-                gemm(m: o, n: perImage, k: c, a: u + xi * o * c, b: v + xi * c * t + i * perImage, ldb: t,
-                     c: m + xi * o * t + i * perImage, ldc: t)
+                gemm(transA: transposed, m: o, n: perImage, k: c, a: a, lda: transposed ? o : c,
+                     b: v + xi * c * t + i * perImage, ldb: t, c: m + xi * o * t + i * perImage, ldc: t)
             }
         }
         Profiler.end("Winograd GEMMs", timing)
@@ -79,9 +84,10 @@ public struct WinogradPlan {
         Profiler.end("Winograd output transform", timing)
     }
 
-    /// U_ξ[o][c] = (G g Gᵀ)_ξ for each 3×3 kernel g = w[o][c].
-    func transformKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
-                         into u: UnsafeMutablePointer<Float>) {
+    /// U_ξ[o][c] = (G g Gᵀ)_ξ for each 3×3 kernel g = w[o][c]: 16 matrices O×C.
+    public static func transformKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
+                                       into u: UnsafeMutablePointer<Float>) {
+        let timing = Profiler.begin(); defer { Profiler.end("Winograd kernel transform", timing) }
         let stride = o * c
         parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in
             for oc in (o0 * c)..<(o1 * c) {
@@ -195,18 +201,6 @@ public struct WinogradPlan {
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// w (O×C×3×3) → w' (C×O×3×3) with w'[c][o][a][b] = w[o][c][2−a][2−b]: the kernel whose "same" convolution of
-    /// dy is the input gradient.
-    public static func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
-                                               into flipped: UnsafeMutablePointer<Float>) {
-        for oc in 0..<o {
-            for ch in 0..<c {
-                let (src, dst) = (w + (oc * c + ch) * 9, flipped + (ch * o + oc) * 9)
-                for k in 0..<9 { dst[k] = src[8 - k] }
             }
         }
     }
