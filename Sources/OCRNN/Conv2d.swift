@@ -164,6 +164,7 @@ public final class Conv2d {
             // forward's kernel transform.
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let kernel = winogradKernel ?? transformedKernel()   // kept only by a training forward
+            winogradKernel = nil   // backward walks towards the large early layers, which can reuse its storage
             plan.convolve(dy.data, channels: outChannels, kernel: kernel.data, transposed: true,
                           outChannels: inChannels, dx.data,
                           scratch: store.workspace.buffer(plan.scratchCount(inChannels: outChannels,
