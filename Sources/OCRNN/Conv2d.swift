@@ -9,9 +9,10 @@ public final class Conv2d {
     public let inChannels, outChannels, kernel, stride, padding, dilation: Int
     /// False for the first layer of the network, whose input gradient nobody needs.
     public var needsInputGradient = true
-    /// 3×3 stride-1 "same" convolutions run forward and input gradient as Winograd F(2×2, 3×3) (2.25× fewer
-    /// multiplies); false keeps im2col + GEMM, the reference the Winograd path is tested against.
-    public var allowsWinograd = true
+    /// How 3×3 stride-1 "same" convolutions run forward and input gradient: Winograd F(2×2, 3×3) (2.25× fewer
+    /// multiplies) or im2col + GEMM, the reference Winograd is tested against. Other shapes always use im2col + GEMM.
+    public enum Algorithm { case automatic, winograd, im2colGemm }
+    public var algorithm = Algorithm.automatic
     private var winogradPlan: WinogradPlan?
     /// The forward's Winograd transform of the weights (16×O×C), kept for the input gradient while training.
     private var winogradKernel: Tensor?
@@ -49,15 +50,21 @@ public final class Conv2d {
         return UnsafePointer(col)
     }
 
-    /// The Winograd blocks for this input, when this convolution runs that way.
+    /// `.automatic` uses Winograd from this many input and output channels: below, its GEMMs are too thin to pay
+    /// for the transforms (measured: HRNet-W18's 18- and 36-channel branches ran slower than with im2col + GEMM).
+    static let winogradMinimumChannels = 32
+
+    /// The Winograd blocks of one image of this input, when this convolution runs that way. Image by image keeps
+    /// the transform scratch to one image's and an image's result independent of its batch.
     private func winograd(_ x: Tensor) -> WinogradPlan? {
-        guard allowsWinograd,
-              WinogradPlan.applies(kernel: kernel, stride: stride, padding: padding, dilation: dilation) else {
+        let wanted = algorithm == .winograd
+            || (algorithm == .automatic && Swift.min(inChannels, outChannels) >= Self.winogradMinimumChannels)
+        guard wanted, WinogradPlan.applies(kernel: kernel, stride: stride, padding: padding, dilation: dilation) else {
             return nil
         }
-        let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3])
-        if let plan = winogradPlan, plan.images == n, plan.height == h, plan.width == w { return plan }
-        winogradPlan = WinogradPlan(images: n, height: h, width: w, dilation: dilation)
+        let (h, w) = (x.shape[2], x.shape[3])
+        if let plan = winogradPlan, plan.height == h, plan.width == w { return plan }
+        winogradPlan = WinogradPlan(images: 1, height: h, width: w, dilation: dilation)
         return winogradPlan
     }
 
@@ -85,9 +92,11 @@ public final class Conv2d {
         Profiler.countForwardFlops(2 * n * outChannels * g.outPixels * g.columnRows)
         if let plan {
             let kernel = transformedKernel()
-            plan.convolve(x.data, channels: inChannels, kernel: kernel.data, outChannels: outChannels, y.data,
-                          scratch: store.workspace.buffer(plan.scratchCount(inChannels: inChannels,
-                                                                            outChannels: outChannels)))
+            let scratch = store.workspace.buffer(plan.scratchCount(inChannels: inChannels, outChannels: outChannels))
+            for i in 0..<n {
+                plan.convolve(x.data + i * inSize, channels: inChannels, kernel: kernel.data,
+                              outChannels: outChannels, y.data + i * outSize, scratch: scratch)
+            }
             winogradKernel = store.training && needsInputGradient ? kernel : nil
         } else {
             let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
@@ -165,10 +174,11 @@ public final class Conv2d {
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let kernel = winogradKernel ?? transformedKernel()   // kept only by a training forward
             winogradKernel = nil   // backward walks towards the large early layers, which can reuse its storage
-            plan.convolve(dy.data, channels: outChannels, kernel: kernel.data, transposed: true,
-                          outChannels: inChannels, dx.data,
-                          scratch: store.workspace.buffer(plan.scratchCount(inChannels: outChannels,
-                                                                            outChannels: inChannels)))
+            let scratch = store.workspace.buffer(plan.scratchCount(inChannels: outChannels, outChannels: inChannels))
+            for i in 0..<n {
+                plan.convolve(dy.data + i * outSize, channels: outChannels, kernel: kernel.data, transposed: true,
+                              outChannels: inChannels, dx.data + i * inSize, scratch: scratch)
+            }
         }
         if let bias {
             let hw = g.outPixels

@@ -13,7 +13,8 @@ final class WinogradTests: XCTestCase {
                                         (3, 2, 3, 5, 4, 2), (8, 8, 1, 1, 1, 1), (16, 24, 13, 11, 2, 2)] {
             let tag = "in \(cin) out \(cout) \(h)×\(w) d\(d) n\(n)"
             let (fast, reference) = (makeConvolution(cin, cout, d), makeConvolution(cin, cout, d))
-            reference.conv.allowsWinograd = false
+            fast.conv.algorithm = .winograd
+            reference.conv.algorithm = .im2colGemm
             let x = randomTensor([n, cin, h, w], seed: 5)
             let y = fast.conv.forward(x).clone()
             let expected = reference.conv.forward(x)
