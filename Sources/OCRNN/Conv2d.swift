@@ -14,7 +14,7 @@ public final class Conv2d {
     public enum Algorithm { case automatic, winograd, im2colGemm }
     public var algorithm = Algorithm.automatic
     private var winogradPlan: WinogradPlan?
-    /// The forward's Winograd transform of the weights (16×O×C), kept for the input gradient while training.
+    /// The forward's Winograd transform of the weights, kept for the input gradient while training.
     private var winogradKernel: Tensor?
 
     private let store: ParameterStore
@@ -68,9 +68,9 @@ public final class Conv2d {
         return winogradPlan
     }
 
-    /// The weights' Winograd transform, 16 matrices O×C.
+    /// The weights' Winograd transform, 16 matrices O×C (`WinogradPlan.matrixStride` apart).
     private func transformedKernel() -> Tensor {
-        let kernel = Tensor.transient(shape: [16, outChannels, inChannels])
+        let kernel = Tensor.transient(shape: [WinogradPlan.kernelCount(outChannels: outChannels, channels: inChannels)])
         WinogradPlan.transformKernel(weight.value.data, outChannels: outChannels, channels: inChannels,
                                      into: kernel.data)
         return kernel

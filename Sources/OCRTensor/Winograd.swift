@@ -47,9 +47,19 @@ public struct WinogradPlan {
         self.subImages = subImages
     }
 
+    /// Distance between consecutive ones of the 16 matrices of `count` floats: one cache line more than their
+    /// size, because at power-of-two sizes (512×512) the 16 rows written or read together would all fall in the
+    /// same cache sets and evict each other (measured: the kernel transform ran at ~2 GB/s).
+    public static func matrixStride(_ count: Int) -> Int { count + 16 }
+
     /// Floats of scratch `convolve` needs for C input and O output channels.
     public func scratchCount(inChannels: Int, outChannels: Int) -> Int {
-        16 * (inChannels + outChannels) * blocks.count
+        16 * (Self.matrixStride(inChannels * blocks.count) + Self.matrixStride(outChannels * blocks.count))
+    }
+
+    /// Floats of a transformed kernel of O×C 3×3 kernels.
+    public static func kernelCount(outChannels: Int, channels: Int) -> Int {
+        16 * matrixStride(outChannels * channels)
     }
 
     /// y (N×O×H×W) = conv(x (N×C×H×W), w), overwriting y, with `kernel` = `transformKernel(w)`: 16 matrices O×C.
@@ -62,7 +72,9 @@ public struct WinogradPlan {
                          transposed: Bool = false, outChannels: Int, _ y: UnsafeMutablePointer<Float>,
                          scratch: UnsafeMutablePointer<Float>) {
         let (c, o, t) = (channels, outChannels, blocks.count)
-        let v = scratch, m = v + 16 * c * t
+        let (kernelStride, inputStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(c * t),
+                                                         Self.matrixStride(o * t))
+        let v = scratch, m = v + 16 * inputStride
         var timing = Profiler.begin()
         transformInput(x, channels: c, into: v)
         Profiler.end("Winograd input transform", timing)
@@ -72,10 +84,10 @@ public struct WinogradPlan {
         let perImage = t / Swift.max(images, 1)
         let swap = [3, 1, 2, 0]
         for xi in 0..<16 {
-            let a = transposed ? u + (4 * swap[xi / 4] + swap[xi % 4]) * o * c : u + xi * o * c
+            let a = u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride
             for i in 0..<images {
                 gemm(transA: transposed, m: o, n: perImage, k: c, a: a, lda: transposed ? o : c,
-                     b: v + xi * c * t + i * perImage, ldb: t, c: m + xi * o * t + i * perImage, ldc: t)
+                     b: v + xi * inputStride + i * perImage, ldb: t, c: m + xi * outputStride + i * perImage, ldc: t)
             }
         }
         Profiler.end("Winograd GEMMs", timing)
@@ -88,7 +100,7 @@ public struct WinogradPlan {
     public static func transformKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
                                        into u: UnsafeMutablePointer<Float>) {
         let timing = Profiler.begin(); defer { Profiler.end("Winograd kernel transform", timing) }
-        let stride = o * c
+        let stride = matrixStride(o * c)
         parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in
             for oc in (o0 * c)..<(o1 * c) {
                 let g = w + oc * 9
@@ -114,6 +126,7 @@ public struct WinogradPlan {
     /// needs a bounds check.
     func transformInput(_ x: UnsafePointer<Float>, channels c: Int, into v: UnsafeMutablePointer<Float>) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
+        let stride = Self.matrixStride(c * t)
         // The padded sub-image plus the 4 rows of Bᵀ d, for the largest sub-image.
         var largest = 0
         for sub in subImages {
@@ -151,13 +164,13 @@ public struct WinogradPlan {
                                 let first = sub.firstBlock + bu * sub.blockCols
                                 for i in 0..<4 {
                                     let r = rows + i * pw
-                                    let out = v + (4 * i * c + ch) * t + first
+                                    let out = v + 4 * i * stride + ch * t + first
                                     for bv in 0..<sub.blockCols {
                                         let (e0, e1, e2, e3) = (r[2 * bv], r[2 * bv + 1], r[2 * bv + 2], r[2 * bv + 3])
                                         out[bv] = e0 - e2
-                                        out[c * t + bv] = e1 + e2
-                                        out[2 * c * t + bv] = e2 - e1
-                                        out[3 * c * t + bv] = e1 - e3
+                                        out[stride + bv] = e1 + e2
+                                        out[2 * stride + bv] = e2 - e1
+                                        out[3 * stride + bv] = e1 - e3
                                     }
                                 }
                             }
@@ -171,6 +184,7 @@ public struct WinogradPlan {
     /// y block = Aᵀ m A for each output channel and block, written where it falls inside the image.
     func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
+        let stride = Self.matrixStride(o * t)
         blocks.withUnsafeBufferPointer { blocks in
             parallelChunks(o, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
                 for oc in o0..<o1 {
@@ -180,8 +194,8 @@ public struct WinogradPlan {
                         var (y00, y10, y01, y11): (Float, Float, Float, Float) = (0, 0, 0, 0)
                         // Row a of m · A gives (r0, r1); Aᵀ then combines the rows.
                         for a in 0..<4 {
-                            let (m0, m1, m2, m3) = (src[(4 * a) * o * t], src[(4 * a + 1) * o * t],
-                                                    src[(4 * a + 2) * o * t], src[(4 * a + 3) * o * t])
+                            let (m0, m1, m2, m3) = (src[(4 * a) * stride], src[(4 * a + 1) * stride],
+                                                    src[(4 * a + 2) * stride], src[(4 * a + 3) * stride])
                             let (r0, r1) = (m0 + m1 + m2, m1 - m2 - m3)
                             switch a {
                             case 0: y00 += r0; y01 += r1
