@@ -129,25 +129,30 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
         let dx = needsInputGradient ? Tensor.transient(shape: x.shape) : nil
-        let columnFloats = isPointwise ? 0 : g.columnRows * g.outPixels
-        let scratch = store.workspace.buffer(columnFloats + weight.value.count)
-        let col = isPointwise ? nil : scratch
-        let imageWeightGrad = scratch + columnFloats
+        // Work space of one image's weight gradient (Winograd transforms or the column matrix), then its dW.
+        let workFloats = winogradPlan?.weightGradientScratchCount(inChannels: inChannels, outChannels: outChannels)
+            ?? (isPointwise ? 0 : g.columnRows * g.outPixels)
+        let scratch = store.workspace.buffer(workFloats + weight.value.count)
+        let col = isPointwise || winogradPlan != nil ? nil : scratch
+        let imageWeightGrad = scratch + workFloats
         for i in 0..<n {
             let xi = x.data + i * inSize
             let dyi = dy.data + i * outSize
-            // dW (O×CKK) += dy_i (O×P) · col_iᵀ (P×CKK)
-            let columns = columnMatrix(xi, g, col)
             // Each image's dW is formed on its own and then added, so a batch split over ranks and summed by the
             // allreduce rounds exactly as the whole batch does in one process. Into a zero gradient it is stored
             // directly (0 + dW is dW).
+            let target = weight.gradientIsZero ? weight.grad.data : imageWeightGrad
+            if let plan = winogradPlan {
+                plan.weightGradient(xi, channels: inChannels, dyi, outChannels: outChannels, into: target,
+                                    scratch: scratch)
+            } else {
+                // dW (O×CKK) = dy_i (O×P) · col_iᵀ (P×CKK)
+                let columns = columnMatrix(xi, g, col)
+                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns, c: target)
+            }
             if weight.gradientIsZero {
-                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
-                     c: weight.grad.data)
                 weight.gradientIsZero = false
             } else {
-                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns,
-                     c: imageWeightGrad)
                 let gw = weight.grad.data
                 parallelChunks(weight.value.count, minimumPerChunk: 1 << 16) { s, e in
                     for j in s..<e { gw[j] += imageWeightGrad[j] }

@@ -96,6 +96,86 @@ public struct WinogradPlan {
         Profiler.end("Winograd output transform", timing)
     }
 
+    /// dw (O×C×3×3) = the weight gradient of `convolve` for input x (N×C×H×W) and output gradient dy (N×O×H×W),
+    /// summed over the plan's images, overwriting dw: with V = Bᵀ d B of the input blocks and Z = A dŶ Aᵀ of the
+    /// output-gradient blocks, dU_ξ (O×C) = Z_ξ (O×T) · V_ξᵀ (T×C) and dg = Gᵀ dU G for each kernel.
+    public func weightGradient(_ x: UnsafePointer<Float>, channels: Int, _ dy: UnsafePointer<Float>,
+                               outChannels: Int, into dw: UnsafeMutablePointer<Float>,
+                               scratch: UnsafeMutablePointer<Float>) {
+        let (c, o, t) = (channels, outChannels, blocks.count)
+        let (kernelStride, inputStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(c * t),
+                                                         Self.matrixStride(o * t))
+        let v = scratch, z = v + 16 * inputStride, du = z + 16 * outputStride
+        var timing = Profiler.begin()
+        transformInput(x, channels: c, into: v)
+        Profiler.end("Winograd input transform", timing)
+        timing = Profiler.begin()
+        transformOutputGradient(dy, channels: o, into: z)
+        Profiler.end("Winograd output-gradient transform", timing)
+        timing = Profiler.begin()
+        for xi in 0..<16 {
+            gemm(transB: true, m: o, n: c, k: t, a: z + xi * outputStride, b: v + xi * inputStride,
+                 c: du + xi * kernelStride)
+        }
+        Profiler.end("Winograd GEMMs", timing)
+        timing = Profiler.begin()
+        parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in
+            for oc in (o0 * c)..<(o1 * c) {
+                let src = du + oc
+                // Row k of Gᵀ dU (3×4) from the columns of dU, then · G.
+                @inline(__always) func column(_ b: Int) -> (Float, Float, Float) {
+                    let (u0, u1, u2, u3) = (src[b * kernelStride], src[(4 + b) * kernelStride],
+                                            src[(8 + b) * kernelStride], src[(12 + b) * kernelStride])
+                    return (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
+                }
+                let (c0, c1, c2, c3) = (column(0), column(1), column(2), column(3))
+                let g = dw + oc * 9
+                g[0] = c0.0 + 0.5 * (c1.0 + c2.0); g[1] = 0.5 * (c1.0 - c2.0); g[2] = 0.5 * (c1.0 + c2.0) + c3.0
+                g[3] = c0.1 + 0.5 * (c1.1 + c2.1); g[4] = 0.5 * (c1.1 - c2.1); g[5] = 0.5 * (c1.1 + c2.1) + c3.1
+                g[6] = c0.2 + 0.5 * (c1.2 + c2.2); g[7] = 0.5 * (c1.2 - c2.2); g[8] = 0.5 * (c1.2 + c2.2) + c3.2
+            }
+        }
+        Profiler.end("Winograd kernel-gradient transform", timing)
+    }
+
+    /// Scratch `weightGradient` needs: the input and output-gradient transforms and dU.
+    public func weightGradientScratchCount(inChannels: Int, outChannels: Int) -> Int {
+        scratchCount(inChannels: inChannels, outChannels: outChannels)
+            + Self.kernelCount(outChannels: outChannels, channels: inChannels)
+    }
+
+    /// Z_ξ[o][t] = (A dŶ Aᵀ)_ξ for the 2×2 output-gradient block dŶ of block t (zero outside the image): the
+    /// adjoint of `transformOutput`.
+    func transformOutputGradient(_ dy: UnsafePointer<Float>, channels o: Int, into z: UnsafeMutablePointer<Float>) {
+        let (t, d, plane) = (blocks.count, dilation, height * width)
+        let stride = Self.matrixStride(o * t)
+        blocks.withUnsafeBufferPointer { blocks in
+            parallelChunks(o, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
+                for oc in o0..<o1 {
+                    for (b, block) in blocks.enumerated() {
+                        let src = dy + (block.image * o + oc) * plane
+                        let top = src + (block.row * d + block.rowResidue) * width + block.col * d + block.colResidue
+                        let (lower, right) = (block.row + 1 < block.subHeight, block.col + 1 < block.subWidth)
+                        let y00 = top[0], y01 = right ? top[d] : 0
+                        let y10 = lower ? top[d * width] : 0, y11 = lower && right ? top[d * width + d] : 0
+                        // A dŶ: rows (y0q, y0q + y1q, y0q − y1q, −y1q); then each row (p, q) · Aᵀ = (p, p+q, p−q, −q).
+                        let out = z + oc * t + b
+                        @inline(__always) func emit(_ a: Int, _ p: Float, _ q: Float) {
+                            out[(4 * a) * stride] = p
+                            out[(4 * a + 1) * stride] = p + q
+                            out[(4 * a + 2) * stride] = p - q
+                            out[(4 * a + 3) * stride] = -q
+                        }
+                        emit(0, y00, y01)
+                        emit(1, y00 + y10, y01 + y11)
+                        emit(2, y00 - y10, y01 - y11)
+                        emit(3, -y10, -y11)
+                    }
+                }
+            }
+        }
+    }
+
     /// U_ξ[o][c] = (G g Gᵀ)_ξ for each 3×3 kernel g = w[o][c]: 16 matrices O×C.
     public static func transformKernel(_ w: UnsafePointer<Float>, outChannels o: Int, channels c: Int,
                                        into u: UnsafeMutablePointer<Float>) {
