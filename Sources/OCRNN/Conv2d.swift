@@ -9,8 +9,8 @@ public final class Conv2d {
     public let inChannels, outChannels, kernel, stride, padding, dilation: Int
     /// False for the first layer of the network, whose input gradient nobody needs.
     public var needsInputGradient = true
-    /// How 3×3 stride-1 "same" convolutions run forward and input gradient: Winograd F(2×2, 3×3) (2.25× fewer
-    /// multiplies) or im2col + GEMM, the reference Winograd is tested against. Other shapes always use im2col + GEMM.
+    /// How 3×3 stride-1 "same" convolutions run forward, input and weight gradients: Winograd F(2×2, 3×3) (2.25×
+    /// fewer multiplies) or im2col + GEMM, the reference Winograd is tested against. Other shapes use im2col + GEMM.
     public enum Algorithm { case automatic, winograd, im2colGemm }
     public var algorithm = Algorithm.automatic
     private var winogradPlan: WinogradPlan?
