@@ -3,6 +3,12 @@
 # Trains with NPROC MPI ranks on this machine, or across machines with HOSTFILE=path (an Open MPI hostfile;
 # the binary and data must be at the same paths on every host). Each rank uses cores/ranks-on-its-node BLAS
 # threads unless OPENBLAS_NUM_THREADS is set. Extra Open MPI settings go through OMPI_MCA_* variables.
+#
+# Preemption: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 to this script reaches the ranks as SIGUSR1, which mpirun passes
+# on without ending the job: every rank finishes its step, rank 0 checkpoints, and the script exits 0. (mpirun that
+# receives SIGTERM itself forwards it, kills the ranks odls_base_sigkill_timeout seconds later, 1 by default, and
+# exits 1 whatever they did.) In case something signals mpirun directly, the kill grace is raised to KILL_GRACE
+# seconds (default 600) unless OMPI_MCA_odls_base_sigkill_timeout is set.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 if (( $# < 2 )); then
@@ -13,4 +19,5 @@ CONFIG=$1 NPROC=$2
 shift 2
 require_binary
 mpirun_flags "$NPROC"
-exec mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" train "$CONFIG" "$@"
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-${KILL_GRACE:-600}}
+run_forwarding_stop mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" train "$CONFIG" "$@"

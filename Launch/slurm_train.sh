@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# NPROC=4 [NPROC_PER_NODE=4] [CPUS_PER_TASK=1] Launch/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train args...]
-# As mmseg's slurm_train.sh: srun starts NPROC ranks through PMIx (Open MPI is built with it). Slurm sends SIGTERM
-# before preempting or at the time limit; ocr-ddp then finishes the step, checkpoints and exits 0, and the same
-# command with --resume continues exactly. Extra srun flags go in SRUN_ARGS.
+# NPROC=4 [NPROC_PER_NODE=4] [CPUS_PER_TASK=1] [TIME=hh:mm:ss] [REQUEUE=1] Launch/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train args...]
+# As mmseg's slurm_train.sh: srun starts NPROC ranks through PMIx (Open MPI is built with it).
+#
+# Preemption and time limits: Slurm sends SIGTERM to the ranks (scancel, preemption, the time limit) and SIGKILL
+# KillWait seconds later; ocr-ddp finishes the step, checkpoints and exits 0. SIGNAL_LEAD seconds (default 300)
+# before the time limit srun also sends SIGUSR1 (--signal), which means the same, so that even a long step and its
+# checkpoint end before Slurm's kill. The same command with --resume continues exactly.
+# REQUEUE=1 submits the job with sbatch --requeue instead (output in WORK_DIR/slurm-<jobid>.out): the batch shell
+# receives SIGUSR1 ahead of the limit (B:USR1@SIGNAL_LEAD), passes it to the ranks, and once they have
+# checkpointed requeues the job, which resumes from the newest checkpoint. Extra srun/sbatch flags: SRUN_ARGS.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 if (( $# < 4 )); then
@@ -14,8 +20,33 @@ shift 4
 NPROC=${NPROC:-4}
 NPROC_PER_NODE=${NPROC_PER_NODE:-$NPROC}
 CPUS_PER_TASK=${CPUS_PER_TASK:-1}
+SIGNAL_LEAD=${SIGNAL_LEAD:-300}
 require_binary
+shape=(-p "$PARTITION" --job-name="$JOB_NAME" --ntasks="$NPROC" --ntasks-per-node="$NPROC_PER_NODE"
+       --cpus-per-task="$CPUS_PER_TASK")
+[[ -n "${TIME:-}" ]] && shape+=(--time="$TIME")
+
+if [[ "${REQUEUE:-0}" == 1 && -z "${SLURM_JOB_ID:-}" ]]; then
+    mkdir -p "$WORK_DIR"
+    # shellcheck disable=SC2086
+    exec sbatch "${shape[@]}" --requeue --signal=B:USR1@"$SIGNAL_LEAD" --output="$WORK_DIR/slurm-%j.out" \
+        --export=ALL ${SRUN_ARGS:-} "$0" "$PARTITION" "$JOB_NAME" "$CONFIG" "$WORK_DIR" "$@"
+fi
+
+step=(srun --kill-on-bad-exit=1 --mpi=pmix)
+if [[ -n "${SLURM_JOB_ID:-}" && "${REQUEUE:-0}" == 1 ]]; then
+    # Inside the requeueable batch job: the allocation is ours already; a requeued run resumes.
+    resume=()
+    [[ -f "$WORK_DIR/last_checkpoint" ]] && resume=(--resume)
+    # shellcheck disable=SC2086
+    run_forwarding_stop "${step[@]}" ${SRUN_ARGS:-} env OPENBLAS_NUM_THREADS="$CPUS_PER_TASK" \
+        "$OCR_DDP" train "$CONFIG" --work-dir "$WORK_DIR" "${resume[@]}" "$@" || exit $?
+    if (( STOP_FORWARDED )); then
+        echo "checkpointed ahead of the time limit: requeueing job $SLURM_JOB_ID"
+        scontrol requeue "$SLURM_JOB_ID"
+    fi
+    exit 0
+fi
 # shellcheck disable=SC2086
-exec srun -p "$PARTITION" --job-name="$JOB_NAME" --ntasks="$NPROC" --ntasks-per-node="$NPROC_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 --mpi=pmix ${SRUN_ARGS:-} \
+exec "${step[@]}" "${shape[@]}" --signal=USR1@"$SIGNAL_LEAD" ${SRUN_ARGS:-} \
     env OPENBLAS_NUM_THREADS="$CPUS_PER_TASK" "$OCR_DDP" train "$CONFIG" --work-dir "$WORK_DIR" "$@"

@@ -18,3 +18,5 @@ static inline int ocr_mpi_success(void) { return MPI_SUCCESS; }
 static inline void *ocr_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Status *ocr_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Request ocr_mpi_request_null(void) { return MPI_REQUEST_NULL; }
+static inline int ocr_mpi_any_source(void) { return MPI_ANY_SOURCE; }
+static inline int ocr_status_source(const MPI_Status *s) { return s->MPI_SOURCE; }

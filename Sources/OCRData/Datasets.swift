@@ -78,6 +78,18 @@ public struct SegmentationDataset {
         }
     }
 
+    /// "path size" of every image and label file, relative to the root and sorted: what the ranks of a job compare
+    /// to be sure node-local copies of a dataset hold the same files (a missing file has size -1).
+    public var listing: [String] {
+        let prefix = root.hasSuffix("/") ? root : root + "/"
+        return samples.flatMap { [$0.image, $0.label] }.map { path in
+            var info = stat()
+            let size = stat(path, &info) == 0 ? Int64(info.st_size) : -1
+            let relative = path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
+            return "\(relative) \(size)"
+        }.sorted()
+    }
+
     /// Sample `index` decoded: image H×W×3 RGB and its label in train ids. Throws a `DataError` naming the file for
     /// an undecodable image or label, a label whose size differs from the image's, or a label value that is
     /// neither a class (0..<numClasses) nor 255.

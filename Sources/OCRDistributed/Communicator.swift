@@ -2,25 +2,29 @@ import CMPI
 import Foundation
 
 /// What data parallelism needs from the process group, over MPI or within one process. Collectives must be reached
-/// by every rank in the same order; each call blocks until the data is complete on this rank.
+/// by every rank in the same order; each call blocks until the data is complete on this rank. Every collective is
+/// named (`phase`: "stop agreement", "sync BN backbone.layer1.0.bn1 statistics", …), as PyTorch's c10d names its
+/// work: the watchdog reports the name of a collective that does not complete.
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
     /// Rank among the processes on this machine, and how many there are (BLAS threads per rank = cores / local size).
     var localRank: Int { get }
     var localSize: Int { get }
-    func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>)
-    func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>)
-    func allreduceSum(_ values: UnsafeMutableBufferPointer<Int64>)
+    /// What the job is doing ("iteration 13"), for the watchdog's message; shared with duplicates.
+    var stage: String { get set }
+    func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String)
+    func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>, phase: String)
+    func allreduceSum(_ values: UnsafeMutableBufferPointer<Int64>, phase: String)
     /// Every rank's `send` (same length everywhere) concatenated in rank order into `receive` (size·count).
-    func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>)
-    func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>)
-    func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int)
-    func barrier()
+    func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>, phase: String)
+    func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>, phase: String)
+    func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int, phase: String)
+    func barrier(phase: String)
     /// A communicator over the same ranks with its own message space, for collectives issued from another thread.
     func duplicate() -> Communicator
     /// Starts a nonblocking in-place sum. Open MPI 4.1 moves it forward only inside MPI calls (`test`, `wait`).
-    func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>) -> PendingCollective
+    func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective
 }
 
 /// A nonblocking collective in flight.
@@ -39,24 +43,50 @@ final class CompletedCollective: PendingCollective {
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
 
-    public func broadcast(_ values: UnsafeMutableBufferPointer<Float>, root: Int = 0) {
-        broadcast(UnsafeMutableRawBufferPointer(values), root: root)
+    public func broadcast(_ values: UnsafeMutableBufferPointer<Float>, root: Int = 0, phase: String) {
+        broadcast(UnsafeMutableRawBufferPointer(values), root: root, phase: phase)
     }
 
     /// Broadcasts a string from `root` (length first, then the bytes).
-    public func broadcast(_ text: String, root: Int = 0) -> String {
+    public func broadcast(_ text: String, root: Int = 0, phase: String) -> String {
         var length = Int64(text.utf8.count)
-        withUnsafeMutableBytes(of: &length) { broadcast($0, root: root) }
+        withUnsafeMutableBytes(of: &length) { broadcast($0, root: root, phase: phase) }
         var bytes = rank == root ? Array(text.utf8) : [UInt8](repeating: 0, count: Int(length))
-        bytes.withUnsafeMutableBytes { broadcast($0, root: root) }
+        bytes.withUnsafeMutableBytes { broadcast($0, root: root, phase: phase) }
         return String(decoding: bytes, as: UTF8.self)
     }
 
     /// One value from every rank, in rank order.
-    public func allgather(_ value: UInt64) -> [UInt64] {
+    public func allgather(_ value: UInt64, phase: String) -> [UInt64] {
         var out = [UInt64](repeating: 0, count: size)
-        [value].withUnsafeBufferPointer { send in out.withUnsafeMutableBufferPointer { allgather(send, into: $0) } }
+        [value].withUnsafeBufferPointer { send in
+            out.withUnsafeMutableBufferPointer { allgather(send, into: $0, phase: phase) }
+        }
         return out
+    }
+
+    /// Runs `body` on every rank and makes the ranks agree on the outcome, so that a failure on some ranks never
+    /// leaves the others waiting in the next collective: when `body` throws anywhere, every rank throws the same
+    /// `AgreedFailure` carrying the lowest failing rank's message.
+    public func agreeing<T>(_ phase: String, _ body: () throws -> T) throws -> T {
+        var result: T?
+        var failure = ""
+        do { result = try body() } catch { failure = "\(error)" }
+        guard size > 1 else {
+            if let result { return result }
+            throw AgreedFailure(failure)
+        }
+        let failed = allgather(result == nil ? 1 : 0, phase: phase)
+        guard let first = failed.firstIndex(of: 1) else { return result! }
+        let message = broadcast(failure, root: first, phase: phase)
+        throw AgreedFailure("rank \(first): \(message)")
+    }
+
+    /// Whether any rank says yes (a one-value sum), so that all ranks take the same branch.
+    public func anyRank(_ yes: Bool, phase: String) -> Bool {
+        var flag: [Int64] = [yes ? 1 : 0]
+        flag.withUnsafeMutableBufferPointer { allreduceSum($0, phase: phase) }
+        return flag[0] > 0
     }
 }
 
@@ -67,21 +97,31 @@ public final class SingleProcess: Communicator {
     public var size: Int { 1 }
     public var localRank: Int { 0 }
     public var localSize: Int { 1 }
-    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>) {}
-    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>) {}
-    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Int64>) {}
-    public func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>) {
+    public var stage = ""
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) {}
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>, phase: String) {}
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Int64>, phase: String) {}
+    public func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>,
+                          phase: String) {
         _ = receive.initialize(from: send)
     }
-    public func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>) {
+    public func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>,
+                          phase: String) {
         _ = receive.initialize(from: send)
     }
-    public func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int) {}
-    public func barrier() {}
+    public func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int, phase: String) {}
+    public func barrier(phase: String) {}
     public func duplicate() -> Communicator { SingleProcess() }
-    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>) -> PendingCollective {
+    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective {
         CompletedCollective()
     }
+}
+
+/// A failure every rank of the job throws together (see `agreeing`): one line from rank 0 is enough, and the ranks
+/// can end MPI cleanly instead of aborting each other.
+public struct AgreedFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 public struct CommunicatorError: Error, CustomStringConvertible {
@@ -102,15 +142,28 @@ public enum Launcher {
         return variables.contains { env[$0] != nil }
     }
 
-    /// The MPI communicator when a launcher started us, the single process otherwise.
-    public static func start() throws -> Communicator {
-        detected ? try MPICommunicator() : SingleProcess()
+    /// The MPI communicator when a launcher started us, the single process otherwise. `timeout`: seconds a
+    /// collective may take before the watchdog aborts the job.
+    public static func start(timeout: Double = defaultTimeout) throws -> Communicator {
+        detected ? try MPICommunicator(timeout: timeout) : SingleProcess()
+    }
+
+    /// PyTorch's default process-group timeout, and mmengine's `env_cfg.dist_cfg.timeout` default.
+    public static let defaultTimeout = 1800.0
+
+    /// mpirun (Open MPI's ORTE) started this process: its ranks carry the address of the mpirun process.
+    public static var underMpirun: Bool { ProcessInfo.processInfo.environment["OMPI_MCA_orte_hnp_uri"] != nil }
+
+    /// Seconds mpirun waits between forwarding SIGTERM to the ranks and killing them (`odls_base_sigkill_timeout`,
+    /// which the ranks see in their environment whether set there or with `--mca`).
+    public static var mpirunKillGrace: Double {
+        Double(ProcessInfo.processInfo.environment["OMPI_MCA_odls_base_sigkill_timeout"] ?? "") ?? 1
     }
 }
 
-/// Open MPI's COMM_WORLD (or a duplicate of it). Initialised with MPI_THREAD_MULTIPLE: the gradient buckets are
+/// Open MPI's COMM_WORLD (or a duplicate of it). Initialised with MPI_THREAD_MULTIPLE: the gradient buckets may be
 /// reduced on a communication thread while sync BN runs collectives on the compute thread, each on its own
-/// communicator.
+/// communicator, and the watchdog thread talks on a third. Every collective is entered into the watchdog by name.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
@@ -118,8 +171,11 @@ public final class MPICommunicator: Communicator {
     public let localSize: Int
     let comm: MPI_Comm
     private let ownsCommunicator: Bool
+    private let watchdog: Watchdog?
+    /// The watchdog of the world communicator, stopped before MPI_Finalize.
+    nonisolated(unsafe) private static var worldWatchdog: Watchdog?
 
-    public init() throws {
+    public init(timeout: Double = Launcher.defaultTimeout) throws {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
@@ -136,6 +192,8 @@ public final class MPICommunicator: Communicator {
         let env = ProcessInfo.processInfo.environment
         localRank = Int(env["OMPI_COMM_WORLD_LOCAL_RANK"] ?? env["SLURM_LOCALID"] ?? "") ?? 0
         localSize = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? Self.tasksOnThisNode(env) ?? size
+        watchdog = size > 1 ? Watchdog(world: comm, rank: rank, size: size, timeout: timeout) : nil
+        Self.worldWatchdog = watchdog
     }
 
     private init(duplicateOf other: MPICommunicator) {
@@ -146,6 +204,7 @@ public final class MPICommunicator: Communicator {
         (rank, size) = Self.rankAndSize(comm)
         localRank = other.localRank
         localSize = other.localSize
+        watchdog = other.watchdog
     }
 
     deinit {
@@ -153,6 +212,11 @@ public final class MPICommunicator: Communicator {
             var c: MPI_Comm? = comm
             MPI_Comm_free(&c)
         }
+    }
+
+    public var stage: String {
+        get { watchdog?.stage ?? "" }
+        set { watchdog?.stage = newValue }
     }
 
     private static func rankAndSize(_ comm: MPI_Comm) -> (Int, Int) {
@@ -169,78 +233,114 @@ public final class MPICommunicator: Communicator {
         return Int(spec.prefix { $0.isNumber })
     }
 
-    private func allreduce(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype) {
+    /// Runs one blocking MPI collective under the watchdog's eye; a failure code aborts the job (Open MPI's
+    /// default error handler normally aborts before we see one: this is the backstop).
+    private func collective(_ phase: String, _ what: String, _ call: () -> Int32) {
+        let token = watchdog?.enter(phase)
+        let code = call()
+        if let token { watchdog?.leave(token) }
+        check(code, what, phase)
+    }
+
+    private func check(_ code: Int32, _ what: String, _ phase: String) {
+        if code != ocr_mpi_success() {
+            FileHandle.standardError.write(Data("rank \(rank): \(what) (\(phase)) failed with MPI error \(code)\n".utf8))
+            MPI_Abort(comm, 1)
+        }
+    }
+
+    private func allreduce(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype, _ phase: String) {
         guard count > 0 else { return }
-        check(MPI_Allreduce(ocr_mpi_in_place(), pointer, Int32(count), type, ocr_mpi_sum(), comm), "MPI_Allreduce")
+        collective(phase, "MPI_Allreduce") {
+            MPI_Allreduce(ocr_mpi_in_place(), pointer, Int32(count), type, ocr_mpi_sum(), comm)
+        }
     }
 
-    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>) {
-        allreduce(values.baseAddress, values.count, ocr_mpi_float())
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) {
+        allreduce(values.baseAddress, values.count, ocr_mpi_float(), phase)
     }
 
-    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>) {
-        allreduce(values.baseAddress, values.count, ocr_mpi_double())
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>, phase: String) {
+        allreduce(values.baseAddress, values.count, ocr_mpi_double(), phase)
     }
 
-    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Int64>) {
-        allreduce(values.baseAddress, values.count, ocr_mpi_int64())
+    public func allreduceSum(_ values: UnsafeMutableBufferPointer<Int64>, phase: String) {
+        allreduce(values.baseAddress, values.count, ocr_mpi_int64(), phase)
     }
 
-    public func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>) {
+    public func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>,
+                          phase: String) {
         precondition(receive.count == send.count * size)
-        check(MPI_Allgather(send.baseAddress, Int32(send.count), ocr_mpi_double(), receive.baseAddress,
-                            Int32(send.count), ocr_mpi_double(), comm), "MPI_Allgather")
+        collective(phase, "MPI_Allgather") {
+            MPI_Allgather(send.baseAddress, Int32(send.count), ocr_mpi_double(), receive.baseAddress,
+                          Int32(send.count), ocr_mpi_double(), comm)
+        }
     }
 
-    public func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>) {
+    public func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>,
+                          phase: String) {
         precondition(receive.count == send.count * size)
-        check(MPI_Allgather(send.baseAddress, Int32(send.count), ocr_mpi_uint64(), receive.baseAddress,
-                            Int32(send.count), ocr_mpi_uint64(), comm), "MPI_Allgather")
+        collective(phase, "MPI_Allgather") {
+            MPI_Allgather(send.baseAddress, Int32(send.count), ocr_mpi_uint64(), receive.baseAddress,
+                          Int32(send.count), ocr_mpi_uint64(), comm)
+        }
     }
 
-    public func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int) {
+    public func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int, phase: String) {
         // Chunked: MPI counts are 32-bit.
         var offset = 0
         while offset < values.count {
             let n = min(values.count - offset, 1 << 30)
-            check(MPI_Bcast(values.baseAddress! + offset, Int32(n), ocr_mpi_byte(), Int32(root), comm), "MPI_Bcast")
+            collective(phase, "MPI_Bcast") {
+                MPI_Bcast(values.baseAddress! + offset, Int32(n), ocr_mpi_byte(), Int32(root), comm)
+            }
             offset += n
         }
     }
 
-    public func barrier() { check(MPI_Barrier(comm), "MPI_Barrier") }
+    public func barrier(phase: String) { collective(phase, "MPI_Barrier") { MPI_Barrier(comm) } }
 
     public func duplicate() -> Communicator { MPICommunicator(duplicateOf: self) }
 
+    /// A nonblocking collective; it stays open in the watchdog until a `test` or `wait` sees it complete.
     final class Request: PendingCollective {
         var request: MPI_Request? = ocr_mpi_request_null()
         var done = false
+        let watchdog: Watchdog?
+        let token: Int?
+
+        init(watchdog: Watchdog?, phase: String) {
+            self.watchdog = watchdog
+            token = watchdog?.enter(phase)
+        }
+
+        private func completed() {
+            done = true
+            if let token { watchdog?.leave(token) }
+        }
+
         func test() -> Bool {
             if !done {
                 var flag: Int32 = 0
                 MPI_Test(&request, &flag, ocr_mpi_status_ignore())
-                done = flag != 0
+                if flag != 0 { completed() }
             }
             return done
         }
+
         func wait() {
-            if !done { MPI_Wait(&request, ocr_mpi_status_ignore()); done = true }
+            if !done {
+                MPI_Wait(&request, ocr_mpi_status_ignore())
+                completed()
+            }
         }
     }
 
-    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>) -> PendingCollective {
-        let r = Request()
+    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective {
+        let r = Request(watchdog: watchdog, phase: phase)
         check(MPI_Iallreduce(ocr_mpi_in_place(), values.baseAddress, Int32(values.count), ocr_mpi_float(),
-                             ocr_mpi_sum(), comm, &r.request), "MPI_Iallreduce")
+                             ocr_mpi_sum(), comm, &r.request), "MPI_Iallreduce", phase)
         return r
-    }
-
-    /// Open MPI's default error handler aborts the job before we see a failure code; this is the backstop.
-    private func check(_ code: Int32, _ what: String) {
-        if code != ocr_mpi_success() {
-            FileHandle.standardError.write("rank \(rank): \(what) failed with MPI error \(code)\n".data(using: .utf8)!)
-            MPI_Abort(comm, 1)
-        }
     }
 
     /// Ends MPI for this process (after the last collective).
@@ -248,7 +348,10 @@ public final class MPICommunicator: Communicator {
         var initialized: Int32 = 0, finalized: Int32 = 0
         MPI_Initialized(&initialized)
         MPI_Finalized(&finalized)
-        if initialized != 0 && finalized == 0 { MPI_Finalize() }
+        if initialized != 0 && finalized == 0 {
+            worldWatchdog?.stop()
+            MPI_Finalize()
+        }
     }
 
     /// Kills every rank of the job (after a fatal error on one).

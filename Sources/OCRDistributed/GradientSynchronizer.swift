@@ -116,7 +116,7 @@ public final class GradientSynchronizer {
 
     private func launch(_ index: Int) {
         if worldSize > 1 && overlap == .polling {
-            inFlight.append(comm.startAllreduceSum(slice(index)))
+            inFlight.append(comm.startAllreduceSum(slice(index), phase: bucketName(index)))
             return
         }
         if thread == nil {
@@ -131,9 +131,11 @@ public final class GradientSynchronizer {
     }
 
     private func reduce(_ index: Int) {
-        if worldSize > 1 { comm.allreduceSum(slice(index)) }
+        if worldSize > 1 { comm.allreduceSum(slice(index), phase: bucketName(index)) }
         applyScale(index)
     }
+
+    private func bucketName(_ index: Int) -> String { "gradient bucket \(index + 1)/\(buckets.count)" }
 
     private func applyScale(_ index: Int) {
         guard scale != 1 else { return }

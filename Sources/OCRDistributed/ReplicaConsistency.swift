@@ -17,9 +17,9 @@ public enum ReplicaConsistency {
     public static func checkLayout(_ store: ParameterStore, comm: Communicator) throws {
         let lines = store.stateLayoutLines
         let mine = fnv1a(lines.joined(separator: "\n"))
-        let all = comm.allgather(mine)
+        let all = comm.allgather(mine, phase: "parameter layout check")
         guard Set(all).count > 1 else { return }
-        let rootLines = comm.broadcast(lines.joined(separator: "\n"), root: 0).split(separator: "\n").map(String.init)
+        let rootLines = comm.broadcast(lines.joined(separator: "\n"), root: 0, phase: "parameter layout check").split(separator: "\n").map(String.init)
         let differing = all.enumerated().filter { $0.element != all[0] }.map { "\($0.offset)" }
         var detail = "ranks \(differing.joined(separator: ", ")) differ from rank 0"
         if let i = zip(lines, rootLines).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
@@ -35,14 +35,25 @@ public enum ReplicaConsistency {
     /// Copies rank 0's parameters, buffers and counters to every rank.
     public static func broadcastState(_ store: ParameterStore, comm: Communicator) {
         guard comm.size > 1 else { return }
-        comm.broadcast(UnsafeMutableBufferPointer(start: store.values.data, count: store.values.count))
+        comm.broadcast(UnsafeMutableBufferPointer(start: store.values.data, count: store.values.count),
+                       phase: "broadcast of rank 0's parameters")
+        broadcastBuffers(store, comm: comm)
+    }
+
+    /// Copies rank 0's buffers and counters (BN running statistics, num_batches_tracked) to every rank, as DDP's
+    /// `broadcast_buffers`. Needed only without sync BN, where each rank's running statistics follow its own
+    /// batches; training normalises with batch statistics, so broadcasting before evaluation and saving gives the
+    /// model DDP would have, with one broadcast per evaluation instead of one per step.
+    public static func broadcastBuffers(_ store: ParameterStore, comm: Communicator) {
+        guard comm.size > 1 else { return }
         for entry in store.entries {
             switch entry {
             case .buffer(let b):
-                comm.broadcast(UnsafeMutableBufferPointer(start: b.value.data, count: b.value.count))
+                comm.broadcast(UnsafeMutableBufferPointer(start: b.value.data, count: b.value.count),
+                               phase: "broadcast of rank 0's \(b.name)")
             case .counter(let c):
                 var v = c.value
-                withUnsafeMutableBytes(of: &v) { comm.broadcast($0, root: 0) }
+                withUnsafeMutableBytes(of: &v) { comm.broadcast($0, root: 0, phase: "broadcast of rank 0's \(c.name)") }
                 c.value = v
             case .parameter:
                 break
@@ -53,7 +64,7 @@ public enum ReplicaConsistency {
     /// Throws when the ranks' weights are not bit-identical (they must be after every optimizer step).
     public static func checkWeightsAgree(_ store: ParameterStore, comm: Communicator, iteration: Int) throws {
         guard comm.size > 1 else { return }
-        let all = comm.allgather(hash(store.values))
+        let all = comm.allgather(hash(store.values), phase: "weight agreement check")
         guard Set(all).count == 1 else {
             let groups = Dictionary(grouping: all.indices, by: { all[$0] }).values.map { $0.map(String.init).joined(separator: ",") }
             throw CommunicatorError("weights diverged across ranks at iteration \(iteration): rank groups with "

@@ -10,14 +10,16 @@ public final class SyncBatchNormReducer: ReplicaReducer {
     public init(comm: Communicator) { self.comm = comm }
 
     public func mergeBatchStatistics(count: inout Double, mean: UnsafeMutableBufferPointer<Double>,
-                                     m2: UnsafeMutableBufferPointer<Double>) {
+                                     m2: UnsafeMutableBufferPointer<Double>, layer: String) {
         let channels = mean.count
         // Per rank: [count, mean_0..C−1, M2_0..C−1]
         var local = [Double](repeating: 0, count: 1 + 2 * channels)
         local[0] = count
         for c in 0..<channels { local[1 + c] = mean[c]; local[1 + channels + c] = m2[c] }
         var all = [Double](repeating: 0, count: local.count * comm.size)
-        local.withUnsafeBufferPointer { send in all.withUnsafeMutableBufferPointer { comm.allgather(send, into: $0) } }
+        local.withUnsafeBufferPointer { send in
+            all.withUnsafeMutableBufferPointer { comm.allgather(send, into: $0, phase: "sync BN \(layer) statistics") }
+        }
         var total = 0.0
         for c in 0..<channels { mean[c] = 0; m2[c] = 0 }
         for r in 0..<comm.size {
@@ -33,7 +35,7 @@ public final class SyncBatchNormReducer: ReplicaReducer {
         count = total
     }
 
-    public func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>) {
-        comm.allreduceSum(values)
+    public func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>, layer: String) {
+        comm.allreduceSum(values, phase: "sync BN \(layer) backward sums")
     }
 }

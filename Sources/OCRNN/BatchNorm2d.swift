@@ -9,6 +9,8 @@ import OCRTensor
 /// num_batches_tracked. Eval: normalise with the running statistics.
 public final class BatchNorm2d {
     public let weight: Parameter
+    /// The layer's mmseg key prefix ("backbone.layer1.0.bn1"), for messages.
+    var layerName: String { String(weight.name.dropLast(".weight".count)) }
     public let bias: Parameter
     public let runningMean: Buffer
     public let runningVar: Buffer
@@ -115,7 +117,7 @@ public final class BatchNorm2d {
         var count = Double(n * hw)
         localMean.withUnsafeMutableBufferPointer { meanBuffer in
             m2.withUnsafeMutableBufferPointer { m2Buffer in
-                store.reducer.mergeBatchStatistics(count: &count, mean: meanBuffer, m2: m2Buffer)
+                store.reducer.mergeBatchStatistics(count: &count, mean: meanBuffer, m2: m2Buffer, layer: layerName)
             }
         }
         precondition(count > 1, "\(weight.name): batch norm in training needs more than one value per channel")
@@ -184,7 +186,7 @@ public final class BatchNorm2d {
         store.gradientReady?(weight)
         store.gradientReady?(bias)
         if usedBatchStatistics {
-            sums.withUnsafeMutableBufferPointer { store.reducer.sumAcrossReplicas($0) }
+            sums.withUnsafeMutableBufferPointer { store.reducer.sumAcrossReplicas($0, layer: layerName) }
         }
         let dx = Tensor.transient(shape: x.shape)
         let batchStatistics = usedBatchStatistics

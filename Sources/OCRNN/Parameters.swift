@@ -85,9 +85,9 @@ public protocol ReplicaReducer: AnyObject {
     /// Merges this replica's per-channel (count, mean, M2 = Σ(x−mean)²) with every replica's, in place, so every
     /// replica ends with identical global statistics.
     func mergeBatchStatistics(count: inout Double, mean: UnsafeMutableBufferPointer<Double>,
-                              m2: UnsafeMutableBufferPointer<Double>)
-    /// Sums `values` over all replicas, in place.
-    func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>)
+                              m2: UnsafeMutableBufferPointer<Double>, layer: String)
+    /// Sums `values` over all replicas, in place. `layer` names the BN layer (its mmseg key prefix) for messages.
+    func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>, layer: String)
 }
 
 /// Chan's parallel update of one channel's (count, mean, M2 = Σ(x−mean)²) in double: merges a part of `count`
@@ -111,8 +111,8 @@ public func mergeStatistics(total: Double, mean: inout Double, m2: inout Double,
 public final class LocalReplica: ReplicaReducer {
     public init() {}
     public func mergeBatchStatistics(count: inout Double, mean: UnsafeMutableBufferPointer<Double>,
-                                     m2: UnsafeMutableBufferPointer<Double>) {}
-    public func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>) {}
+                                     m2: UnsafeMutableBufferPointer<Double>, layer: String) {}
+    public func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>, layer: String) {}
 }
 
 /// Everything the layers of one model share: the registry of parameters and state, the training flag, the

@@ -26,10 +26,13 @@ public struct TrainerState: Codable, Equatable {
 }
 
 /// Rank 0's checkpoints in the work directory: `iter_<N>/` holding `model.safetensors` (mmseg keys), `optimizer.safetensors`
-/// (momentum buffers under the parameter keys) and `trainer_state.json`; `last_checkpoint` names the newest complete one.
-/// A checkpoint is written into a hidden temporary directory, every file fsynced, then renamed into place, the parent
+/// (momentum buffers under the parameter keys) and `trainer_state.json`; `last_checkpoint` names the newest complete one
+/// and `best_checkpoint` the best evaluated one, both relative to the work dir ("iter_<N>"), so a work dir that is moved
+/// or copied resumes from its own files.
+/// A checkpoint is written into a hidden staging directory, every file fsynced, then renamed into place, the parent
 /// fsynced, and only then is `last_checkpoint` replaced (atomically): a crash at any moment leaves the previous
-/// checkpoint loadable and the pointer naming a complete one.
+/// checkpoint loadable and the pointer naming a complete one. What a crash leaves behind (staging directories,
+/// temporary files) is removed by `removeLeftovers` at the next start.
 public struct CheckpointStore {
     public let workDir: String
 
@@ -39,27 +42,34 @@ public struct CheckpointStore {
     public static let optimizerFile = "optimizer.safetensors"
     public static let stateFile = "trainer_state.json"
     public static let pointerFile = "last_checkpoint"
+    public static let bestPointerFile = "best_checkpoint"
 
-    public func directory(iteration: Int) -> String { "\(workDir)/iter_\(iteration)" }
+    public static func name(iteration: Int) -> String { "iter_\(iteration)" }
+
+    public func directory(iteration: Int) -> String { "\(workDir)/\(Self.name(iteration: iteration))" }
 
     public func save(store: ParameterStore, momentum: Tensor, state: TrainerState) throws {
         let final = directory(iteration: state.iteration)
-        let staging = "\(workDir)/.iter_\(state.iteration).tmp-\(getpid())"
+        let staging = "\(workDir)/.\(Self.name(iteration: state.iteration)).tmp-\(getpid())"
         let files = FileManager.default
         try? files.removeItem(atPath: staging)
-        try files.createDirectory(atPath: staging, withIntermediateDirectories: true)
-        try store.saveStateDict(to: "\(staging)/\(Self.modelFile)")
-        var optimizer = SafetensorsWriter()
-        for p in store.parameters {
-            optimizer.add(p.name, Tensor(viewOf: momentum, offset: p.offset, shape: p.shape))
+        do {
+            try files.createDirectory(atPath: staging, withIntermediateDirectories: true)
+            try store.saveStateDict(to: "\(staging)/\(Self.modelFile)")
+            var optimizer = SafetensorsWriter()
+            for p in store.parameters {
+                optimizer.add(p.name, Tensor(viewOf: momentum, offset: p.offset, shape: p.shape))
+            }
+            try optimizer.write(to: "\(staging)/\(Self.optimizerFile)")
+            try Self.writeState(state, to: staging)
+        } catch {
+            // A full disk or a vanished directory: the earlier checkpoints stay as they were, the partial one goes.
+            try? files.removeItem(atPath: staging)
+            throw CheckpointError("checkpoint \(final) not written: \(error)")
         }
-        try optimizer.write(to: "\(staging)/\(Self.optimizerFile)")
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeFileAtomically(try encoder.encode(state), to: "\(staging)/\(Self.stateFile)")
         if files.fileExists(atPath: final) {
-            // Same iteration saved again (e.g. the final save right after an interval save): replace it whole.
-            let old = "\(workDir)/.iter_\(state.iteration).old-\(getpid())"
+            // Same iteration saved again (a new run in a used work dir): replace it whole.
+            let old = "\(workDir)/.\(Self.name(iteration: state.iteration)).old-\(getpid())"
             try files.moveItem(atPath: final, toPath: old)
             try files.moveItem(atPath: staging, toPath: final)
             try? files.removeItem(atPath: old)
@@ -67,15 +77,33 @@ public struct CheckpointStore {
             try files.moveItem(atPath: staging, toPath: final)
         }
         syncDirectory(workDir)
-        try writeFileAtomically(Data((final + "\n").utf8), to: "\(workDir)/\(Self.pointerFile)")
+        try writeFileAtomically(Data((Self.name(iteration: state.iteration) + "\n").utf8),
+                                to: "\(workDir)/\(Self.pointerFile)")
+    }
+
+    static func writeState(_ state: TrainerState, to checkpoint: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeFileAtomically(try encoder.encode(state), to: "\(checkpoint)/\(stateFile)")
+    }
+
+    /// Records that the checkpoint of `state.iteration` scored best so far, without writing its weights again: its
+    /// trainer state gains the new best (so a run resumed from it keeps the same one) and `best_checkpoint` names it.
+    public func markBest(_ state: TrainerState) throws {
+        let checkpoint = directory(iteration: state.iteration)
+        try Self.writeState(state, to: checkpoint)
+        try writeFileAtomically(Data((Self.name(iteration: state.iteration) + "\n").utf8),
+                                to: "\(workDir)/\(Self.bestPointerFile)")
     }
 
     /// The newest complete checkpoint: the one `last_checkpoint` names if it is complete, else the highest complete
-    /// `iter_<N>`; nil when there is none.
+    /// `iter_<N>`; nil when there is none. A pointer written by an older version holds an absolute path; when that
+    /// path is gone (the work dir moved) its last component is looked up here.
     public func latest() -> String? {
         if let text = try? String(contentsOfFile: "\(workDir)/\(Self.pointerFile)", encoding: .utf8) {
-            let path = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            if isComplete(path) { return path }
+            let named = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let here = "\(workDir)/\((named as NSString).lastPathComponent)"
+            for path in named.hasPrefix("/") ? [named, here] : [here] where isComplete(path) { return path }
         }
         return completeIterations().last.map { directory(iteration: $0) }
     }
@@ -103,6 +131,29 @@ public struct CheckpointStore {
         for n in all.dropLast(keep) where n != best {
             try? FileManager.default.removeItem(atPath: directory(iteration: n))
         }
+    }
+
+    /// Removes what writers killed mid-save left in the work dir: staging directories `.iter_<N>.tmp-<pid>`,
+    /// temporary files `<name>.tmp-<pid>` of atomic writes, and `.iter_<N>.old-<pid>` (a checkpoint being replaced,
+    /// restored when the replacement never arrived). Files of a process that is still alive are left alone.
+    /// Returns the names removed.
+    @discardableResult
+    public func removeLeftovers() -> [String] {
+        let files = FileManager.default
+        var removed: [String] = []
+        for name in (try? files.contentsOfDirectory(atPath: workDir)) ?? [] {
+            guard let marker = name.range(of: ".tmp-") ?? name.range(of: ".old-"),
+                  let pid = Int32(name[marker.upperBound...]), kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            let path = "\(workDir)/\(name)"
+            if name.hasPrefix(".iter_") && name[marker] == ".old-" {
+                let original = "\(workDir)/\(name[name.index(after: name.startIndex)..<marker.lowerBound])"
+                if !files.fileExists(atPath: original), (try? files.moveItem(atPath: path, toPath: original)) != nil {
+                    continue
+                }
+            }
+            if (try? files.removeItem(atPath: path)) != nil { removed.append(name) }
+        }
+        return removed
     }
 
     public static func readState(_ checkpoint: String) throws -> TrainerState {

@@ -58,7 +58,7 @@ public final class DataParallel {
         lastTiming = Timing(forwardBackward: afterBackward - start - synchronizer.exposedSeconds,
                             allreduce: synchronizer.allreduceSeconds,
                             allreduceExposed: synchronizer.exposedSeconds, optimizer: clock() - afterBackward)
-        sums.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        sums.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "loss averaging") }
         let n = max(sums[3], 1)
         return Losses(total: Float(sums[0] / n), aux: Float(sums[1] / n), ocr: Float(sums[2] / n))
     }

@@ -15,37 +15,53 @@ public struct Evaluator {
         self.comm = comm
     }
 
-    public func evaluate(model: OCRNet, dataset: SegmentationDataset, data: DataConfig,
-                         showDir: String? = nil) throws -> SegmentationCounts {
+    /// The counts over the whole split, or nil when `stopRequested` said yes on some rank first. The ranks go
+    /// through the split in rounds of one image each (a rank whose shard is shorter joins the last round with none)
+    /// and agree after every round on whether any rank failed or was asked to stop: a stop is honoured within one
+    /// image, and a corrupt image on one rank ends evaluation on all with that rank's one-line reason.
+    public func evaluate(model: OCRNet, dataset: SegmentationDataset, data: DataConfig, showDir: String? = nil,
+                         stopRequested: () -> Bool = { false }) throws -> SegmentationCounts? {
         let loader = data.evalLoader(dataset, rank: comm.rank, ranks: comm.size)
+        defer { loader.stop() }
         let inference = Inference(model: model, config: config)
         var counts = SegmentationCounts(numClasses: config.model.numClasses)
-        var failure: String?
-        do {
-            while let batch = try loader.next() {
-                let (lh, lw) = (batch.labelSizes[0].height, batch.labelSizes[0].width)
-                let probabilities = inference.probabilities(batch.images, outHeight: lh, outWidth: lw)
-                let prediction = Inference.argmax(probabilities)
-                let label = Array(batch.labels.values.prefix(lh * lw))
-                for (i, y) in label.enumerated() where y != 255 && Int(y) >= config.model.numClasses {
-                    throw DataError(batch.names[0], "label value \(y) at pixel \(i) is ≥ num_classes \(config.model.numClasses)")
-                }
-                counts.add(prediction: prediction, label: label)
-                if let showDir {
-                    try writeOverlay(prediction: prediction, height: lh, width: lw, name: batch.names[0],
-                                     dataset: dataset, datasetIndex: batch.tickets[0].datasetIndex, to: showDir)
-                }
+        var failure: Error?
+        let rounds = (dataset.count + comm.size - 1) / comm.size
+        let stage = comm.stage
+        for round in 0..<rounds {
+            comm.stage = "\(stage), evaluation image round \(round + 1)/\(rounds)"
+            do {
+                if let batch = try loader.next() { try score(batch, inference, dataset, showDir, into: &counts) }
+            } catch {
+                failure = error
             }
-        } catch {
-            failure = "\(error)"
+            var flags: [Int64] = [failure == nil ? 0 : 1, stopRequested() ? 1 : 0]
+            flags.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "evaluation failure/stop agreement") }
+            if flags[0] > 0 { break }
+            if flags[1] > 0 { return nil }
         }
-        // Every rank reaches the reduction even after a local failure, so no rank hangs; then all report it.
-        var failed: [Int64] = [failure == nil ? 0 : 1]
-        failed.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
-        if let failure { throw EvaluationError(failure) }
-        if failed[0] > 0 { throw EvaluationError("evaluation failed on another rank") }
+        comm.stage = stage
+        try comm.agreeing("evaluation failure report") {
+            if let failure { throw EvaluationError("\(failure)") }
+        }
         counts.reduce(over: comm)
         return counts
+    }
+
+    private func score(_ batch: Batch, _ inference: Inference, _ dataset: SegmentationDataset, _ showDir: String?,
+                       into counts: inout SegmentationCounts) throws {
+        let (lh, lw) = (batch.labelSizes[0].height, batch.labelSizes[0].width)
+        let probabilities = inference.probabilities(batch.images, outHeight: lh, outWidth: lw)
+        let prediction = Inference.argmax(probabilities)
+        let label = Array(batch.labels.values.prefix(lh * lw))
+        for (i, y) in label.enumerated() where y != 255 && Int(y) >= config.model.numClasses {
+            throw DataError(batch.names[0], "label value \(y) at pixel \(i) is ≥ num_classes \(config.model.numClasses)")
+        }
+        counts.add(prediction: prediction, label: label)
+        if let showDir {
+            try writeOverlay(prediction: prediction, height: lh, width: lw, name: batch.names[0],
+                             dataset: dataset, datasetIndex: batch.tickets[0].datasetIndex, to: showDir)
+        }
     }
 
     /// `<name>.png`: the colour prediction blended 50/50 with the original image, for a person to look at.

@@ -35,6 +35,11 @@ public struct ExperimentConfig {
     public var maxKeep = 3
     public var logInterval = 50
     public var seed: UInt64 = 0
+    /// Seconds a collective may take before the watchdog aborts the job (`env_cfg.dist_cfg.timeout`).
+    public var distTimeout = 1800.0
+    /// What a failed evaluation during training does after its checkpoint is safe (`train_cfg.on_val_error`).
+    public enum ValidationFailure: String { case stop, `continue` }
+    public var onValError = ValidationFailure.stop
 
     /// The tree this config was read from, after overrides (written to WORK_DIR/config.yaml).
     public private(set) var tree: ConfigValue = .map([])
@@ -162,6 +167,15 @@ public struct ExperimentConfig {
         checkpointInterval = try r.int("checkpoint.interval", default: checkpointInterval)
         maxKeep = try r.int("checkpoint.max_keep", default: maxKeep)
         logInterval = try r.int("log.interval", default: logInterval)
+        distTimeout = try r.double("env_cfg.dist_cfg.timeout", default: distTimeout)
+        guard distTimeout > 0 && distTimeout.isFinite else {
+            throw ConfigError("config key 'env_cfg.dist_cfg.timeout': must be a positive number of seconds")
+        }
+        let onError = try r.string("train_cfg.on_val_error", default: onValError.rawValue)
+        guard let failure = ValidationFailure(rawValue: onError) else {
+            throw ConfigError("config key 'train_cfg.on_val_error': '\(onError)' is not stop or continue")
+        }
+        onValError = failure
         let rawSeed = try r.int("seed", default: 0)
         guard rawSeed >= 0 else { throw ConfigError("config key 'seed': must be ≥ 0") }
         seed = UInt64(rawSeed)

@@ -24,7 +24,9 @@ public struct RankLog {
         FileHandle.standardError.write(Data("\(prefix)warning: \(message)\n".utf8))
     }
 
-    public func record(_ object: [String: Any]) {
+    /// Appends one JSON line to WORK_DIR/log.jsonl (rank 0) and prints it; a failed write (a full disk) throws an
+    /// error naming the file instead of trapping.
+    public func record(_ object: [String: Any]) throws {
         guard comm.isRoot, let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
             return
         }
@@ -32,13 +34,32 @@ public struct RankLog {
         print(line)
         fflush(stdout)
         guard let workDir else { return }
-        let path = "\(workDir)/log.jsonl"
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
-        if let handle = FileHandle(forWritingAtPath: path) {
-            handle.seekToEndOfFile()
-            handle.write(Data((line + "\n").utf8))
-            try? handle.synchronize()
-            try? handle.close()
-        }
+        try appendLine(line, to: "\(workDir)/log.jsonl")
     }
+}
+
+/// Appends `line` and a newline to `path` (created if missing) and fsyncs it.
+func appendLine(_ line: String, to path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    guard fd >= 0 else { throw LogError("\(path): cannot open for appending (\(String(cString: strerror(errno))))") }
+    defer { close(fd) }
+    let bytes = Array((line + "\n").utf8)
+    var written = 0
+    while written < bytes.count {
+        let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + written, bytes.count - written) }
+        guard n > 0 else {
+            // A partial line would make the file unreadable as JSON lines: cut it back.
+            let reason = String(cString: strerror(errno))
+            let end = lseek(fd, 0, SEEK_END)
+            if end >= written { _ = ftruncate(fd, end - off_t(written)) }
+            throw LogError("\(path): write failed (\(reason))")
+        }
+        written += n
+    }
+    guard fsync(fd) == 0 else { throw LogError("\(path): write failed (\(String(cString: strerror(errno))))") }
+}
+
+public struct LogError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

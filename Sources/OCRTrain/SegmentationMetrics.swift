@@ -35,7 +35,7 @@ public struct SegmentationCounts: Equatable {
     /// Sums every rank's counts (one all-reduce); afterwards every rank holds the totals.
     public mutating func reduce(over comm: Communicator) {
         var packed = intersect + predicted + labelled
-        packed.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        packed.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "evaluation counts") }
         let k = numClasses
         intersect = Array(packed[0..<k]); predicted = Array(packed[k..<(2 * k)]); labelled = Array(packed[(2 * k)...])
     }

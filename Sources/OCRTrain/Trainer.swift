@@ -13,8 +13,9 @@ public final class Trainer {
     let log: RankLog
     let checkpoints: CheckpointStore
 
-    /// Set from the SIGTERM/SIGINT handler: finish the step, checkpoint, exit cleanly.
-    nonisolated(unsafe) static var stopRequested: sig_atomic_t = 0
+    /// The signal that asked this process to stop (SIGTERM, SIGINT or SIGUSR1), 0 when none did: finish the step,
+    /// checkpoint, exit 0. Set from the signal handler.
+    nonisolated(unsafe) static var stopSignal: sig_atomic_t = 0
 
     public init(config: ExperimentConfig, workDir: String, comm: Communicator) {
         self.config = config
@@ -25,44 +26,73 @@ public final class Trainer {
     }
 
     /// The dataset root; for the synthetic dataset a missing root is generated (by rank 0, under the work dir when
-    /// the configured root does not exist).
+    /// the configured root does not exist). Rank 0 decides whether the configured root exists, so ranks that see
+    /// different file systems still take the same branch (and then meet the dataset comparison).
     public static func dataRoot(_ config: ExperimentConfig, workDir: String, comm: Communicator) throws -> String {
-        guard config.data.type == .synthetic, !FileManager.default.fileExists(atPath: config.data.dataRoot) else {
-            return config.data.dataRoot
-        }
+        guard config.data.type == .synthetic else { return config.data.dataRoot }
+        let configuredExists = comm.broadcast(FileManager.default.fileExists(atPath: config.data.dataRoot) ? "1" : "0",
+                                              phase: "synthetic data root agreement") == "1"
+        if configuredExists { return config.data.dataRoot }
         let root = "\(workDir)/synthetic"
-        // Rank 0 writes; every rank then learns whether it worked, so a failure stops all ranks instead of leaving
-        // the others waiting for data that never comes.
-        var failure: Error?
-        if comm.isRoot && !FileManager.default.fileExists(atPath: "\(root)/leftImg8bit") {
-            do {
-                try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-                try SyntheticDataset.write(to: root, train: SyntheticDataset.defaultTrainCount,
-                                           val: SyntheticDataset.defaultValCount, seed: config.seed)
-            } catch {
-                failure = error
-            }
+        try comm.agreeing("synthetic dataset write") {
+            guard comm.isRoot, !FileManager.default.fileExists(atPath: "\(root)/leftImg8bit") else { return }
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            try SyntheticDataset.write(to: root, train: SyntheticDataset.defaultTrainCount,
+                                       val: SyntheticDataset.defaultValCount, seed: config.seed)
         }
-        var failed: [Int64] = [failure == nil ? 0 : 1]
-        failed.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
-        if let failure { throw failure }
-        if failed[0] > 0 { throw DataError(root, "rank 0 could not write the synthetic dataset") }
         return root
     }
 
+    public enum Split { case train, val }
+
+    /// Lists a split on every rank and makes sure all ranks see the same files: node-local copies of a dataset can
+    /// differ, and ranks training on different data would silently disagree. The ranks compare a hash of the
+    /// sorted "path size" list; on a difference every rank fails with one line naming the first differing file.
+    public static func agreedDataset(_ data: DataConfig, split: Split, comm: Communicator) throws
+        -> SegmentationDataset {
+        let dataset = try comm.agreeing("dataset listing (\(split))") {
+            try split == .train ? data.trainDataset() : data.valDataset()
+        }
+        guard comm.size > 1 else { return dataset }
+        let listing = dataset.listing
+        let hashes = comm.allgather(fnv1a(listing.joined(separator: "\n")), phase: "dataset comparison (\(split))")
+        guard Set(hashes).count > 1 else { return dataset }
+        let rootListing = comm.broadcast(listing.joined(separator: "\n"), phase: "dataset comparison (\(split))")
+            .split(separator: "\n").map(String.init)
+        try comm.agreeing("dataset comparison report (\(split))") {
+            guard hashes[comm.rank] != hashes[0] else { return }
+            // Lines are "path size"; the first path (in sorted order) whose line is not in both lists.
+            let sizes = { (lines: [String]) in
+                Dictionary(lines.map { ($0.prefix { $0 != " " }, $0.split(separator: " ").last ?? "") },
+                           uniquingKeysWith: { a, _ in a })
+            }
+            let (mine, theirs) = (sizes(listing), sizes(rootListing))
+            let differing = Set(mine.keys).union(theirs.keys).filter { mine[$0] != theirs[$0] }.sorted()
+            let bytes = { (size: Substring?) in size.map { $0 == "-1" ? "unreadable" : "\($0) bytes" } ?? "absent" }
+            let first = differing.first ?? "?"
+            throw DataError("\(data.dataRoot)/\(first)", "differs across ranks: \(bytes(mine[first])) on rank "
+                            + "\(comm.rank), \(bytes(theirs[first])) on rank 0 (\(split) split: \(listing.count / 2) "
+                            + "vs \(rootListing.count / 2) samples); every rank must read the same dataset")
+        }
+        return dataset
+    }
+
     /// Trains from scratch, from `loadFrom` weights, or resumed from `resume` (a checkpoint directory, or "" for
-    /// the newest in the work dir), until `train_cfg.max_iters`, evaluating and checkpointing on the way.
+    /// the newest in the work dir), until `train_cfg.max_iters`, checkpointing and then evaluating on the way.
     /// `stopAtIteration` ends the run early exactly as a preemption signal does (checkpoint, clean exit), for jobs
     /// with a time limit that continue with --resume.
     public func run(resume: String?, loadFrom: String?, stopAtIteration: Int? = nil) throws {
+        Self.installStopHandlers()
+        comm.stage = "start-up"
         if comm.isRoot {
             try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+            for name in checkpoints.removeLeftovers() { log.info("removed \(workDir)/\(name), left by a crashed save") }
             try writeFileAtomically(Data(config.tree.yaml.utf8), to: "\(workDir)/config.yaml")
         }
         var data = config.data
         data.dataRoot = try Self.dataRoot(config, workDir: workDir, comm: comm)
-        let trainSet = try data.trainDataset()
-        let valSet = try data.valDataset()
+        let trainSet = try Self.agreedDataset(data, split: .train, comm: comm)
+        let valSet = try Self.agreedDataset(data, split: .val, comm: comm)
         guard trainSet.numClasses == config.model.numClasses else {
             throw ConfigError("config key 'model.num_classes': \(config.model.numClasses), but the \(data.type.rawValue) "
                               + "dataset has \(trainSet.numClasses) classes")
@@ -76,50 +106,47 @@ public final class Trainer {
                                  configHash: config.hash)
         // Rank 0 reads checkpoints and weights; DataParallel and the broadcasts below hand them to every rank, so
         // the other ranks need no access to the work dir.
-        var stateJSON = ""
-        var failure: String?
-        if comm.isRoot {
-            do {
-                if let resume {
-                    guard let checkpoint = resume.isEmpty ? checkpoints.latest() : resume else {
-                        throw CheckpointError("\(workDir): --resume found no complete checkpoint to resume from")
-                    }
-                    let report = try model.store.loadStateDict(from: SafetensorsFile(path: "\(checkpoint)/\(CheckpointStore.modelFile)"))
-                    guard report.isComplete else { throw CheckpointError("\(checkpoint): \(report)") }
-                    try CheckpointStore.loadMomentum(checkpoint, store: model.store, into: sgd.momentumBuffer)
-                    state = try CheckpointStore.readState(checkpoint)
-                    if state.configHash != config.hash {
-                        log.warning("resuming \(checkpoint) with a config that differs from the one it was trained with")
-                    }
-                    log.info("resumed from \(checkpoint) at iteration \(state.iteration)")
-                } else if let loadFrom {
-                    let report = try model.store.loadStateDict(from: SafetensorsFile(path: loadFrom))
-                    guard !report.loaded.isEmpty else { throw CheckpointError("\(loadFrom): no tensor matches a model key") }
-                    log.info("loaded \(loadFrom): \(report)")
+        let stateJSON = try comm.agreeing("starting weights") { () -> String in
+            guard comm.isRoot else { return "" }
+            if let resume {
+                guard let checkpoint = resume.isEmpty ? checkpoints.latest() : resume else {
+                    throw CheckpointError("\(workDir): --resume found no complete checkpoint to resume from")
                 }
-                stateJSON = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
-            } catch {
-                failure = "\(error)"
+                let report = try model.store.loadStateDict(from: SafetensorsFile(path: "\(checkpoint)/\(CheckpointStore.modelFile)"))
+                guard report.isComplete else { throw CheckpointError("\(checkpoint): \(report)") }
+                try CheckpointStore.loadMomentum(checkpoint, store: model.store, into: sgd.momentumBuffer)
+                state = try CheckpointStore.readState(checkpoint)
+                if state.configHash != config.hash {
+                    log.warning("resuming \(checkpoint) with a config that differs from the one it was trained with")
+                }
+                log.info("resumed from \(checkpoint) at iteration \(state.iteration)")
+            } else if let loadFrom {
+                let report = try model.store.loadStateDict(from: SafetensorsFile(path: loadFrom))
+                guard !report.loaded.isEmpty else { throw CheckpointError("\(loadFrom): no tensor matches a model key") }
+                log.info("loaded \(loadFrom): \(report)")
             }
+            return String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
         }
-        stateJSON = comm.broadcast(failure == nil ? stateJSON : "", root: 0)
-        guard !stateJSON.isEmpty else { throw CheckpointError(failure ?? "rank 0 could not load the starting weights") }
-        state = try JSONDecoder().decode(TrainerState.self, from: Data(stateJSON.utf8))
+        state = try JSONDecoder().decode(TrainerState.self,
+                                         from: Data(comm.broadcast(stateJSON, phase: "trainer state").utf8))
 
         let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: config.syncBN, optimizer: sgd)
-        comm.broadcast(UnsafeMutableBufferPointer(start: sgd.momentumBuffer.data, count: sgd.momentumBuffer.count))
+        comm.broadcast(UnsafeMutableBufferPointer(start: sgd.momentumBuffer.data, count: sgd.momentumBuffer.count),
+                       phase: "broadcast of rank 0's momentum")
         model.dropoutCalls = state.dropoutCalls
         let loader = data.trainLoader(trainSet, rank: comm.rank, ranks: comm.size, seed: config.seed,
                                       start: SamplerState(epoch: state.samplerEpoch, consumed: state.samplerConsumed))
-        Self.installStopHandlers()
+        defer { loader.stop() }
         log.info("training \(config.model.depth)-layer OCRNet on \(trainSet.count) images, \(comm.size) rank(s) × "
                  + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)")
 
         var window = (seconds: 0.0, data: 0.0, steps: 0)
+        var lastSaveSeconds: Double?
         let runStart = Date()
         let startIteration = state.iteration
         while state.iteration < config.maxIters {
             let iter = state.iteration
+            comm.stage = "iteration \(iter + 1)"
             let stepStart = Date()
             sgd.learningRate = Float(config.learningRate(at: iter))
             guard let batch = try loader.next() else { throw DataError(data.dataRoot, "the training schedule ended") }
@@ -133,15 +160,19 @@ public final class Trainer {
             state.samplerEpoch = batch.state.epoch
             state.samplerConsumed = batch.state.consumed
             state.dropoutCalls = model.dropoutCalls
-            window.seconds += Date().timeIntervalSince(stepStart)
+            let stepSeconds = Date().timeIntervalSince(stepStart)
+            window.seconds += stepSeconds
             window.data += dataSeconds
             window.steps += 1
+            if state.iteration == startIteration + min(2, config.maxIters - startIteration) {
+                warnIfKillGraceIsShort(stepSeconds: stepSeconds, saveSeconds: lastSaveSeconds, model: model)
+            }
 
             let done = state.iteration == config.maxIters
             if state.iteration % config.logInterval == 0 || done {
                 let perStep = window.seconds / Double(window.steps)
                 let eta = perStep * Double(config.maxIters - state.iteration)
-                log.record([
+                try log.record([
                     "iter": state.iteration, "lr": Double(sgd.learningRate), "loss": Double(losses.total),
                     "loss_aux": Double(losses.aux), "loss_ocr": Double(losses.ocr), "time": perStep,
                     "data_time": window.data / Double(window.steps), "eta": eta, "memory_mb": peakResidentMB(),
@@ -149,50 +180,113 @@ public final class Trainer {
                 window = (0, 0, 0)
                 try ReplicaConsistency.checkWeightsAgree(model.store, comm: comm, iteration: state.iteration)
             }
-            if state.iteration % config.valInterval == 0 || done {
-                let counts = try Evaluator(config: config, comm: comm).evaluate(model: model, dataset: valSet, data: data)
-                model.training = true
-                let mIoU = counts.metrics.mIoU ?? 0
-                log.info("\n" + Evaluator.table(counts, classNames: valSet.classes.names))
-                var entry = Evaluator.jsonObject(counts, classNames: valSet.classes.names)
-                entry["iter"] = state.iteration
-                log.record(entry)
-                if state.bestMIoU.map({ mIoU > $0 }) ?? true {
-                    state.bestMIoU = mIoU
-                    state.bestIteration = state.iteration
-                    try saveCheckpoint(model, sgd, state)
-                }
-            }
             let stop = agreeOnStop() || state.iteration == stopAtIteration
-            if state.iteration % config.checkpointInterval == 0 || done || stop {
+            let evaluate = state.iteration % config.valInterval == 0 || done
+            // Checkpoint first: an evaluation that fails or runs out of memory must not cost the interval's training.
+            if state.iteration % config.checkpointInterval == 0 || done || stop || evaluate {
+                let saveStart = Date()
                 try saveCheckpoint(model, sgd, state)
+                lastSaveSeconds = Date().timeIntervalSince(saveStart)
             }
             if stop {
-                log.info("stop requested: checkpointed iteration \(state.iteration), exiting")
+                if evaluate { log.info("evaluation of iteration \(state.iteration) skipped: stop requested") }
+                log.info("stop requested\(Self.stopSignalName): checkpointed iteration \(state.iteration), exiting")
                 break
             }
+            if evaluate {
+                comm.stage = "evaluation after iteration \(state.iteration)"
+                guard try evaluateAndMarkBest(model, valSet, data, &state) else {
+                    log.info("stop requested\(Self.stopSignalName) during evaluation: iteration \(state.iteration) is "
+                             + "checkpointed, exiting")
+                    break
+                }
+            }
         }
-        loader.stop()
         log.info(String(format: "finished %d iterations in %.1f s", state.iteration - startIteration,
                         Date().timeIntervalSince(runStart)))
     }
 
+    /// Evaluates the checkpointed model; marks the checkpoint best when it is. Returns false when a stop was
+    /// requested during evaluation. A failed evaluation stops training (non-zero) or, with
+    /// `train_cfg.on_val_error: continue`, is reported and training goes on; the checkpoint is on disk either way.
+    private func evaluateAndMarkBest(_ model: OCRNet, _ valSet: SegmentationDataset, _ data: DataConfig,
+                                     _ state: inout TrainerState) throws -> Bool {
+        // Without sync BN every rank's running statistics follow its own batches: evaluate (and keep) rank 0's.
+        if !config.syncBN { ReplicaConsistency.broadcastBuffers(model.store, comm: comm) }
+        let counts: SegmentationCounts?
+        do {
+            counts = try Evaluator(config: config, comm: comm).evaluate(model: model, dataset: valSet, data: data,
+                                                                        stopRequested: { Self.stopSignal != 0 })
+        } catch {
+            model.training = true
+            let message = "evaluation at iteration \(state.iteration) failed: \(error) (checkpoint "
+                + "\(checkpoints.directory(iteration: state.iteration)) is saved)"
+            guard config.onValError == .continue else { throw TrainingError(message) }
+            log.warning(message + "; continuing (train_cfg.on_val_error: continue)")
+            return true
+        }
+        model.training = true
+        guard let counts else { return false }
+        let mIoU = counts.metrics.mIoU ?? 0
+        log.info("\n" + Evaluator.table(counts, classNames: valSet.classes.names))
+        var entry = Evaluator.jsonObject(counts, classNames: valSet.classes.names)
+        entry["iter"] = state.iteration
+        try log.record(entry)
+        if state.bestMIoU.map({ mIoU > $0 }) ?? true {
+            state.bestMIoU = mIoU
+            state.bestIteration = state.iteration
+            if comm.isRoot { try checkpoints.markBest(state) }
+        }
+        return true
+    }
+
     private func saveCheckpoint(_ model: OCRNet, _ sgd: SGD, _ state: TrainerState) throws {
-        guard comm.isRoot else { return }
-        try checkpoints.save(store: model.store, momentum: sgd.momentumBuffer, state: state)
-        checkpoints.prune(keep: config.maxKeep, best: state.bestIteration)
+        // A failed save (full disk) stops every rank with rank 0's one-line reason.
+        try comm.agreeing("checkpoint save") {
+            guard comm.isRoot else { return }
+            try checkpoints.save(store: model.store, momentum: sgd.momentumBuffer, state: state)
+            checkpoints.prune(keep: config.maxKeep, best: state.bestIteration)
+        }
+    }
+
+    /// mpirun forwards SIGTERM to the ranks and kills them `odls_base_sigkill_timeout` seconds later (1 by
+    /// default): a SIGTERM then loses the step in flight and its checkpoint. Said once, after the second step,
+    /// when the grace is shorter than a step plus a checkpoint (the last save's time, or weights and momentum at
+    /// 200 MB/s before the first save).
+    private func warnIfKillGraceIsShort(stepSeconds: Double, saveSeconds: Double?, model: OCRNet) {
+        guard Launcher.underMpirun, comm.size > 1, comm.isRoot else { return }
+        let grace = Launcher.mpirunKillGrace
+        let checkpointSeconds = saveSeconds ?? Double(2 * 4 * model.store.values.count) / 200e6
+        let needed = (stepSeconds + checkpointSeconds) * 1.5 + 2
+        guard grace < needed else { return }
+        log.warning(String(format: "mpirun kills the ranks %.0f s after a SIGTERM (odls_base_sigkill_timeout), but a "
+                           + "step and its checkpoint take about %.0f s: a SIGTERM would lose them. Launch with "
+                           + "Launch/dist_train.sh, or export OMPI_MCA_odls_base_sigkill_timeout=%d before mpirun "
+                           + "(README, Preemption); SIGUSR1 is always safe", grace, needed - 2,
+                           max(30, Int(needed.rounded(.up)) * 2)))
     }
 
     /// True on every rank when any rank was asked to stop (signals may reach ranks at different steps).
-    private func agreeOnStop() -> Bool {
-        var flag: [Int64] = [Int64(Self.stopRequested)]
-        flag.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
-        return flag[0] > 0
+    private func agreeOnStop() -> Bool { comm.anyRank(Self.stopSignal != 0, phase: "stop agreement") }
+
+    static var stopSignalName: String {
+        switch Self.stopSignal {
+        case SIGTERM: " (SIGTERM)"
+        case SIGINT: " (SIGINT)"
+        case SIGUSR1: " (SIGUSR1)"
+        default: ""
+        }
     }
 
+    /// SIGTERM (Slurm's preemption and time limit, mpirun passing on its own), SIGINT (Ctrl-C) and SIGUSR1
+    /// (`srun --signal=USR1@N`, forwarded by mpirun) all mean: finish the step, checkpoint, exit 0. A second Ctrl-C
+    /// means now.
     static func installStopHandlers() {
-        for s in [SIGTERM, SIGINT] {
-            signal(s) { _ in Trainer.stopRequested = 1 }
+        for s in [SIGTERM, SIGINT, SIGUSR1] {
+            signal(s) { received in
+                if received == SIGINT && Trainer.stopSignal == SIGINT { _exit(130) }
+                Trainer.stopSignal = received
+            }
         }
     }
 }

@@ -41,7 +41,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         let experiment = try options.load(config)
         let (h, w) = try cropSize(experiment)
-        try withProcessGroup { comm in
+        try withProcessGroup(timeout: experiment.distTimeout) { comm in
             let model = OCRNet(config: experiment.model, seed: experiment.seed)
             let sgd = SGD(store: model.store, learningRate: Float(experiment.learningRate),
                           momentum: Float(experiment.momentum), weightDecay: Float(experiment.weightDecay))
@@ -76,15 +76,15 @@ struct Bench: ParsableCommand {
             Profiler.enabled = false
             let forwardFlops = Profiler.forwardFlops
             // The machine's GEMM rate as this run uses it: every rank at once with its own threads, summed.
-            comm.barrier()
+            comm.barrier(phase: "sgemm rate start")
             var sgemm = [sgemmRate(repeats: 3)]
-            sgemm.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+            sgemm.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "sgemm rate") }
             func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
             let step = median(stepSeconds)
             // Peak RSS is reported per rank (the largest), as the budget that matters is one rank's.
             let ownRSS = [peakResidentMB()]
             var all = [Double](repeating: 0, count: comm.size)
-            ownRSS.withUnsafeBufferPointer { send in all.withUnsafeMutableBufferPointer { comm.allgather(send, into: $0) } }
+            ownRSS.withUnsafeBufferPointer { send in all.withUnsafeMutableBufferPointer { comm.allgather(send, into: $0, phase: "peak RSS") } }
             guard comm.isRoot else { return }
             if profile {
                 print("profile of rank 0, ms per step over \(iters) steps (exclusive time):")

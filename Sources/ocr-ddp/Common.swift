@@ -15,16 +15,22 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
-/// Starts the process group (MPI under a launcher, one process otherwise), gives each rank cores/ranks BLAS threads
-/// unless OPENBLAS_NUM_THREADS says otherwise, runs `body`, and ends MPI. A failure on one rank of several stops
-/// the whole job (MPI_Abort) after printing its one-line reason, so no rank waits forever in a collective.
-func withProcessGroup(_ body: (Communicator) throws -> Void) throws {
-    let comm = try Launcher.start()
+/// Starts the process group (MPI under a launcher, one process otherwise; `timeout` for the collective watchdog),
+/// gives each rank cores/ranks BLAS threads unless OPENBLAS_NUM_THREADS says otherwise, runs `body`, and ends MPI.
+/// A failure all ranks agreed on (`AgreedFailure`) is printed once, by rank 0, and every rank exits non-zero after
+/// ending MPI; a failure on one rank only stops the whole job (MPI_Abort) after printing its one-line reason, so no
+/// rank waits forever in a collective.
+func withProcessGroup(timeout: Double = Launcher.defaultTimeout, _ body: (Communicator) throws -> Void) throws {
+    let comm = try Launcher.start(timeout: timeout)
     let env = ProcessInfo.processInfo.environment
     let cores = ProcessInfo.processInfo.activeProcessorCount
     BLAS.setThreads(Int(env["OPENBLAS_NUM_THREADS"] ?? "") ?? max(1, cores / max(comm.localSize, 1)))
     do {
         try body(comm)
+    } catch let agreed as AgreedFailure where comm.size > 1 {
+        MPICommunicator.finalize()
+        guard comm.isRoot else { exit(1) }
+        throw agreed
     } catch {
         if comm.size > 1 {
             FileHandle.standardError.write(Data("Error: rank \(comm.rank): \(error)\n".utf8))

@@ -1,22 +1,27 @@
 import ArgumentParser
 import Foundation
 import OCRData
+import OCRDistributed
 import OCRModel
 import OCRTensor
 import OCRTrain
 
 /// Loads weights for evaluation or prediction: CHECKPOINT is a checkpoint directory or a model.safetensors file.
 func loadModel(_ experiment: ExperimentConfig, checkpoint: String) throws -> OCRNet {
+    let model = OCRNet(config: experiment.model, seed: experiment.seed)
+    try loadWeights(into: model, checkpoint: checkpoint)
+    model.training = false
+    return model
+}
+
+func loadWeights(into model: OCRNet, checkpoint: String) throws {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: checkpoint, isDirectory: &isDirectory) else {
         throw CheckpointError("\(checkpoint): no such checkpoint")
     }
     let file = isDirectory.boolValue ? "\(checkpoint)/\(CheckpointStore.modelFile)" : checkpoint
-    let model = OCRNet(config: experiment.model, seed: experiment.seed)
     let report = try model.store.loadStateDict(from: SafetensorsFile(path: file))
     guard report.isComplete else { throw CheckpointError("\(file) does not fit the config's model: \(report)") }
-    model.training = false
-    return model
 }
 
 struct Eval: ParsableCommand {
@@ -31,14 +36,20 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let experiment = try options.load(config)
-        let model = try loadModel(experiment, checkpoint: checkpoint)
-        try withProcessGroup { comm in
+        try withProcessGroup(timeout: experiment.distTimeout) { comm in
+            // Rank 0 reads the checkpoint and hands it to the others, which need no access to it.
+            let model = OCRNet(config: experiment.model, seed: experiment.seed)
+            try comm.agreeing("checkpoint load") {
+                if comm.isRoot { try loadWeights(into: model, checkpoint: checkpoint) }
+            }
+            ReplicaConsistency.broadcastState(model.store, comm: comm)
+            model.training = false
             var data = experiment.data
             data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
-            let dataset = try data.valDataset()
-            let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
-                                                                                data: data, showDir: showDir)
-            guard comm.isRoot else { return }
+            let dataset = try Trainer.agreedDataset(data, split: .val, comm: comm)
+            guard let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
+                                                                                      data: data, showDir: showDir),
+                  comm.isRoot else { return }
             print(Evaluator.table(counts, classNames: dataset.classes.names))
             let json = try JSONSerialization.data(withJSONObject: Evaluator.jsonObject(counts, classNames: dataset.classes.names),
                                                   options: [.sortedKeys])

@@ -30,7 +30,7 @@ struct Train: ParsableCommand {
         let experiment = try options.load(config)
         let name = config.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? "quickstart"
         let dir = workDir ?? "work_dirs/\(name)"
-        try withProcessGroup { comm in
+        try withProcessGroup(timeout: experiment.distTimeout) { comm in
             try Trainer(config: experiment, workDir: dir, comm: comm).run(resume: resume == Self.latestCheckpoint ? "" : resume, loadFrom: loadFrom,
                                                                             stopAtIteration: stopAtIter)
         }

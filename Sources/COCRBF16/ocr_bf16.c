@@ -1,0 +1,364 @@
+// Blocked GEMM driver (GotoBLAS/BLIS loop order), kernel dispatch, thread pool, and the reference.
+//
+// Loops, outermost first, for one thread's share of C (rows [r0, r1) × columns [c0, c1)):
+//   jc: nc columns of op(B)      — B block of kc × nc packed per (jc, pc), by the thread that uses it
+//   pc: kc of k                  — the same k blocks in the same order for every element, whatever the split
+//   ic: mc rows of op(A)         — A is packed once per call (or once by the caller) into mr-row panels
+//   jr: nr columns               — one B micro-panel (kc × nr), reused from L1 by every row panel below
+//   ir: mr rows                  — microkernel on an A panel streamed from L2
+// Threads split C's columns (or rows, when there are more row panels than column panels: the OCR head's
+// 8192×512 · 512×19) into contiguous ranges of whole panels, so each element has exactly one owner.
+#include "ocr_bf16.h"
+#include "ocr_bf16_kernel.h"
+
+#include <cpuid.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long min_long(long a, long b) { return a < b ? a : b; }
+static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
+
+// ---------------------------------------------------------------- reference and rounding
+
+float ocr_bf16_round(float x) { return ocr_bf16_to_float(ocr_bf16_bits(x)); }
+
+void ocr_bf16_gemm_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                             const float *b, long ldb, float beta, float *c, long ldc) {
+    for (long i = 0; i < m; ++i) {
+        for (long j = 0; j < n; ++j) {
+            double sum = 0;
+            for (long p = 0; p < k; ++p) {
+                float av = transA ? a[p * lda + i] : a[i * lda + p];
+                float bv = transB ? b[j * ldb + p] : b[p * ldb + j];
+                sum += (double)ocr_bf16_round(av) * (double)ocr_bf16_round(bv);
+            }
+            float *out = c + i * ldc + j;
+            *out = beta == 0 ? alpha * (float)sum : alpha * (float)sum + beta * *out;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- CPU support and kernel choice
+
+static uint64_t read_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+int ocr_bf16_supported(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return 0;  // OSXSAVE: xgetbv usable
+    // XCR0 bits 1, 2 (SSE, AVX state) and 5, 6, 7 (opmask, upper halves of zmm0-15, zmm16-31) saved by the OS.
+    if ((read_xcr0() & 0xe6) != 0xe6) return 0;
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const unsigned f_bw_vl = (1u << 16) | (1u << 30) | (1u << 31);  // AVX512F, AVX512BW, AVX512VL
+    if ((ebx & f_bw_vl) != f_bw_vl) return 0;
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    return (eax >> 5) & 1;  // AVX512_BF16
+}
+
+static const ocr_bf16_kernel *active_kernel;
+static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
+
+static void choose_kernel(void) {
+    const char *forced = getenv("OCR_BF16_KERNEL");
+    int portable = forced && strcmp(forced, "portable") == 0;
+    active_kernel = !portable && ocr_bf16_supported() ? &ocr_bf16_kernel_avx512 : &ocr_bf16_kernel_portable;
+}
+
+static const ocr_bf16_kernel *kernel(void) {
+    pthread_once(&kernel_once, choose_kernel);
+    return active_kernel;
+}
+
+const char *ocr_bf16_kernel_name(void) { return kernel()->name; }
+
+// ---------------------------------------------------------------- thread pool
+
+// A job runs as job(ctx, index, count) for index in [0, count); index 0 on the caller's thread.
+typedef void (*pool_job)(void *ctx, int index, int count);
+
+static atomic_int requested_threads = 1;
+
+static struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t start, finished;
+    int workers;                 // helper threads started so far (indices 1...workers)
+    unsigned long generation;    // bumped per job; a helper runs each generation once
+    pool_job job;
+    void *ctx;
+    int count, remaining;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+
+// Held by the one caller whose job is in the pool; a concurrent caller runs its job alone instead of waiting.
+static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;
+
+static void *pool_worker(void *arg) {
+    int index = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.mutex);
+    for (;;) {
+        while (pool.generation == seen) pthread_cond_wait(&pool.start, &pool.mutex);
+        seen = pool.generation;
+        if (index >= pool.count) continue;
+        pool_job job = pool.job;
+        void *ctx = pool.ctx;
+        int count = pool.count;
+        pthread_mutex_unlock(&pool.mutex);
+        job(ctx, index, count);
+        pthread_mutex_lock(&pool.mutex);
+        if (--pool.remaining == 0) pthread_cond_signal(&pool.finished);
+    }
+    return NULL;
+}
+
+// Called with pool.mutex held; returns how many threads (caller included) can run.
+static int ensure_workers(int count) {
+    while (pool.workers < count - 1) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&thread, &attr, pool_worker, (void *)(intptr_t)(pool.workers + 1));
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        pool.workers++;
+    }
+    return min_long(count, pool.workers + 1);
+}
+
+static void run_parallel(pool_job job, void *ctx, int count) {
+    if (count <= 1 || pthread_mutex_trylock(&pool_owner) != 0) {
+        job(ctx, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&pool.mutex);
+    count = ensure_workers(count);
+    pool.job = job;
+    pool.ctx = ctx;
+    pool.count = count;
+    pool.remaining = count - 1;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.mutex);
+
+    job(ctx, 0, count);
+
+    pthread_mutex_lock(&pool.mutex);
+    while (pool.remaining > 0) pthread_cond_wait(&pool.finished, &pool.mutex);
+    pthread_mutex_unlock(&pool.mutex);
+    pthread_mutex_unlock(&pool_owner);
+}
+
+void ocr_bf16_set_threads(int n) { atomic_store(&requested_threads, n < 1 ? 1 : n); }
+int ocr_bf16_get_threads(void) { return atomic_load(&requested_threads); }
+
+// Below this many flops a fork-join (~10-30 µs) costs more than the second thread saves.
+static const double min_flops_per_thread = 4e6;
+
+static int threads_for(long m, long n, long k, long panels) {
+    int threads = atomic_load(&requested_threads);
+    double flops = 2.0 * m * n * k;
+    if (flops < min_flops_per_thread * threads) threads = (int)(flops / min_flops_per_thread);
+    return (int)min_long(threads < 1 ? 1 : threads, panels);
+}
+
+// ---------------------------------------------------------------- scratch
+
+// Per-thread buffers grown on demand and kept (pool threads live for the process), 64-byte aligned for the
+// kernels' aligned loads. Returns NULL when memory runs out.
+typedef struct { void *data; size_t size; } scratch_buffer;
+
+static void *scratch(scratch_buffer *buffer, size_t size) {
+    if (buffer->size < size) {
+        free(buffer->data);
+        buffer->data = aligned_alloc(64, round_up((long)size, 64));
+        buffer->size = buffer->data ? size : 0;
+    }
+    return buffer->data;
+}
+
+static _Thread_local scratch_buffer packed_b_scratch, packed_a_scratch;
+
+// ---------------------------------------------------------------- packing of A
+
+size_t ocr_bf16_packed_a_size(long m, long k) {
+    const ocr_bf16_kernel *kern = kernel();
+    return (size_t)round_up(m, kern->mr) * round_up(k, kern->k_unit) * sizeof(uint16_t);
+}
+
+// Bf16 offset of row panel `panel` in k block [pc, pc + kc_len): blocks are stored one after the other, each as
+// all row panels of the block (so an mc × kc block is contiguous); full blocks hold kc k values exactly.
+static size_t packed_a_offset(const ocr_bf16_kernel *kern, long m, long pc, long kc_len, long panel) {
+    return (size_t)round_up(m, kern->mr) * pc + (size_t)panel * kern->mr * round_up(kc_len, kern->k_unit);
+}
+
+typedef struct {
+    const ocr_bf16_kernel *kern;
+    int transA;
+    long m, k, lda;
+    const float *a;
+    uint16_t *packed;
+} pack_a_job;
+
+static void pack_a_part(void *ctx, int index, int count) {
+    const pack_a_job *job = ctx;
+    const ocr_bf16_kernel *kern = job->kern;
+    long panels = (job->m + kern->mr - 1) / kern->mr;
+    for (long pc = 0; pc < job->k; pc += kern->kc) {
+        long kc_len = min_long(kern->kc, job->k - pc);
+        for (long panel = panels * index / count; panel < panels * (index + 1) / count; ++panel) {
+            long i = panel * kern->mr;
+            const float *src = job->transA ? job->a + pc * job->lda + i : job->a + i * job->lda + pc;
+            kern->pack_a_panel(job->transA, src, job->lda, min_long(kern->mr, job->m - i), kc_len,
+                               job->packed + packed_a_offset(kern, job->m, pc, kc_len, panel));
+        }
+    }
+}
+
+static void pack_a(const ocr_bf16_kernel *kern, int transA, long m, long k, const float *a, long lda,
+                   uint16_t *packed, int threads) {
+    pack_a_job job = {kern, transA, m, k, lda, a, packed};
+    run_parallel(pack_a_part, &job, threads);
+}
+
+void ocr_bf16_pack_a(int transA, long m, long k, const float *a, long lda, void *packed_a) {
+    if (m <= 0 || k <= 0) return;
+    const ocr_bf16_kernel *kern = kernel();
+    pack_a(kern, transA, m, k, a, lda, packed_a, threads_for(m, 1024, k, (m + kern->mr - 1) / kern->mr));
+}
+
+// ---------------------------------------------------------------- the blocked product
+
+typedef struct {
+    const ocr_bf16_kernel *kern;
+    int transB, split_columns, transpose_c;
+    long m, n, k, ldb, ldc;
+    float alpha, beta;
+    const uint16_t *packed_a;
+    const float *b;
+    float *c;
+} gemm_job;
+
+static void gemm_range(const gemm_job *job, long r0, long r1, long c0, long c1) {
+    const ocr_bf16_kernel *kern = job->kern;
+    const long mr = kern->mr, nr = kern->nr;
+    uint16_t *packed_b = scratch(&packed_b_scratch, (size_t)round_up(kern->nc, nr) * kern->kc * sizeof(uint16_t));
+    if (!packed_b) abort();  // a few MB; nothing sensible to return through a BLAS-like void API
+    for (long jc = c0; jc < c1; jc += kern->nc) {
+        long nc_len = min_long(kern->nc, c1 - jc);
+        for (long pc = 0; pc < job->k; pc += kern->kc) {
+            long kc_len = min_long(kern->kc, job->k - pc);
+            long k_padded = round_up(kc_len, kern->k_unit);
+            float beta = pc == 0 ? job->beta : 1.0f;  // later k blocks add to what the first one stored
+            for (long jp = 0; jp < nc_len; jp += nr) {
+                long j = jc + jp;
+                const float *src = job->transB ? job->b + j * job->ldb + pc : job->b + pc * job->ldb + j;
+                kern->pack_b_panel(job->transB, src, job->ldb, min_long(nr, c1 - j), kc_len,
+                                   packed_b + jp / nr * nr * k_padded);
+            }
+            for (long ic = r0; ic < r1; ic += kern->mc) {
+                long mc_len = min_long(kern->mc, r1 - ic);
+                for (long jp = 0; jp < nc_len; jp += nr) {
+                    const uint16_t *b_panel = packed_b + jp / nr * nr * k_padded;
+                    int cols = (int)min_long(nr, nc_len - jp);
+                    for (long ip = 0; ip < mc_len; ip += mr) {
+                        long i = ic + ip, j = jc + jp;
+                        const uint16_t *a_panel = job->packed_a + packed_a_offset(kern, job->m, pc, kc_len, i / mr);
+                        float *tile = job->transpose_c ? job->c + j * job->ldc + i : job->c + i * job->ldc + j;
+                        kern->microkernel(k_padded, a_panel, b_panel, tile, job->ldc, (int)min_long(mr, r1 - i), cols,
+                                          job->alpha, beta, job->transpose_c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void gemm_part(void *ctx, int index, int count) {
+    const gemm_job *job = ctx;
+    const ocr_bf16_kernel *kern = job->kern;
+    if (job->split_columns) {
+        long panels = (job->n + kern->nr - 1) / kern->nr;
+        long c0 = panels * index / count * kern->nr, c1 = min_long(panels * (index + 1) / count * kern->nr, job->n);
+        if (c0 < c1) gemm_range(job, 0, job->m, c0, c1);
+    } else {
+        long panels = (job->m + kern->mr - 1) / kern->mr;
+        long r0 = panels * index / count * kern->mr, r1 = min_long(panels * (index + 1) / count * kern->mr, job->m);
+        if (r0 < r1) gemm_range(job, r0, r1, 0, job->n);
+    }
+}
+
+// C = beta * C, the whole product when alpha or k is 0 (BLAS reads neither A nor B then).
+static void scale_c(long m, long n, float beta, float *c, long ldc) {
+    for (long i = 0; i < m; ++i) {
+        float *row = c + i * ldc;
+        if (beta == 0) memset(row, 0, (size_t)n * sizeof(float));
+        else if (beta != 1) for (long j = 0; j < n; ++j) row[j] *= beta;
+    }
+}
+
+// transpose_c: the product is Cᵀ (m × n here is C's n × m), written into C transposed.
+static void gemm_with_packed_a(const ocr_bf16_kernel *kern, int transB, long m, long n, long k, float alpha,
+                               const uint16_t *packed_a, const float *b, long ldb, float beta, float *c, long ldc,
+                               int threads, int transpose_c) {
+    long row_panels = (m + kern->mr - 1) / kern->mr, column_panels = (n + kern->nr - 1) / kern->nr;
+    gemm_job job = {kern, transB, column_panels >= row_panels, transpose_c, m, n, k, ldb, ldc, alpha, beta,
+                    packed_a, b, c};
+    run_parallel(gemm_part, &job, (int)min_long(threads, job.split_columns ? column_panels : row_panels));
+}
+
+void ocr_bf16_gemm_packed_a(int transB, long m, long n, long k, float alpha, const void *packed_a,
+                            const float *b, long ldb, float beta, float *c, long ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (alpha == 0 || k <= 0) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const ocr_bf16_kernel *kern = kernel();
+    gemm_with_packed_a(kern, transB, m, n, k, alpha, packed_a, b, ldb, beta, c, ldc,
+                       threads_for(m, n, k, m + n), 0);
+}
+
+// Columns the microkernels compute for n columns: whole nr panels, the last one in 16-column halves (a tile of
+// ≤ 16 columns runs one zmm of them). Rows cost only what they are (tiles exist for every row count).
+static long computed_columns(long n, long nr) {
+    long rest = n % nr;
+    return n - rest + (rest == 0 ? 0 : round_up(rest, 16));
+}
+
+// Whether to compute Cᵀ = op(B)ᵀ·op(A)ᵀ instead: when C has few columns that waste much of the last panel (the
+// OCR head's 8192×512 · 512×19: 19 of 32 columns), and more rows, which then become fully used columns. The
+// transposed tile store needs 32-bit lane offsets up to 31 · ldc.
+static int computes_transposed(long m, long n, long ldc, long nr) {
+    return m > n && computed_columns(n, nr) * 9 > n * 10 && ldc < INT32_MAX / 32;
+}
+
+void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                   const float *b, long ldb, float beta, float *c, long ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (alpha == 0 || k <= 0) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const ocr_bf16_kernel *kern = kernel();
+    int threads = threads_for(m, n, k, m + n);
+    if (computes_transposed(m, n, ldc, kern->nr)) {
+        // op(B)ᵀ (n × k) is the packed left operand and op(A)ᵀ (k × m) the right one, each stored "transposed" as
+        // the other was not; the dot products are the same pairs of products, so the bits are the same.
+        uint16_t *packed = scratch(&packed_a_scratch, ocr_bf16_packed_a_size(n, k));
+        if (!packed) abort();
+        pack_a(kern, !transB, n, k, b, ldb, packed, (int)min_long(threads, (n + kern->mr - 1) / kern->mr));
+        gemm_with_packed_a(kern, !transA, n, m, k, alpha, packed, a, lda, beta, c, ldc, threads, 1);
+        return;
+    }
+    uint16_t *packed = scratch(&packed_a_scratch, ocr_bf16_packed_a_size(m, k));
+    if (!packed) abort();
+    pack_a(kern, transA, m, k, a, lda, packed, (int)min_long(threads, (m + kern->mr - 1) / kern->mr));
+    gemm_with_packed_a(kern, transB, m, n, k, alpha, packed, b, ldb, beta, c, ldc, threads, 0);
+}

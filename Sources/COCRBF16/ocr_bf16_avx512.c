@@ -1,0 +1,188 @@
+// The AVX512-BF16 kernel: VDPBF16PS adds, per 32-bit lane, the products of a pair of bf16 (k, k+1) to an fp32
+// accumulator. B is packed so that one zmm holds 16 columns × one k pair; A's pair for one row is broadcast to
+// all lanes. Only the functions here carry the target attribute, so this file builds without -mavx512 flags and
+// runs only after the driver's CPUID check.
+#include "ocr_bf16_kernel.h"
+
+#include <immintrin.h>
+
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+enum { MR = 12, NR = 32 };
+
+// Mask of the first `count` (0...16) lanes.
+static inline AVX512BF16 __mmask16 first_lanes(long count) {
+    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count > 0 ? count : 0)) - 1);
+}
+
+// In-register transpose of a 16×16 matrix of 32-bit elements (rows[i] lane j  ->  rows[j] lane i): pairs of
+// rows interleaved by 32 then 64 bits, then the 128-bit lanes gathered with two rounds of vshufi32x4.
+static inline AVX512BF16 void transpose_16x16(__m512i rows[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(rows[i], rows[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    // Now u[4q + j], 128-bit lane l, holds column 4l + j of rows 4q ... 4q + 3.
+    for (int j = 0; j < 4; ++j) {
+        __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
+        __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+        __m512i w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
+        rows[j] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+        rows[4 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+        rows[8 + j] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+        rows[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+    }
+}
+
+// Packs 16 lines (rows of op(A) stored as rows, or columns of op(B) stored as rows: A, or Bᵀ for dW = dY·Xᵀ)
+// whose k values are contiguous: per line, 32 k become 16 bf16 pairs in one zmm (VCVTNE2PS2BF16 rounds to
+// nearest even), then a transpose puts each pair of k in one zmm of 16 lines. Lines ≥ lines and k ≥ k_len are
+// zeros. Output row `pair` goes to out + pair * out_stride (in 32-bit units), its first `store_lanes` lanes.
+static AVX512BF16 void pack_k_contiguous(const float *src, long ld, long lines, long k_len, uint32_t *out,
+                                         long out_stride, __mmask16 store_lanes) {
+    for (long p = 0; p < k_len; p += 32) {
+        __mmask16 low = first_lanes(k_len - p), high = first_lanes(k_len - p - 16);
+        __m512i rows[16];
+        for (long line = 0; line < 16; ++line) {
+            if (line < lines) {
+                const float *x = src + line * ld + p;
+                rows[line] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(high, x + 16),
+                                                          _mm512_maskz_loadu_ps(low, x));
+            } else {
+                rows[line] = _mm512_setzero_si512();
+            }
+        }
+        transpose_16x16(rows);
+        long pairs = (k_len - p + 1) / 2 < 16 ? (k_len - p + 1) / 2 : 16;
+        for (long pair = 0; pair < pairs; ++pair)
+            _mm512_mask_storeu_epi32(out + (p / 2 + pair) * out_stride, store_lanes, rows[pair]);
+    }
+}
+
+// Packs up to 16 lines stored contiguously along the line (op(B) as stored for C = A·B, or Aᵀ for dX = Wᵀ·dY)
+// with k strided by ld: rows k and k+1 convert together, and a word permutation interleaves them into pairs.
+static AVX512BF16 void pack_k_strided(const float *src, long ld, long lines, long k_len, uint32_t *out,
+                                      long out_stride, __mmask16 store_lanes) {
+    // Words 2j and 2j+1 of the result take words j (row k) and 16 + j (row k+1) of VCVTNE2PS2BF16's output.
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __mmask16 valid = first_lanes(lines);
+    for (long p = 0; p < k_len; p += 2) {
+        __m512 even = _mm512_maskz_loadu_ps(valid, src + p * ld);
+        __m512 odd = p + 1 < k_len ? _mm512_maskz_loadu_ps(valid, src + (p + 1) * ld) : _mm512_setzero_ps();
+        __m512i pairs = _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
+        _mm512_mask_storeu_epi32(out + p / 2 * out_stride, store_lanes, pairs);
+    }
+}
+
+// Row panel of op(A): MR = 12 lines, the last 4 lanes of each 16-lane row not stored.
+static void AVX512BF16 pack_a_panel(int trans, const float *a, long lda, long rows, long k_len, uint16_t *panel) {
+    uint32_t *out = (uint32_t *)panel;
+    if (trans) pack_k_strided(a, lda, rows, k_len, out, MR, first_lanes(MR));
+    else pack_k_contiguous(a, lda, rows, k_len, out, MR, first_lanes(MR));
+}
+
+// Column panel of op(B): NR = 32 lines as two halves of 16.
+static void AVX512BF16 pack_b_panel(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panel) {
+    uint32_t *out = (uint32_t *)panel;
+    for (long half = 0; half < 2; ++half) {
+        long lines = cols - 16 * half;
+        if (trans) pack_k_contiguous(b + 16 * half * ldb, ldb, lines, k_len, out + 16 * half, NR, 0xffff);
+        else pack_k_strided(b + 16 * half, ldb, lines, k_len, out + 16 * half, NR, 0xffff);
+    }
+}
+
+// c = alpha * acc + beta * c on the lanes of `mask` (beta == 0: c is not read, so NaN there does not leak).
+static inline AVX512BF16 void store_tile_row(float *c, __m512 acc, __mmask16 mask, __m512 alpha, float beta) {
+    __m512 result = _mm512_mul_ps(acc, alpha);
+    if (beta != 0) result = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, c), _mm512_set1_ps(beta), result);
+    _mm512_mask_storeu_ps(c, mask, result);
+}
+
+// The same for a tile row written down a column of C (lane l at c + l * ldc, offsets in `lane_offsets`): the
+// same arithmetic, so Cᵀ = op(B)ᵀ·op(A)ᵀ gives C's bits. A scatter per 16 elements, against ~kc dot products.
+static inline AVX512BF16 void store_tile_column(float *c, __m512i lane_offsets, __m512 acc, __mmask16 mask,
+                                                __m512 alpha, float beta) {
+    __m512 result = _mm512_mul_ps(acc, alpha);
+    if (beta != 0) {
+        __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lane_offsets, c, 4);
+        result = _mm512_fmadd_ps(old, _mm512_set1_ps(beta), result);
+    }
+    _mm512_mask_i32scatter_ps(c, mask, lane_offsets, result, 4);
+}
+
+// The tile product for a compile-time number of rows (the last row panel of m = 19 runs 7, not 12) and of zmm
+// column halves (1 when cols ≤ 16): VDPBF16PS issues once per 2 cycles on this core, so padded rows or columns
+// cost their full share, while even 1 row × 2 halves keeps 2 chains in flight.
+static inline AVX512BF16 __attribute__((always_inline)) void tile(const int rows, const int halves, long k_padded,
+                                                                 const uint16_t *a_panel, const uint16_t *b_panel,
+                                                                 float *c, long ldc, int cols, float alpha,
+                                                                 float beta, int transpose_c) {
+    __m512 acc[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const int32_t *a = (const int32_t *)a_panel;
+    const __m512i *b = (const __m512i *)b_panel;
+    for (long pair = 0; pair < k_padded / 2; ++pair) {
+        __m512bh b_low = (__m512bh)_mm512_load_si512(b + 2 * pair);
+        __m512bh b_high = (__m512bh)_mm512_load_si512(b + 2 * pair + halves - 1);
+#pragma GCC unroll 16
+        for (int i = 0; i < rows; ++i) {
+            __m512bh a_pair = (__m512bh)_mm512_set1_epi32(a[MR * pair + i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a_pair, b_low);
+            if (halves == 2) acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a_pair, b_high);
+        }
+    }
+    __m512 alpha_v = _mm512_set1_ps(alpha);
+    __mmask16 mask_low = first_lanes(cols), mask_high = first_lanes(cols - 16);
+    if (transpose_c) {
+        __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        __m512i lane_offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)ldc));
+        for (int i = 0; i < rows; ++i) {
+            store_tile_column(c + i, lane_offsets, acc[i][0], mask_low, alpha_v, beta);
+            if (halves == 2) store_tile_column(c + 16 * ldc + i, lane_offsets, acc[i][1], mask_high, alpha_v, beta);
+        }
+        return;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < rows; ++i) {
+        store_tile_row(c + i * ldc, acc[i][0], mask_low, alpha_v, beta);
+        if (halves == 2) store_tile_row(c + i * ldc + 16, acc[i][1], mask_high, alpha_v, beta);
+    }
+}
+
+#define TILE_VARIANT(rows, halves)                                                                                \
+    static void AVX512BF16 tile_##rows##x##halves(long k_padded, const uint16_t *a_panel, const uint16_t *b_panel, \
+                                                  float *c, long ldc, int cols, float alpha, float beta,         \
+                                                  int transpose_c) {                                              \
+        tile(rows, halves, k_padded, a_panel, b_panel, c, ldc, cols, alpha, beta, transpose_c);                   \
+    }
+#define TILE_VARIANTS(rows) TILE_VARIANT(rows, 1) TILE_VARIANT(rows, 2)
+TILE_VARIANTS(1) TILE_VARIANTS(2) TILE_VARIANTS(3) TILE_VARIANTS(4) TILE_VARIANTS(5) TILE_VARIANTS(6)
+TILE_VARIANTS(7) TILE_VARIANTS(8) TILE_VARIANTS(9) TILE_VARIANTS(10) TILE_VARIANTS(11) TILE_VARIANTS(12)
+
+typedef void (*tile_fn)(long, const uint16_t *, const uint16_t *, float *, long, int, float, float, int);
+static const tile_fn tiles[MR][2] = {
+    {tile_1x1, tile_1x2}, {tile_2x1, tile_2x2}, {tile_3x1, tile_3x2}, {tile_4x1, tile_4x2},
+    {tile_5x1, tile_5x2}, {tile_6x1, tile_6x2}, {tile_7x1, tile_7x2}, {tile_8x1, tile_8x2},
+    {tile_9x1, tile_9x2}, {tile_10x1, tile_10x2}, {tile_11x1, tile_11x2}, {tile_12x1, tile_12x2},
+};
+
+static void microkernel(long k_padded, const uint16_t *a_panel, const uint16_t *b_panel, float *c, long ldc,
+                        int rows, int cols, float alpha, float beta, int transpose_c) {
+    tiles[rows - 1][cols > 16](k_padded, a_panel, b_panel, c, ldc, cols, alpha, beta, transpose_c);
+}
+
+const ocr_bf16_kernel ocr_bf16_kernel_avx512 = {
+    .name = "avx512bf16 12x32",
+    .mr = MR, .nr = NR, .k_unit = 2,
+    .kc = 384, .mc = 1200, .nc = 2048,
+    .pack_a_panel = pack_a_panel, .pack_b_panel = pack_b_panel, .microkernel = microkernel,
+};

@@ -1,0 +1,48 @@
+// What the blocked driver (ocr_bf16.c) needs to know of a microkernel. Each kernel owns the layout of its packed
+// panels; the driver only knows a panel's size: mr (or nr) rows × the k extent rounded up to k_unit, in bf16.
+// For VDPBF16PS k_unit is 2 (a 32-bit pair of consecutive k per row/column); a tile-based kernel (AMX: 16 rows ×
+// 32 k per tile row) would set k_unit = 32 and its own packing, without changing the driver or the public API.
+#ifndef OCR_BF16_KERNEL_H
+#define OCR_BF16_KERNEL_H
+
+#include <stdint.h>
+
+typedef struct {
+    const char *name;
+    int mr, nr;   // microtile: mr rows of op(A) × nr columns of op(B)
+    int k_unit;   // packed k extents are padded with zeros to a multiple of this
+    long kc;      // k block (multiple of k_unit): B micro-panel of kc × nr stays in L1 over the row panels
+    long mc;      // rows of op(A) per block (multiple of mr): the mc × kc packed block stays in L2
+    long nc;      // columns of op(B) per block (multiple of nr): the kc × nc packed block stays in L2/L3
+
+    // Packs rows [0, rows) × k [0, k_len) of op(A) (a already points at the first element, rows ≤ mr) into one
+    // panel of mr × round_up(k_len, k_unit) bf16, zero-padded.
+    void (*pack_a_panel)(int trans, const float *a, long lda, long rows, long k_len, uint16_t *panel);
+    // The same for op(B): columns [0, cols) (cols ≤ nr) × k [0, k_len).
+    void (*pack_b_panel)(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panel);
+    // tile[0..rows) [0..cols) = alpha * Apanel·Bpanel + beta * tile (beta == 0: c is not read), where tile (i, j) is
+    // c[i * ldc + j], or c[j * ldc + i] when transpose_c (the driver computes Cᵀ = op(B)ᵀ·op(A)ᵀ when C has few
+    // columns). k_padded is the panels' padded k extent.
+    void (*microkernel)(long k_padded, const uint16_t *a_panel, const uint16_t *b_panel, float *c, long ldc,
+                        int rows, int cols, float alpha, float beta, int transpose_c);
+} ocr_bf16_kernel;
+
+// Round-to-nearest-even fp32 -> bf16 bits, matching VCVTNEPS2BF16 (denormal inputs as zero, NaN quieted).
+static inline uint16_t ocr_bf16_bits(float x) {
+    union { float f; uint32_t u; } v = { x };
+    uint32_t u = v.u;
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x0040u);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float ocr_bf16_to_float(uint16_t h) {
+    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
+    return v.f;
+}
+
+// Defined only on x86-64 with a compiler that knows AVX512-BF16; the driver checks CPUID before using it.
+extern const ocr_bf16_kernel ocr_bf16_kernel_avx512;
+extern const ocr_bf16_kernel ocr_bf16_kernel_portable;
+
+#endif

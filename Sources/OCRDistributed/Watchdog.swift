@@ -1,0 +1,164 @@
+import CMPI
+import Foundation
+
+/// Ends a job whose collective has not completed within `timeout` seconds (mmengine's `env_cfg.dist_cfg.timeout`,
+/// PyTorch's process-group timeout): a stopped rank (SIGSTOP, a hung filesystem read, a frozen node) would otherwise
+/// leave every other rank waiting forever.
+///
+/// Every collective of `MPICommunicator` (and its duplicates) is entered here with its name, e.g. "sync BN
+/// backbone.layer2.0.bn1 statistics" or "gradient bucket 3/12". A thread checks the oldest open one; past the
+/// timeout it asks every other rank's watchdog thread, over a communicator of its own, what that rank is doing, waits a
+/// few seconds for the answers, prints one line on stderr naming the iteration, the collective and the ranks that did
+/// not arrive (no answer = stopped, hung or dead), and aborts the job (MPI_Abort, non-zero exit). The thread also
+/// answers such questions from other ranks; Open MPI moves messages only inside MPI calls, so it polls with MPI_Test.
+final class Watchdog: @unchecked Sendable {
+    let timeout: Double
+    private let comm: MPI_Comm
+    private let rank: Int
+    private let size: Int
+
+    private let lock = NSLock()
+    private var open: [Int: (name: String, since: Double)] = [:]
+    private var nextToken = 0
+    private var lastCompleted = "none yet"
+    /// What the job is doing ("iteration 13", "evaluation after iteration 12"), for the message.
+    private var stageText = "start-up"
+    private var stopping = false
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    private static let queryTag: Int32 = 7101, answerTag: Int32 = 7102
+    /// Answers are fixed-size UTF-8 text, so the receive buffer is known before the answer arrives.
+    private static let answerBytes = 512
+
+    /// Duplicates `world` (a collective: every rank constructs its watchdog at the same point).
+    init(world: MPI_Comm, rank: Int, size: Int, timeout: Double) {
+        var dup: MPI_Comm? = nil
+        MPI_Comm_dup(world, &dup)
+        comm = dup!
+        self.rank = rank
+        self.size = size
+        self.timeout = timeout
+        let t = Thread { [unowned self] in self.loop() }
+        t.name = "ocr-ddp watchdog"
+        thread = t
+        t.start()
+    }
+
+    var stage: String {
+        get { lock.withLock { stageText } }
+        set { lock.withLock { stageText = newValue } }
+    }
+
+    func enter(_ name: String) -> Int {
+        let now = Self.now()
+        return lock.withLock {
+            nextToken += 1
+            open[nextToken] = (name, now)
+            return nextToken
+        }
+    }
+
+    func leave(_ token: Int) {
+        lock.withLock {
+            if let done = open.removeValue(forKey: token) { lastCompleted = done.name }
+        }
+    }
+
+    /// Stops the thread (before MPI_Finalize: it must not call MPI afterwards).
+    func stop() {
+        lock.withLock { stopping = true }
+        if thread != nil { finished.wait() }
+        thread = nil
+    }
+
+    private static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// This rank's answer: the collective it waits in (or that it is between collectives) and its stage.
+    private func currentActivity() -> String {
+        lock.withLock {
+            let now = Self.now()
+            if let oldest = open.values.min(by: { $0.since < $1.since }) {
+                return "in '\(oldest.name)' for \(Int(now - oldest.since)) s (\(stageText))"
+            }
+            return "in no collective, last completed '\(lastCompleted)' (\(stageText))"
+        }
+    }
+
+    private func loop() {
+        let poll = max(0.05, min(1.0, timeout / 10))
+        var query = Int64(0)
+        var request: MPI_Request? = ocr_mpi_request_null()
+        MPI_Irecv(&query, 1, ocr_mpi_int64(), ocr_mpi_any_source(), Self.queryTag, comm, &request)
+        while !lock.withLock({ stopping }) {
+            Thread.sleep(forTimeInterval: poll)
+            answerQueries(&request, &query)
+            let overdue: (name: String, since: Double)? = lock.withLock {
+                open.values.min(by: { $0.since < $1.since }).flatMap { Self.now() - $0.since > timeout ? $0 : nil }
+            }
+            if let overdue { abortJob(overdue, &request, &query) }
+        }
+        MPI_Cancel(&request)
+        MPI_Wait(&request, ocr_mpi_status_ignore())
+        finished.signal()
+    }
+
+    /// Answers every question that has arrived; leaves a receive posted for the next one.
+    private func answerQueries(_ request: inout MPI_Request?, _ query: inout Int64) {
+        while true {
+            var flag: Int32 = 0
+            var status = MPI_Status()
+            MPI_Test(&request, &flag, &status)
+            guard flag != 0 else { return }
+            var answer = [UInt8](repeating: 0, count: Self.answerBytes)
+            let text = Array(currentActivity().utf8.prefix(Self.answerBytes - 1))
+            answer.replaceSubrange(0..<text.count, with: text)
+            MPI_Send(&answer, Int32(Self.answerBytes), ocr_mpi_byte(), ocr_status_source(&status), Self.answerTag, comm)
+            MPI_Irecv(&query, 1, ocr_mpi_int64(), ocr_mpi_any_source(), Self.queryTag, comm, &request)
+        }
+    }
+
+    private func abortJob(_ overdue: (name: String, since: Double), _ request: inout MPI_Request?,
+                          _ query: inout Int64) -> Never {
+        let others = (0..<size).filter { $0 != rank }
+        var answers = [[UInt8]](repeating: [UInt8](repeating: 0, count: Self.answerBytes), count: size)
+        var receives = [MPI_Request?](repeating: ocr_mpi_request_null(), count: size)
+        var sends = [MPI_Request?](repeating: ocr_mpi_request_null(), count: size)
+        var ask = Int64(rank)
+        for r in others {
+            MPI_Irecv(&answers[r], Int32(Self.answerBytes), ocr_mpi_byte(), Int32(r), Self.answerTag, comm, &receives[r])
+            MPI_Isend(&ask, 1, ocr_mpi_int64(), Int32(r), Self.queryTag, comm, &sends[r])
+        }
+        var answered = Set<Int>()
+        let deadline = Self.now() + min(10, max(2, timeout / 4))
+        while answered.count < others.count && Self.now() < deadline {
+            for r in others where !answered.contains(r) {
+                var flag: Int32 = 0
+                MPI_Test(&receives[r], &flag, ocr_mpi_status_ignore())
+                if flag != 0 { answered.insert(r) }
+            }
+            answerQueries(&request, &query)   // others may be asking us at the same time
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        var notArrived: [String] = []
+        var details: [String] = []
+        for r in others {
+            guard answered.contains(r) else {
+                notArrived.append("rank \(r)")
+                details.append("rank \(r) did not answer (stopped, hung or dead)")
+                continue
+            }
+            let text = String(decoding: answers[r].prefix { $0 != 0 }, as: UTF8.self)
+            if !text.hasPrefix("in '\(overdue.name)'") { notArrived.append("rank \(r)") }
+            details.append("rank \(r) is \(text)")
+        }
+        let who = notArrived.isEmpty ? "every rank arrived, but it did not complete"
+            : "\(notArrived.joined(separator: ", ")) did not arrive"
+        let line = "Error: rank \(rank): watchdog: collective '\(overdue.name)' at \(stage) has not completed after "
+            + "\(Int(Self.now() - overdue.since)) s (env_cfg.dist_cfg.timeout \(Int(timeout)) s): \(who); "
+            + details.joined(separator: "; ") + "; aborting the job\n"
+        FileHandle.standardError.write(Data(line.utf8))
+        MPI_Abort(ocr_mpi_comm_world(), 3)
+        exit(3)
+    }
+}
