@@ -158,7 +158,13 @@ final class Watchdog: @unchecked Sendable {
             + "\(Int(Self.now() - overdue.since)) s (env_cfg.dist_cfg.timeout \(Int(timeout)) s): \(who); "
             + details.joined(separator: "; ") + "; aborting the job\n"
         FileHandle.standardError.write(Data(line.utf8))
+        // MPI_Abort asks mpirun to end the job; when mpirun is already ending it (another rank aborted first) the
+        // call can wait for it forever, so the process ends itself a few seconds later whatever MPI does.
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 5)
+            _exit(3)
+        }
         MPI_Abort(ocr_mpi_comm_world(), 3)
-        exit(3)
+        _exit(3)
     }
 }

@@ -153,7 +153,8 @@ public final class Trainer {
             let dataSeconds = Date().timeIntervalSince(stepStart)
             let losses = ddp.step([(batch.images, batch.labels)])
             guard losses.total.isFinite else {
-                throw TrainingError("loss is \(losses.total) at iteration \(iter + 1); stopping. The last good checkpoint "
+                // The loss is averaged over the ranks, so every rank stops here together.
+                throw AgreedFailure("loss is \(losses.total) at iteration \(iter + 1); stopping. The last good checkpoint "
                                     + "is \(checkpoints.latest() ?? "none (none was written yet)")")
             }
             state.iteration = iter + 1
@@ -221,7 +222,8 @@ public final class Trainer {
             model.training = true
             let message = "evaluation at iteration \(state.iteration) failed: \(error) (checkpoint "
                 + "\(checkpoints.directory(iteration: state.iteration)) is saved)"
-            guard config.onValError == .continue else { throw TrainingError(message) }
+            // Every rank failed together (the evaluator agrees on failures): one line, a clean non-zero exit.
+            guard config.onValError == .continue else { throw AgreedFailure(message) }
             log.warning(message + "; continuing (train_cfg.on_val_error: continue)")
             return true
         }
@@ -257,13 +259,17 @@ public final class Trainer {
         guard Launcher.underMpirun, comm.size > 1, comm.isRoot else { return }
         let grace = Launcher.mpirunKillGrace
         let checkpointSeconds = saveSeconds ?? Double(2 * 4 * model.store.values.count) / 200e6
-        let needed = (stepSeconds + checkpointSeconds) * 1.5 + 2
+        let needed = (stepSeconds + checkpointSeconds) * 1.25 + 0.5   // margin: steps vary
         guard grace < needed else { return }
+        let suggestion = max(30, Int(needed.rounded(.up)) * 2)
+        let fix = ProcessInfo.processInfo.environment["OCR_DDP_STOP_FORWARDED"] != nil
+            ? "Launch/dist_train.sh passes SIGTERM to it as SIGUSR1, which is safe; where mpirun itself may get "
+              + "SIGTERM, set KILL_GRACE=\(suggestion)"
+            : "Launch with Launch/dist_train.sh, or export OMPI_MCA_odls_base_sigkill_timeout=\(suggestion) before "
+              + "mpirun (README, Preemption); SIGUSR1 is always safe"
         log.warning(String(format: "mpirun kills the ranks %.0f s after a SIGTERM (odls_base_sigkill_timeout), but a "
-                           + "step and its checkpoint take about %.0f s: a SIGTERM would lose them. Launch with "
-                           + "Launch/dist_train.sh, or export OMPI_MCA_odls_base_sigkill_timeout=%d before mpirun "
-                           + "(README, Preemption); SIGUSR1 is always safe", grace, needed - 2,
-                           max(30, Int(needed.rounded(.up)) * 2)))
+                           + "step and its checkpoint take about %.1f s: a SIGTERM to mpirun would lose them. ",
+                           grace, stepSeconds + checkpointSeconds) + fix)
     }
 
     /// True on every rank when any rank was asked to stop (signals may reach ranks at different steps).
@@ -289,11 +295,6 @@ public final class Trainer {
             }
         }
     }
-}
-
-public struct TrainingError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }
 
 /// Peak resident set size of this process in MiB (Linux getrusage reports KiB).

@@ -137,10 +137,10 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(process.terminationStatus, 0)
         let pointer = try String(contentsOfFile: "\(work)/last_checkpoint", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(pointer)/trainer_state.json")))
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(work)/\(pointer)/trainer_state.json")))
         let iteration = (state as! [String: Any])["iteration"] as! Int
         XCTAssertGreaterThanOrEqual(iteration, 3, "stopped after the first log interval")
-        XCTAssertTrue(pointer.hasSuffix("iter_\(iteration)"))
+        XCTAssertEqual(pointer, "iter_\(iteration)", "relative to the work dir")
     }
 
     /// A loss that turns non-finite stops training with a one-line reason; the checkpoints written before stay.

@@ -61,3 +61,69 @@ public func mpirun(_ ranks: Int, _ arguments: [String], timeout: TimeInterval = 
     try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)"] + arguments,
                    timeout: timeout)
 }
+
+/// A command running in the background with its output going to files, for tests that signal it mid-run.
+public final class BackgroundProcess {
+    public let process = Process()
+    let outURL: URL, errURL: URL
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let directory = try makeTemporaryDirectory("ocr-ddp-bg")
+        outURL = directory.appendingPathComponent("stdout")
+        errURL = directory.appendingPathComponent("stderr")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.standardOutput = try FileHandle(forWritingTo: outURL)
+        process.standardError = try FileHandle(forWritingTo: errURL)
+        try process.run()
+    }
+
+    public var stdout: String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
+    public var stderr: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
+    public var pid: Int32 { process.processIdentifier }
+
+    /// Polls `condition` until it holds (true) or `timeout` seconds pass (false).
+    @discardableResult
+    public func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            if !process.isRunning { return condition() }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+
+    public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// The exit status, or nil when the process was still running after `timeout` seconds (it is then killed).
+    public func wait(timeout: TimeInterval) -> Int32? {
+        if !waitUntil(timeout: timeout, { !process.isRunning }) {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+/// The pid of the process of MPI rank `rank` whose command line contains `marker` (a launcher's child: its
+/// environment holds OMPI_COMM_WORLD_RANK).
+public func mpiRankProcess(_ rank: Int, commandContaining marker: String) -> Int32? {
+    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+    for pid in pids {
+        guard let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+              String(decoding: command, as: UTF8.self).replacingOccurrences(of: "\0", with: " ").contains(marker),
+              let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+        if environ.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }) {
+            return pid
+        }
+    }
+    return nil
+}
