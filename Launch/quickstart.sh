@@ -16,6 +16,6 @@ start=$(date +%s)
 mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" train Configs/quickstart.yaml --work-dir "$WORK_DIR" \
     --cfg-options data.data_root="$WORK_DIR/synthetic"
 trained=$(date +%s)
-mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" eval Configs/quickstart.yaml "$(cat "$WORK_DIR/last_checkpoint")" \
+mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" eval Configs/quickstart.yaml "$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint")" \
     --work-dir "$WORK_DIR" --show-dir "$WORK_DIR/show" --cfg-options data.data_root="$WORK_DIR/synthetic"
 echo "quick start: training took $((trained - start)) s on $NPROC ranks; predictions to look at in $WORK_DIR/show"

@@ -10,7 +10,13 @@
 # receives SIGUSR1 ahead of the limit (B:USR1@SIGNAL_LEAD), passes it to the ranks, and once they have
 # checkpointed requeues the job, which resumes from the newest checkpoint. Extra srun/sbatch flags: SRUN_ARGS.
 set -euo pipefail
-source "$(dirname "$0")/common.sh"
+# sbatch runs a copy of this script from slurmd's spool directory, away from common.sh and the binary: the
+# submission passes its own path along (OCR_DDP_SLURM_SCRIPT, exported to the job and kept across requeues).
+if [[ -n "${SLURM_JOB_ID:-}" && -n "${OCR_DDP_SLURM_SCRIPT:-}" ]]; then
+    source "$(dirname "$OCR_DDP_SLURM_SCRIPT")/common.sh"
+else
+    source "$(dirname "$0")/common.sh"
+fi
 if (( $# < 4 )); then
     echo "usage: NPROC=4 $0 PARTITION JOB_NAME CONFIG WORK_DIR [train args...]" >&2
     exit 2
@@ -28,6 +34,8 @@ shape=(-p "$PARTITION" --job-name="$JOB_NAME" --ntasks="$NPROC" --ntasks-per-nod
 
 if [[ "${REQUEUE:-0}" == 1 && -z "${SLURM_JOB_ID:-}" ]]; then
     mkdir -p "$WORK_DIR"
+    OCR_DDP_SLURM_SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+    export OCR_DDP_SLURM_SCRIPT OCR_DDP
     # shellcheck disable=SC2086
     exec sbatch "${shape[@]}" --requeue --signal=B:USR1@"$SIGNAL_LEAD" --output="$WORK_DIR/slurm-%j.out" \
         --export=ALL ${SRUN_ARGS:-} "$0" "$PARTITION" "$JOB_NAME" "$CONFIG" "$WORK_DIR" "$@"

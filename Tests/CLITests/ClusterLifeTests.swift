@@ -243,7 +243,7 @@ final class ClusterLifeTests: XCTestCase {
         try XCTSkipIf(mounted.status != 0, "cannot mount a tmpfs here (\(mounted.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); needs root")
         defer { _ = try? runProcess("/bin/umount", [mountPoint]) }
         let work = "\(mountPoint)/work"
-        XCTAssertEqual(try train(0, ["--work-dir", work] + small() + ["train_cfg.max_iters=2"]).status, 0)
+        XCTAssertEqual(try train(0, ["--work-dir", work, "--stop-at-iter", "2"] + small() + ["train_cfg.max_iters=4"]).status, 0)
         let checkpointBytes = try FileManager.default.attributesOfItem(atPath: "\(work)/iter_2/model.safetensors")[.size] as! Int
         // Leave room for log lines but not for another checkpoint.
         let free = try (FileManager.default.attributesOfFileSystem(forPath: mountPoint)[.systemFreeSize] as! NSNumber).intValue
