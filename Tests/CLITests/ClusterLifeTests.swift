@@ -227,7 +227,7 @@ final class ClusterLifeTests: XCTestCase {
         job.signal(SIGTERM)
         let signalled = Date()
         XCTAssertEqual(job.wait(timeout: 60), 0, job.stderr)
-        XCTAssertLessThan(Date().timeIntervalSince(signalled), 15, "honoured within one image")
+        XCTAssertLessThan(Date().timeIntervalSince(signalled), 60, "honoured within an image, not after the whole split")
         XCTAssertTrue(job.stdout.contains("during evaluation"), job.stdout)
         XCTAssertEqual(try pointer(work), "iter_1")
         let log = try String(contentsOfFile: "\(work)/log.jsonl", encoding: .utf8)
