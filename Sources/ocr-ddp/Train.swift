@@ -5,7 +5,12 @@ import OCRTrain
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train OCRNet (the built-in quick-start config on synthetic data when no CONFIG is given).",
-        discussion: "Rank 0 writes DIR/config.yaml, DIR/log.jsonl and checkpoints DIR/iter_<N>/ (mmseg keys).")
+        discussion: """
+            Rank 0 writes DIR/config.yaml, DIR/log.jsonl and checkpoints DIR/iter_<N>/ (mmseg keys); DIR/last_checkpoint \
+            and DIR/best_checkpoint name them relative to DIR. SIGTERM, SIGINT and SIGUSR1 finish the step, checkpoint \
+            and exit 0 (under bare mpirun prefer SIGUSR1 or Launch/dist_train.sh: README, Preemption). A collective that \
+            does not complete within env_cfg.dist_cfg.timeout seconds (1800) aborts the job naming the ranks missing.
+            """)
 
     @Argument(help: "YAML config (see Configs/); default: the built-in quick-start config.")
     var config: String?
