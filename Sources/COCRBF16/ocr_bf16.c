@@ -17,6 +17,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static long min_long(long a, long b) { return a < b ? a : b; }
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
@@ -62,13 +66,52 @@ int ocr_bf16_supported(void) {
     return (eax >> 5) & 1;  // AVX512_BF16
 }
 
+// AMX: CPUID.(7,0).EDX bits 22 (AMX-BF16) and 24 (AMX-TILE), XCR0 bits 17-18 (XTILECFG, XTILEDATA) enabled by
+// the OS, and, on Linux (5.16+), the process's permission to use XTILEDATA, which must be requested once
+// (arch_prctl ARCH_REQ_XCOMP_PERM) before the first tile instruction. The packing and epilogue use AVX512-BF16.
+#define ARCH_GET_XCOMP_PERM_ 0x1022
+#define ARCH_REQ_XCOMP_PERM_ 0x1023
+#define XFEATURE_XTILEDATA_ 18
+
+static int detect_amx(void) {
+    if (!ocr_bf16_supported()) return 0;
+    unsigned eax, ebx, ecx, edx;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const unsigned amx = (1u << 22) | (1u << 24);
+    if ((edx & amx) != amx) return 0;
+    const uint64_t tile_state = (1ull << 17) | (1ull << 18);
+    if ((read_xcr0() & tile_state) != tile_state) return 0;
+#if defined(__linux__)
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM_, XFEATURE_XTILEDATA_) != 0) return 0;
+    unsigned long permitted = 0;
+    if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_PERM_, &permitted) != 0) return 0;
+    if (!(permitted & (1ul << XFEATURE_XTILEDATA_))) return 0;
+#endif
+    return 1;
+}
+
+static int amx_usable;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+static void check_amx(void) { amx_usable = detect_amx(); }
+
+int ocr_bf16_amx_supported(void) {
+    pthread_once(&amx_once, check_amx);
+    return amx_usable;
+}
+
 static const ocr_bf16_kernel *active_kernel;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 
+// The fastest kernel this CPU and OS allow, or the one OCR_BF16_KERNEL names (amx, avx512bf16, portable) when it
+// is allowed too; a named kernel that is not falls back down the same list.
 static void choose_kernel(void) {
     const char *forced = getenv("OCR_BF16_KERNEL");
-    int portable = forced && strcmp(forced, "portable") == 0;
-    active_kernel = !portable && ocr_bf16_supported() ? &ocr_bf16_kernel_avx512 : &ocr_bf16_kernel_portable;
+    int rank = 0;  // 0: amx, 1: avx512bf16, 2: portable
+    if (forced && strcmp(forced, "avx512bf16") == 0) rank = 1;
+    if (forced && strcmp(forced, "portable") == 0) rank = 2;
+    if (rank <= 0 && ocr_bf16_amx_supported()) active_kernel = &ocr_bf16_kernel_amx;
+    else if (rank <= 1 && ocr_bf16_supported()) active_kernel = &ocr_bf16_kernel_avx512;
+    else active_kernel = &ocr_bf16_kernel_portable;
 }
 
 static const ocr_bf16_kernel *kernel(void) {
@@ -250,18 +293,15 @@ static void gemm_range(const gemm_job *job, long r0, long r1, long c0, long c1) 
     const long mr = kern->mr, nr = kern->nr;
     uint16_t *packed_b = scratch(&packed_b_scratch, (size_t)round_up(kern->nc, nr) * kern->kc * sizeof(uint16_t));
     if (!packed_b) abort();  // a few MB; nothing sensible to return through a BLAS-like void API
+    if (kern->thread_begin) kern->thread_begin();
     for (long jc = c0; jc < c1; jc += kern->nc) {
         long nc_len = min_long(kern->nc, c1 - jc);
         for (long pc = 0; pc < job->k; pc += kern->kc) {
             long kc_len = min_long(kern->kc, job->k - pc);
             long k_padded = round_up(kc_len, kern->k_unit);
             float beta = pc == 0 ? job->beta : 1.0f;  // later k blocks add to what the first one stored
-            for (long jp = 0; jp < nc_len; jp += nr) {
-                long j = jc + jp;
-                const float *src = job->transB ? job->b + j * job->ldb + pc : job->b + pc * job->ldb + j;
-                kern->pack_b_panel(job->transB, src, job->ldb, min_long(nr, c1 - j), kc_len,
-                                   packed_b + jp / nr * nr * k_padded);
-            }
+            const float *src = job->transB ? job->b + jc * job->ldb + pc : job->b + pc * job->ldb + jc;
+            kern->pack_b(job->transB, src, job->ldb, nc_len, kc_len, packed_b);
             for (long ic = r0; ic < r1; ic += kern->mc) {
                 long mc_len = min_long(kern->mc, r1 - ic);
                 for (long jp = 0; jp < nc_len; jp += nr) {
@@ -278,6 +318,7 @@ static void gemm_range(const gemm_job *job, long r0, long r1, long c0, long c1) 
             }
         }
     }
+    if (kern->thread_end) kern->thread_end();
 }
 
 static void gemm_part(void *ctx, int index, int count) {
@@ -334,9 +375,14 @@ static long computed_columns(long n, long nr) {
 
 // Whether to compute Cᵀ = op(B)ᵀ·op(A)ᵀ instead: when C has few columns that waste much of the last panel (the
 // OCR head's 8192×512 · 512×19: 19 of 32 columns), and more rows, which then become fully used columns. The
-// transposed tile store needs 32-bit lane offsets up to 31 · ldc.
-static int computes_transposed(long m, long n, long ldc, long nr) {
-    return m > n && computed_columns(n, nr) * 9 > n * 10 && ldc < INT32_MAX / 32;
+// transposed tile store needs 32-bit lane offsets up to 31 · ldc. A kernel whose rows also cost whole units
+// (AMX: 16-row tiles) transposes only when that computes ≥ 10 % fewer padded elements (never, for 16 × 16 units).
+static int computes_transposed(const ocr_bf16_kernel *kern, long m, long n, long ldc) {
+    if (!(m > n && ldc < INT32_MAX / 32)) return 0;
+    if (kern->m_unit <= 1) return computed_columns(n, kern->nr) * 9 > n * 10;
+    double direct = (double)round_up(m, kern->m_unit) * computed_columns(n, kern->nr);
+    double transposed = (double)round_up(n, kern->m_unit) * computed_columns(m, kern->nr);
+    return transposed * 10 < direct * 9;
 }
 
 void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
@@ -348,7 +394,7 @@ void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, 
     }
     const ocr_bf16_kernel *kern = kernel();
     int threads = threads_for(m, n, k, m + n);
-    if (computes_transposed(m, n, ldc, kern->nr)) {
+    if (computes_transposed(kern, m, n, ldc)) {
         // op(B)ᵀ (n × k) is the packed left operand and op(A)ᵀ (k × m) the right one, each stored "transposed" as
         // the other was not; the dot products are the same pairs of products, so the bits are the same.
         uint16_t *packed = scratch(&packed_a_scratch, ocr_bf16_packed_a_size(n, k));

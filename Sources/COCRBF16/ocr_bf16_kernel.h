@@ -1,7 +1,7 @@
 // What the blocked driver (ocr_bf16.c) needs to know of a microkernel. Each kernel owns the layout of its packed
 // panels; the driver only knows a panel's size: mr (or nr) rows × the k extent rounded up to k_unit, in bf16.
-// For VDPBF16PS k_unit is 2 (a 32-bit pair of consecutive k per row/column); a tile-based kernel (AMX: 16 rows ×
-// 32 k per tile row) would set k_unit = 32 and its own packing, without changing the driver or the public API.
+// For VDPBF16PS k_unit is 2 (a 32-bit pair of consecutive k per row/column); the tile-based AMX kernel (32 k per
+// tile row of A) sets k_unit = 32, with its own packing.
 #ifndef OCR_BF16_KERNEL_H
 #define OCR_BF16_KERNEL_H
 
@@ -18,13 +18,23 @@ typedef struct {
     // Packs rows [0, rows) × k [0, k_len) of op(A) (a already points at the first element, rows ≤ mr) into one
     // panel of mr × round_up(k_len, k_unit) bf16, zero-padded.
     void (*pack_a_panel)(int trans, const float *a, long lda, long rows, long k_len, uint16_t *panel);
-    // The same for op(B): columns [0, cols) (cols ≤ nr) × k [0, k_len).
-    void (*pack_b_panel)(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panel);
+    // The same for a block of op(B): columns [0, cols) × k [0, k_len) into ceil(cols / nr) consecutive panels of
+    // nr × round_up(k_len, k_unit) bf16. A whole block at once, so that a B stored k × n can be read along its
+    // rows (panel by panel, each k row would be a different page: 32 KB apart for n = 8192).
+    void (*pack_b)(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panels);
     // tile[0..rows) [0..cols) = alpha * Apanel·Bpanel + beta * tile (beta == 0: c is not read), where tile (i, j) is
     // c[i * ldc + j], or c[j * ldc + i] when transpose_c (the driver computes Cᵀ = op(B)ᵀ·op(A)ᵀ when C has few
     // columns). k_padded is the panels' padded k extent.
     void (*microkernel)(long k_padded, const uint16_t *a_panel, const uint16_t *b_panel, float *c, long ldc,
                         int rows, int cols, float alpha, float beta, int transpose_c);
+
+    // Optional (NULL: none). Rows of a microtile cost whole multiples of m_unit (0 or 1: any row count costs what
+    // it is; AMX: 16-row tiles), which decides whether computing Cᵀ saves work.
+    int m_unit;
+    // Called on each thread that runs microkernels, before its first and after its last one of a call (AMX: the
+    // per-thread tile configuration, LDTILECFG / TILERELEASE).
+    void (*thread_begin)(void);
+    void (*thread_end)(void);
 } ocr_bf16_kernel;
 
 // Round-to-nearest-even fp32 -> bf16 bits, matching VCVTNEPS2BF16 (denormal inputs as zero, NaN quieted).
@@ -41,7 +51,9 @@ static inline float ocr_bf16_to_float(uint16_t h) {
     return v.f;
 }
 
-// Defined only on x86-64 with a compiler that knows AVX512-BF16; the driver checks CPUID before using it.
+// Defined only on x86-64 with a compiler that knows AVX512-BF16 (and AMX); the driver checks CPUID (and, for AMX,
+// XCR0 and the OS permission) before using them.
+extern const ocr_bf16_kernel ocr_bf16_kernel_amx;
 extern const ocr_bf16_kernel ocr_bf16_kernel_avx512;
 extern const ocr_bf16_kernel ocr_bf16_kernel_portable;
 

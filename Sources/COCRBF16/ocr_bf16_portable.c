@@ -27,8 +27,12 @@ static void pack_a_panel(int trans, const float *a, long lda, long rows, long k_
     pack_pairs(!trans, a, lda, rows, PORTABLE_MR, k_len, panel);
 }
 
-static void pack_b_panel(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panel) {
-    pack_pairs(trans, b, ldb, cols, PORTABLE_NR, k_len, panel);
+static void pack_b(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panels) {
+    long panel_size = PORTABLE_NR * (k_len + k_len % 2);
+    for (long j = 0; j < cols; j += PORTABLE_NR, panels += panel_size) {
+        long panel_cols = cols - j < PORTABLE_NR ? cols - j : PORTABLE_NR;
+        pack_pairs(trans, trans ? b + j * ldb : b + j, ldb, panel_cols, PORTABLE_NR, k_len, panels);
+    }
 }
 
 static void microkernel(long k_padded, const uint16_t *a_panel, const uint16_t *b_panel, float *c, long ldc,
@@ -56,5 +60,5 @@ const ocr_bf16_kernel ocr_bf16_kernel_portable = {
     .name = "portable 4x16",
     .mr = PORTABLE_MR, .nr = PORTABLE_NR, .k_unit = 2,
     .kc = 256, .mc = 128, .nc = 1024,
-    .pack_a_panel = pack_a_panel, .pack_b_panel = pack_b_panel, .microkernel = microkernel,
+    .pack_a_panel = pack_a_panel, .pack_b = pack_b, .microkernel = microkernel,
 };

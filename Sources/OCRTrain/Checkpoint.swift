@@ -16,6 +16,9 @@ public struct TrainerState: Codable, Equatable {
     public var bestIteration: Int?
     public var worldSize: Int
     public var configHash: String
+    /// True when the evaluation due at `iteration` has not run to the end (a stop request came first); a run
+    /// resumed from this checkpoint evaluates before it trains on. Absent in older checkpoints.
+    public var pendingEvaluation: Bool?
 
     public init(iteration: Int, samplerEpoch: Int, samplerConsumed: Int, seed: UInt64, dropoutCalls: [UInt64],
                 bestMIoU: Double?, bestIteration: Int?, worldSize: Int, configHash: String) {
@@ -87,11 +90,13 @@ public struct CheckpointStore {
         try writeFileAtomically(try encoder.encode(state), to: "\(checkpoint)/\(stateFile)")
     }
 
-    /// Records that the checkpoint of `state.iteration` scored best so far, without writing its weights again: its
-    /// trainer state gains the new best (so a run resumed from it keeps the same one) and `best_checkpoint` names it.
-    public func markBest(_ state: TrainerState) throws {
+    /// Records the evaluation of the checkpoint of `state.iteration`, written before it, without writing the weights
+    /// again: its trainer state is replaced (the evaluation no longer pending, and the new best, so a run resumed
+    /// from it keeps the same one), and when it scored `best` so far `best_checkpoint` names it.
+    public func recordEvaluation(_ state: TrainerState, best: Bool) throws {
         let checkpoint = directory(iteration: state.iteration)
         try Self.writeState(state, to: checkpoint)
+        guard best else { return }
         try writeFileAtomically(Data((Self.name(iteration: state.iteration) + "\n").utf8),
                                 to: "\(workDir)/\(Self.bestPointerFile)")
     }

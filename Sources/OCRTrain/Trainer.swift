@@ -140,6 +140,15 @@ public final class Trainer {
         log.info("training \(config.model.depth)-layer OCRNet on \(trainSet.count) images, \(comm.size) rank(s) × "
                  + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)")
 
+        if state.pendingEvaluation == true {
+            log.info("evaluating iteration \(state.iteration) first: the run that checkpointed it stopped before its "
+                     + "evaluation ended")
+            comm.stage = "evaluation after iteration \(state.iteration)"
+            guard try evaluateAndRecord(model, valSet, data, &state) else {
+                log.info("stop requested\(Self.stopSignalName) during evaluation, exiting")
+                return
+            }
+        }
         var window = (seconds: 0.0, data: 0.0, steps: 0)
         var lastSaveSeconds: Double?
         let runStart = Date()
@@ -184,19 +193,20 @@ public final class Trainer {
             let stop = agreeOnStop() || state.iteration == stopAtIteration
             let evaluate = state.iteration % config.valInterval == 0 || done
             // Checkpoint first: an evaluation that fails or runs out of memory must not cost the interval's training.
+            state.pendingEvaluation = evaluate ? true : nil
             if state.iteration % config.checkpointInterval == 0 || done || stop || evaluate {
                 let saveStart = Date()
                 try saveCheckpoint(model, sgd, state)
                 lastSaveSeconds = Date().timeIntervalSince(saveStart)
             }
             if stop {
-                if evaluate { log.info("evaluation of iteration \(state.iteration) skipped: stop requested") }
+                if evaluate { log.info("evaluation of iteration \(state.iteration) left for the resumed run: stop requested") }
                 log.info("stop requested\(Self.stopSignalName): checkpointed iteration \(state.iteration), exiting")
                 break
             }
             if evaluate {
                 comm.stage = "evaluation after iteration \(state.iteration)"
-                guard try evaluateAndMarkBest(model, valSet, data, &state) else {
+                guard try evaluateAndRecord(model, valSet, data, &state) else {
                     log.info("stop requested\(Self.stopSignalName) during evaluation: iteration \(state.iteration) is "
                              + "checkpointed, exiting")
                     break
@@ -207,10 +217,10 @@ public final class Trainer {
                         Date().timeIntervalSince(runStart)))
     }
 
-    /// Evaluates the checkpointed model; marks the checkpoint best when it is. Returns false when a stop was
-    /// requested during evaluation. A failed evaluation stops training (non-zero) or, with
+    /// Evaluates the checkpointed model and records it in the checkpoint (best or not). Returns false when a stop
+    /// was requested during evaluation (it stays pending). A failed evaluation stops training (non-zero) or, with
     /// `train_cfg.on_val_error: continue`, is reported and training goes on; the checkpoint is on disk either way.
-    private func evaluateAndMarkBest(_ model: OCRNet, _ valSet: SegmentationDataset, _ data: DataConfig,
+    private func evaluateAndRecord(_ model: OCRNet, _ valSet: SegmentationDataset, _ data: DataConfig,
                                      _ state: inout TrainerState) throws -> Bool {
         // Without sync BN every rank's running statistics follow its own batches: evaluate (and keep) rank 0's.
         if !config.syncBN { ReplicaConsistency.broadcastBuffers(model.store, comm: comm) }
@@ -225,6 +235,8 @@ public final class Trainer {
             // Every rank failed together (the evaluator agrees on failures): one line, a clean non-zero exit.
             guard config.onValError == .continue else { throw AgreedFailure(message) }
             log.warning(message + "; continuing (train_cfg.on_val_error: continue)")
+            state.pendingEvaluation = nil
+            if comm.isRoot { try checkpoints.recordEvaluation(state, best: false) }
             return true
         }
         model.training = true
@@ -234,11 +246,13 @@ public final class Trainer {
         var entry = Evaluator.jsonObject(counts, classNames: valSet.classes.names)
         entry["iter"] = state.iteration
         try log.record(entry)
-        if state.bestMIoU.map({ mIoU > $0 }) ?? true {
+        let best = state.bestMIoU.map { mIoU > $0 } ?? true
+        if best {
             state.bestMIoU = mIoU
             state.bestIteration = state.iteration
-            if comm.isRoot { try checkpoints.markBest(state) }
         }
+        state.pendingEvaluation = nil
+        if comm.isRoot { try checkpoints.recordEvaluation(state, best: best) }
         return true
     }
 

@@ -232,6 +232,14 @@ final class ClusterLifeTests: XCTestCase {
         XCTAssertEqual(try pointer(work), "iter_1")
         let log = try String(contentsOfFile: "\(work)/log.jsonl", encoding: .utf8)
         XCTAssertFalse(log.contains("mIoU"), "the interrupted evaluation records nothing")
+        // The resumed run does the evaluation the stop cut short (at one scale here, to be quick) before training on.
+        let resumed = try train(0, ["--work-dir", work, "--resume"] + small() + longSteps
+                                + ["train_cfg.max_iters=1", "train_cfg.val_interval=1", "checkpoint.interval=1"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("evaluating iteration 1 first"), resumed.stdout)
+        let logged = try String(contentsOfFile: "\(work)/log.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(logged.filter { $0.contains("\"mIoU\"") && $0.contains("\"iter\":1") }.count, 1)
+        XCTAssertEqual(try pointer(work, "best_checkpoint"), "iter_1")
     }
 
     /// A full file system (a 2 MiB tmpfs) during a checkpoint: one line naming the path, non-zero exit, no trap, the
@@ -288,6 +296,18 @@ final class ClusterLifeTests: XCTestCase {
         trained["iter"] = nil
         let scored = try json(evaluated.stdout.split(separator: "\n").last.map(String.init) ?? "")
         XCTAssertEqual(NSDictionary(dictionary: trained), NSDictionary(dictionary: scored))
+    }
+
+    /// Launch/slurm_train.sh under a real one-node Slurm (Tests/Cluster/local-slurm.sh): scancel of an srun job
+    /// during a step ends it 0 with a checkpoint that --resume continues; a REQUEUE=1 batch job with a one-minute
+    /// limit checkpoints on SIGUSR1, requeues itself and completes. Skipped where Slurm cannot be started.
+    func testSlurmTrainScriptStopsAndRequeuesUnderSlurm() throws {
+        let script = Fixtures.directory.deletingLastPathComponent().appendingPathComponent("Cluster/slurm_preemption.sh").path
+        let r = try runProcess("/bin/bash", [script], environment: ["OCR_DDP": OCRDDPBinary.path], timeout: 900)
+        try XCTSkipIf(r.stdout.contains("SKIP:"), r.stdout)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        XCTAssertTrue(r.stdout.contains(" 0 failed"), r.stdout)
     }
 
     /// Node-local dataset copies that differ (one label file changed on rank 1's copy): every rank stops with one

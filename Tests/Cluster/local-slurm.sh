@@ -29,11 +29,11 @@ alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # stop_daemon PIDFILE NAME: SIGTERM, up to 10 s to exit, then SIGKILL.
 stop_daemon() {
-    local pidfile=$1 name=$2 pid i
+    local pidfile=$1 name=$2 pid
     alive "$pidfile" || { rm -f "$pidfile"; return 0; }
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$pid" 2>/dev/null; then say "$name ($pid) ignored SIGTERM: SIGKILL"; kill -9 "$pid" 2>/dev/null || true; fi
     rm -f "$pidfile"
 }
@@ -44,9 +44,12 @@ case $action in
 stop)
     if alive "$ctld_pid"; then
         # Kill what still runs while slurmd is there to end its job steps (no slurmstepd is left behind).
-        scancel --full --signal=KILL --quiet 2>/dev/null || true
-        for _ in $(seq 1 20); do [[ -z $(squeue -h -t R,CG 2>/dev/null) ]] && break; sleep 0.5; done
-        scancel --quiet $(squeue -h -o %i 2>/dev/null) 2>/dev/null || true
+        mapfile -t jobs < <(squeue -h -o %i 2>/dev/null)
+        if (( ${#jobs[@]} )); then
+            scancel --full --signal=KILL --quiet "${jobs[@]}" 2>/dev/null || true   # running ones
+            scancel --quiet "${jobs[@]}" 2>/dev/null || true                      # pending ones
+            for _ in $(seq 1 20); do [[ -z $(squeue -h -t R,CG 2>/dev/null) ]] && break; sleep 0.5; done
+        fi
     fi
     stop_daemon "$slurmd_pid" slurmd
     stop_daemon "$ctld_pid" slurmctld
@@ -155,7 +158,7 @@ fi
 # Wait for the node: idle (or busy with jobs of an earlier start). A node left down/drained by an earlier run is
 # resumed.
 state=
-for i in $(seq 1 60); do
+for _ in $(seq 1 60); do
     state=$(node_state)
     case $state in
         idle*|mix*|alloc*) break ;;

@@ -47,8 +47,8 @@ TMP=$(mktemp -d /tmp/ocr-ddp-slurm-test.XXXXXX)
 TAG=ocrddp-test-$$
 cleanup() {
     local ids
-    ids=$(squeue -h -o '%i %j' 2>/dev/null | awk -v t="$TAG" 'index($2, t) == 1 { print $1 }')
-    [[ -n $ids ]] && scancel --signal=KILL --full $ids 2>/dev/null || true
+    mapfile -t ids < <(squeue -h -o '%i %j' 2>/dev/null | awk -v t="$TAG" 'index($2, t) == 1 { print $1 }')
+    if (( ${#ids[@]} )); then scancel --signal=KILL --full "${ids[@]}" 2>/dev/null || true; fi
     if [[ ${KEEP_TMP:-0} == 1 ]]; then echo "kept: $TMP"; else rm -rf "$TMP"; fi
     if (( started_slurm )); then "$HERE/local-slurm.sh" stop || true; fi
 }
@@ -142,14 +142,14 @@ echo "== b. REQUEUE=1 TIME=00:01:00 SIGNAL_LEAD=45 NPROC=$NPROC Launch/slurm_tra
      "(steps of ${STEP} s)"
 WB=$TMP/work-b
 submitted=$(REQUEUE=1 TIME=00:01:00 SIGNAL_LEAD=45 NPROC=$NPROC "$LAUNCH" debug "$TAG-b" "$CONFIG" "$WB" \
-    "${CFG[@]}" train_cfg.max_iters=$B_ITERS 2>&1) || true
+    "${CFG[@]}" train_cfg.max_iters="$B_ITERS" 2>&1) || true
 echo "   $submitted"
 job=$(sed -n 's/^Submitted batch job \([0-9][0-9]*\).*/\1/p' <<<"$submitted")
 if [[ -z $job ]]; then
     fail "b: sbatch did not submit the job"
 else
     OUT_B=$WB/slurm-$job.out
-    t0=$(now) deadline=$(( $(date +%s) + CASE_TIMEOUT )) last= released=0 restarts=0 final= held_since=
+    t0=$(now) deadline=$(( $(date +%s) + CASE_TIMEOUT )) last='' released=0 restarts=0 final='' held_since=
     while (( $(date +%s) < deadline )); do
         info=$(scontrol show job -o "$job" 2>/dev/null || true)
         [[ -z $info ]] && { final=PURGED; break; }

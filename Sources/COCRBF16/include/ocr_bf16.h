@@ -1,4 +1,4 @@
-// bf16 GEMM for CPUs with AVX512-BF16 (VDPBF16PS), a drop-in for the row-major cblas_sgemm calls of the trainer.
+// bf16 GEMM on AMX-BF16 or AVX512-BF16 (VDPBF16PS), a drop-in for the row-major cblas_sgemm calls of the trainer.
 //
 // Semantics: C = alpha * op(A) * op(B) + beta * C, row-major, with op(A): m×k, op(B): k×n, C: m×n, all fp32 in
 // memory. The operands are rounded to bf16 (round-to-nearest-even, as VCVTNEPS2BF16 does) while they are packed;
@@ -9,9 +9,10 @@
 // Determinism: every element of C is computed by one thread, over the same k blocks in the same order, whatever the
 // thread count, so results are bit-identical for 1 or N threads (and for concurrent callers).
 //
-// The kernel is picked once, at the first call: the AVX512-BF16 one when ocr_bf16_supported(), else a portable C
-// kernel with the same bf16 rounding (slow, but callers never crash). OCR_BF16_KERNEL=portable in the environment
-// forces the portable one (tests use it to check that path on a machine that has AVX512-BF16).
+// The kernel is picked once, at the first call: the AMX-BF16 one when ocr_bf16_amx_supported(), else the
+// AVX512-BF16 one when ocr_bf16_supported(), else a portable C kernel with the same bf16 rounding (slow, but callers
+// never crash). OCR_BF16_KERNEL=amx|avx512bf16|portable in the environment caps the choice at that kernel (one the
+// CPU lacks falls back down the list; tests use it to check every path on one machine).
 #ifndef OCR_BF16_H
 #define OCR_BF16_H
 
@@ -25,7 +26,7 @@ void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, 
                    const float *b, long ldb, float beta, float *c, long ldc);
 
 // Weights reused across many GEMMs (Winograd's 16 GEMMs per convolution, per-image loops, forward + backward of
-// one step) can be packed once: ocr_bf16_packed_a_size bytes of caller memory (any alignment; 64 is best), filled by
+// one step) can be packed once: ocr_bf16_packed_a_size bytes of caller memory (4-byte aligned; 64 is best), filled by
 // ocr_bf16_pack_a, then used by ocr_bf16_gemm_packed_a with the same m and k. The layout belongs to the kernel
 // chosen in this process, so a packed buffer must not be saved or sent to another process.
 size_t ocr_bf16_packed_a_size(long m, long k);
@@ -36,13 +37,18 @@ void ocr_bf16_gemm_packed_a(int transB, long m, long n, long k, float alpha, con
 // 1 when the CPU has AVX512F/BW/VL + AVX512-BF16 and the OS saves zmm state (XCR0), else 0.
 int ocr_bf16_supported(void);
 
+// 1 when, in addition, the CPU has AMX-TILE + AMX-BF16, the OS saves tile state (XCR0 bits 17-18) and, on Linux,
+// granted this process XTILEDATA (the first call requests it: arch_prctl(ARCH_REQ_XCOMP_PERM); signal frames grow
+// by ~8 KB from then on, which matters only to threads with small sigaltstacks). Else 0.
+int ocr_bf16_amx_supported(void);
+
 // Threads the kernel may use (default 1; n < 1 counts as 1), like openblas_set_num_threads. The calling thread is
 // one of them; the others are a persistent pool started on first need. A call made while another thread's call
 // holds the pool runs on its caller's thread alone (same results).
 void ocr_bf16_set_threads(int n);
 int ocr_bf16_get_threads(void);
 
-// Name of the kernel in use ("avx512bf16 12x32", "portable 4x16"), for benchmark logs.
+// Name of the kernel in use ("amx-bf16 32x32", "avx512bf16 12x32", "portable 4x16"), for benchmark logs.
 const char *ocr_bf16_kernel_name(void);
 
 // The textbook triple loop on the bf16-rounded operands, accumulating in double; tests compare against it.

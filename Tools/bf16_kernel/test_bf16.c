@@ -1,0 +1,250 @@
+// Checks ocr_bf16_gemm (and the packed-A entry points) against ocr_bf16_gemm_reference, the bf16 rounding, and
+// that results do not depend on the thread count. Run by build.sh once per kernel (OCR_BF16_KERNEL=amx,
+// avx512bf16, portable). Prints "N passed, M failed" and exits non-zero on any failure.
+#include "ocr_bf16.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+static void check(int ok, const char *what) {
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL: %s\n", what);
+    }
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t next_random(void) {  // xorshift64*: reproducible across runs and machines
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1dull;
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)((next_random() >> 40) / 16777216.0); }
+static long uniform_long(long lo, long hi) { return lo + (long)(next_random() % (uint64_t)(hi - lo + 1)); }
+
+static uint32_t bits_of(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static float float_of(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+// ---------------------------------------------------------------- rounding
+
+static void test_round(void) {
+    struct { uint32_t in, out; const char *what; } cases[] = {
+        {0x3f808000, 0x3f800000, "tie rounds down to even"},
+        {0x3f818000, 0x3f820000, "tie rounds up to even"},
+        {0x3f808001, 0x3f810000, "above tie rounds up"},
+        {0x3f807fff, 0x3f800000, "below tie rounds down"},
+        {0xbf818000, 0xbf820000, "negative tie to even"},
+        {0x7f800000, 0x7f800000, "+inf"},
+        {0xff800000, 0xff800000, "-inf"},
+        {0x7f7fffff, 0x7f800000, "largest float rounds to inf"},
+        {0x00000001, 0x00000000, "denormal to +0"},
+        {0x807fffff, 0x80000000, "negative denormal to -0"},
+        {0x00800000, 0x00800000, "smallest normal kept"},
+        {0x00000000, 0x00000000, "+0"},
+        {0x80000000, 0x80000000, "-0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        uint32_t got = bits_of(ocr_bf16_round(float_of(cases[i].in)));
+        char what[160];
+        snprintf(what, sizeof what, "round %08x: %s (got %08x, want %08x)", cases[i].in, cases[i].what, got,
+                 cases[i].out);
+        check(got == cases[i].out, what);
+    }
+    float nan_in[] = {float_of(0x7f800001), float_of(0x7fc00000), float_of(0xffc00001), float_of(0x7f80ffff)};
+    int nan_ok = 1;
+    for (int i = 0; i < 4; ++i) {
+        float r = ocr_bf16_round(nan_in[i]);
+        nan_ok &= isnan(r) && (bits_of(r) >> 31) == (bits_of(nan_in[i]) >> 31);
+    }
+    check(nan_ok, "NaN (signalling, quiet, negative, payload only in the low bits) stays NaN with its sign");
+
+    // The kernel's packing must round exactly as ocr_bf16_round: a 1×1×1 product with b = 1 is round(a) (up to the
+    // sign of zero: the accumulator starts at +0, and +0 + -0 = +0).
+    int mismatches = 0;
+    uint32_t first_bad = 0;
+    for (int i = 0; i < 200000; ++i) {
+        uint32_t u = (uint32_t)next_random();
+        if (i % 4 == 0) u &= 0x807fffff;  // denormals too
+        float a = float_of(u), one = 1, c = 0;
+        ocr_bf16_gemm(0, 0, 1, 1, 1, 1, &a, 1, &one, 1, 0, &c, 1);
+        float want = ocr_bf16_round(a);
+        int same = isnan(want) ? isnan(c) : c == want;
+        if (!same && mismatches++ == 0) first_bad = u;
+    }
+    char what[120];
+    snprintf(what, sizeof what, "packing rounds as ocr_bf16_round on 200000 bit patterns (%d differ, first %08x)",
+             mismatches, first_bad);
+    check(mismatches == 0, what);
+}
+
+// ---------------------------------------------------------------- products against the reference
+
+typedef struct {
+    double worst_ratio;  // largest |ours − reference| / bound seen
+    double worst_diff;
+    char where[256];
+} error_record;
+
+static error_record overall;
+
+static float *random_matrix(long count, int wide_exponents) {
+    float *x = malloc((size_t)count * sizeof(float) + 4);
+    for (long i = 0; i < count; ++i) {
+        x[i] = uniform(-1, 1);
+        if (wide_exponents) x[i] = ldexpf(x[i], (int)uniform_long(-20, 20));
+    }
+    return x;
+}
+
+// Compares one product; the bound is fp32 accumulation's: (k + k blocks + a few) · 2^-24 of
+// |alpha|·Σ|a||b| + |beta·c|, per element.
+static int compare_product(int transA, int transB, long m, long n, long k, float alpha, float beta, int nan_in_c,
+                           int wide_exponents) {
+    long lda = (transA ? m : k) + uniform_long(0, 3), ldb = (transB ? k : n) + uniform_long(0, 3);
+    long ldc = n + uniform_long(0, 3);
+    long a_rows = transA ? k : m, b_rows = transB ? n : k;
+    float *a = random_matrix(a_rows * lda, wide_exponents), *b = random_matrix(b_rows * ldb, wide_exponents);
+    size_t c_bytes = (size_t)(m * ldc) * sizeof(float);
+    float *c = random_matrix(m * ldc, 0), *want = malloc(c_bytes), *initial = malloc(c_bytes);
+    if (nan_in_c) for (long i = 0; i < m * ldc; ++i) c[i] = NAN;
+    memcpy(want, c, c_bytes);
+    memcpy(initial, c, c_bytes);
+
+    ocr_bf16_gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    ocr_bf16_gemm_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, want, ldc);
+
+    int ok = 1;
+    for (long i = 0; i < m; ++i) {
+        for (long j = 0; j < n; ++j) {
+            double magnitude = 0;
+            for (long p = 0; p < k; ++p) {
+                float av = transA ? a[p * lda + i] : a[i * lda + p];
+                float bv = transB ? b[j * ldb + p] : b[p * ldb + j];
+                magnitude += fabs((double)ocr_bf16_round(av) * ocr_bf16_round(bv));
+            }
+            double scaled_c = beta == 0 ? 0 : fabs(beta * (double)initial[i * ldc + j]);
+            double bound = (k + k / 256 + 8) * ldexp(1, -24) * (fabs(alpha) * magnitude + scaled_c) + 1e-37;
+            double diff = fabs((double)c[i * ldc + j] - want[i * ldc + j]);
+            if (!(diff <= bound)) ok = 0;  // NaN anywhere fails
+            double ratio = diff / bound;
+            if (!(ratio <= overall.worst_ratio)) {
+                overall.worst_ratio = ratio;
+                overall.worst_diff = diff;
+                snprintf(overall.where, sizeof overall.where,
+                         "tA=%d tB=%d m=%ld n=%ld k=%ld alpha=%g beta=%g at (%ld,%ld): ours %.9g ref %.9g", transA,
+                         transB, m, n, k, alpha, beta, i, j, c[i * ldc + j], want[i * ldc + j]);
+            }
+        }
+    }
+    // Columns past n in each row (ldc padding) must be untouched.
+    for (long i = 0; i < m && ok; ++i)
+        for (long j = n; j < ldc; ++j)
+            if (bits_of(c[i * ldc + j]) != bits_of(initial[i * ldc + j])) ok = 0;
+    free(a), free(b), free(c), free(want), free(initial);
+    return ok;
+}
+
+static void test_products(void) {
+    // alpha 1 with beta 0 or 1 is the AMX kernel's accumulate-in-tiles path, the others its scaled one.
+    const float alphas[] = {1, 0.5f, -2, 1, 1}, betas[] = {0, 1, 0.25f, -1, 1};
+    char what[160];
+    for (int trans = 0; trans < 4; ++trans) {
+        int transA = trans >> 1, transB = trans & 1, all_ok = 1, count = 0;
+        for (int t = 0; t < 150; ++t) {
+            long m = uniform_long(1, 70), n = uniform_long(1, 70), k = uniform_long(1, 70);
+            int variant = t % 5;
+            all_ok &= compare_product(transA, transB, m, n, k, alphas[variant], betas[variant], 0, t % 3 == 0);
+            count++;
+        }
+        snprintf(what, sizeof what, "tA=%d tB=%d: %d random shapes in 1..70 within bound", transA, transB, count);
+        check(all_ok, what);
+
+        // Large and edge-heavy shapes: several k blocks, several mc/nc blocks, OCR head's skinny ones.
+        const long shapes[][3] = {{300, 260, 1100}, {19, 2100, 517}, {2500, 19, 300}, {13, 33, 769}, {1, 1, 3001},
+                                  {48, 80, 1057}};
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+            int ok = compare_product(transA, transB, shapes[s][0], shapes[s][1], shapes[s][2], 1,
+                                     s % 3 == 1 ? 0.5f : s % 3 == 2 ? 1.0f : 0, 0, 0);
+            snprintf(what, sizeof what, "tA=%d tB=%d m=%ld n=%ld k=%ld within bound", transA, transB, shapes[s][0],
+                     shapes[s][1], shapes[s][2]);
+            check(ok, what);
+        }
+        snprintf(what, sizeof what, "tA=%d tB=%d beta=0 ignores NaN in C", transA, transB);
+        check(compare_product(transA, transB, 37, 45, 29, 1.5f, 0, 1, 0), what);
+    }
+
+    // alpha == 0 scales C by beta without reading A or B (NaN there must not leak).
+    float a = NAN, b = NAN, c[2] = {3, NAN};
+    ocr_bf16_gemm(0, 0, 1, 1, 1, 0, &a, 1, &b, 1, 2, c, 1);
+    check(c[0] == 6, "alpha=0 gives beta*C and ignores NaN in A, B");
+    ocr_bf16_gemm(0, 0, 1, 1, 0, 1, &a, 1, &b, 1, 0, c + 1, 1);
+    check(c[1] == 0, "k=0 with beta=0 zeroes C (even NaN)");
+
+    printf("largest |ours - reference| = %.3g, %.3f of the bound, at %s\n", overall.worst_diff,
+           overall.worst_ratio, overall.where);
+}
+
+// ---------------------------------------------------------------- determinism and the packed-A entry points
+
+// One product with 1 thread, 2 threads and through ocr_bf16_pack_a: all three must give the same bits. beta 1
+// adds to a random C (the AMX kernel then starts its accumulators from C).
+static void check_same_bits(long m, long n, long k, int transA, int transB, float alpha, float beta) {
+    char what[160];
+    float *a = random_matrix(m * k, 0), *b = random_matrix(k * n, 0), *c0 = random_matrix(m * n, 0);
+    size_t c_bytes = (size_t)(m * n) * sizeof(float);
+    float *c1 = malloc(c_bytes), *c2 = malloc(c_bytes), *c3 = malloc(c_bytes), *c4 = malloc(c_bytes);
+    memcpy(c1, c0, c_bytes), memcpy(c2, c0, c_bytes), memcpy(c3, c0, c_bytes), memcpy(c4, c0, c_bytes);
+    long lda = transA ? m : k, ldb = transB ? k : n;
+
+    ocr_bf16_set_threads(1);
+    ocr_bf16_gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c1, n);
+    ocr_bf16_set_threads(2);
+    ocr_bf16_gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c2, n);
+    snprintf(what, sizeof what, "m=%ld n=%ld k=%ld tA=%d tB=%d beta=%g: 1 and 2 threads bit-identical", m, n, k,
+             transA, transB, beta);
+    check(memcmp(c1, c2, c_bytes) == 0, what);
+
+    void *packed = malloc(ocr_bf16_packed_a_size(m, k));
+    ocr_bf16_pack_a(transA, m, k, a, lda, packed);  // 2 threads here
+    ocr_bf16_gemm_packed_a(transB, m, n, k, alpha, packed, b, ldb, beta, c3, n);
+    ocr_bf16_set_threads(1);
+    ocr_bf16_gemm_packed_a(transB, m, n, k, alpha, packed, b, ldb, beta, c4, n);
+    snprintf(what, sizeof what, "m=%ld n=%ld k=%ld tA=%d tB=%d beta=%g: packed A (1 and 2 threads) same bits", m,
+             n, k, transA, transB, beta);
+    check(memcmp(c1, c3, c_bytes) == 0 && memcmp(c1, c4, c_bytes) == 0, what);
+    free(packed), free(a), free(b), free(c0), free(c1), free(c2), free(c3), free(c4);
+}
+
+static void test_threads_and_packing(void) {
+    const long shapes[][5] = {
+        // m, n, k, transA, transB: big enough (> 4 Mflop per thread) that 2 threads really split the work
+        {300, 500, 200, 0, 0}, {2500, 19, 512, 0, 0}, {19, 3000, 512, 0, 0}, {250, 260, 777, 1, 1},
+        {512, 300, 1000, 0, 1}, {300, 400, 513, 1, 0},
+        // several mc, nc and kc blocks of every kernel, with edges in both directions
+        {1100, 1300, 1100, 0, 0},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        for (int accumulate = 0; accumulate < 2; ++accumulate)
+            check_same_bits(shapes[s][0], shapes[s][1], shapes[s][2], (int)shapes[s][3], (int)shapes[s][4], 1,
+                            accumulate ? 1.0f : 0.0f);
+    }
+    check_same_bits(333, 444, 555, 0, 1, -0.5f, 0.25f);
+}
+
+int main(void) {
+    printf("kernel: %s (ocr_bf16_supported = %d, ocr_bf16_amx_supported = %d)\n", ocr_bf16_kernel_name(),
+           ocr_bf16_supported(), ocr_bf16_amx_supported());
+    test_round();
+    test_products();
+    test_threads_and_packing();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
