@@ -48,6 +48,14 @@ final class ClusterLifeTests: XCTestCase {
         return r
     }
 
+    /// A copy of the shared dataset to damage, and the PNGs under `folder` of it (sorted, relative to the folder).
+    func datasetCopy(_ name: String, listing folder: String) throws -> (root: String, files: [String]) {
+        let root = path(name)
+        try FileManager.default.copyItem(atPath: data, toPath: root)
+        let files = try FileManager.default.subpathsOfDirectory(atPath: "\(root)/\(folder)").filter { $0.hasSuffix(".png") }
+        return (root, files.sorted())
+    }
+
     func pointer(_ work: String, _ file: String = "last_checkpoint") throws -> String {
         try String(contentsOfFile: "\(work)/\(file)", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -184,9 +192,7 @@ final class ClusterLifeTests: XCTestCase {
     /// naming the file (or, with train_cfg.on_val_error: continue, is reported and training goes on), and the
     /// best evaluated checkpoint is marked by `best_checkpoint` and its trainer state.
     func testCheckpointComesBeforeEvaluationAndSurvivesAFailedOne() throws {
-        let root = path("data")
-        try FileManager.default.copyItem(atPath: data, toPath: root)
-        let valImages = try FileManager.default.subpathsOfDirectory(atPath: "\(root)/leftImg8bit/val").filter { $0.hasSuffix(".png") }.sorted()
+        let (root, valImages) = try datasetCopy("data", listing: "leftImg8bit/val")
         let corrupt = "\(root)/leftImg8bit/val/\(valImages[1])"
         let args = small(root: root) + ["train_cfg.val_interval=2", "checkpoint.interval=2", "train_cfg.max_iters=4"]
 
@@ -314,9 +320,7 @@ final class ClusterLifeTests: XCTestCase {
     /// line naming the file; and `eval` reads the checkpoint on rank 0 only (rank 1 is given a path that does not
     /// exist).
     func testRanksCompareTheirDatasetAndOnlyRankZeroReadsTheCheckpoint() throws {
-        let copy = path("copy")
-        try FileManager.default.copyItem(atPath: data, toPath: copy)
-        let labels = try FileManager.default.subpathsOfDirectory(atPath: "\(copy)/gtFine/train").filter { $0.hasSuffix(".png") }.sorted()
+        let (copy, labels) = try datasetCopy("copy", listing: "gtFine/train")
         let changed = "gtFine/train/\(labels[3])"
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(copy)/\(changed)"))
         handle.seekToEndOfFile()
