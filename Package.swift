@@ -20,7 +20,10 @@ let package = Package(
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .systemLibrary(name: "CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
-        .target(name: "OCRTensor", dependencies: ["CBLAS"], swiftSettings: numeric),
+        // bf16 GEMM (AMX-BF16, AVX512-BF16 or portable C, chosen at run time by CPUID); its standalone test and
+        // microbenchmark are Tools/bf16_kernel.
+        .target(name: "COCRBF16", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
+        .target(name: "OCRTensor", dependencies: ["CBLAS", "COCRBF16"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN", "OCRTensor"], swiftSettings: numeric),

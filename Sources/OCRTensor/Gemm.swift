@@ -1,4 +1,5 @@
 import CBLAS
+import COCRBF16
 
 /// Row-major C = alpha·op(A)·op(B) + beta·C, with op(A): m×k, op(B): k×n, C: m×n. Leading dimensions default to
 /// the packed row length of each operand as stored.
@@ -43,10 +44,36 @@ public enum BLAS {
         return String(cString: name)
     }
 
+    /// Threads for OpenBLAS, the bf16 GEMM and our own parallel kernels alike.
     public static func setThreads(_ n: Int) {
         openblas_set_num_threads(Int32(n))
+        ocr_bf16_set_threads(Int32(n))
         Parallelism.workers = n
     }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
+}
+
+/// The bf16 GEMM of `gemm`'s shape and semantics: operands rounded to bf16 (nearest even) while packed, products
+/// accumulated in fp32 (COCRBF16: AMX-BF16, AVX512-BF16 or portable kernels, picked at run time). Its results do
+/// not depend on the thread count.
+@inline(__always)
+public func bf16Gemm(
+    transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+    alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
+    b: UnsafePointer<Float>, ldb: Int? = nil,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+) {
+    ocr_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda ?? (transA ? m : k), b,
+                  ldb ?? (transB ? k : n), beta, c, ldc ?? n)
+}
+
+public enum BF16 {
+    /// The kernel that runs ("amx-bf16 32x32", "avx512bf16 12x32" or "portable 4x16"); benchmarks print it.
+    public static var kernelName: String { String(cString: ocr_bf16_kernel_name()) }
+    /// Whether the CPU has a bf16 dot-product instruction (AVX512-BF16 or AMX-BF16); without one, bf16 is slower
+    /// than fp32 and callers should stay in fp32.
+    public static var hardwareSupported: Bool { ocr_bf16_supported() != 0 || ocr_bf16_amx_supported() != 0 }
+    /// x rounded to bf16 and back (nearest even; fp32 denormals flush to zero as the hardware conversion does).
+    public static func round(_ x: Float) -> Float { ocr_bf16_round(x) }
 }

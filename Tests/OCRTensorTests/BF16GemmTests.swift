@@ -1,0 +1,73 @@
+import OCRTensor
+import OCRTestSupport
+import XCTest
+
+/// The bf16 GEMM as SwiftPM builds it (COCRBF16): against the double-accumulated product of the bf16-rounded
+/// operands, for every transpose and odd sizes; bit-identical across thread counts; and round-to-nearest-even.
+/// (Tools/bf16_kernel/build.sh tests every kernel of the library with gcc, one process per kernel.)
+final class BF16GemmTests: XCTestCase {
+    override func tearDown() { BLAS.setThreads(1) }
+
+    func testMatchesTheRoundedReferenceForEveryTranspose() {
+        print("bf16 kernel: \(BF16.kernelName)")
+        let shapes = [(1, 1, 1), (7, 33, 65), (19, 300, 129), (70, 19, 257), (64, 64, 64), (33, 17, 1031)]
+        var seed: UInt64 = 1
+        for (m, n, k) in shapes {
+            for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+                for (alpha, beta) in [(Float(1), Float(0)), (0.5, 1), (-2, 0.25)] {
+                    seed += 1
+                    let a = randomTensor([m * k], seed: seed), b = randomTensor([k * n], seed: seed + 100)
+                    let c = randomTensor([m * n], seed: seed + 200)
+                    let (ra, rb) = (Tensor(zeros: [m * k]), Tensor(zeros: [k * n]))
+                    for i in 0..<(m * k) { ra[i] = BF16.round(a[i]) }
+                    for i in 0..<(k * n) { rb[i] = BF16.round(b[i]) }
+                    let want = Tensor(zeros: [m * n]), got = Tensor(zeros: [m * n])
+                    for i in 0..<(m * n) { want[i] = c[i]; got[i] = c[i] }
+                    naiveGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: ra.data, b: rb.data,
+                              beta: beta, c: want.data)
+                    bf16Gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.data, b: b.data,
+                             beta: beta, c: got.data)
+                    // fp32 accumulation of k exact products: |error| ≤ ~k·2⁻²⁴·Σ|a||b| (operands within ±1), plus
+                    // the rounding of the alpha/beta update.
+                    let bound = Double(k + 8) * pow(2, -24) * (Double(abs(alpha)) * Double(k) + Double(abs(beta)))
+                    let worst = (0..<(m * n)).map { abs(Double(got[$0]) - Double(want[$0])) }.max() ?? 0
+                    XCTAssertLessThanOrEqual(worst, bound, "m \(m) n \(n) k \(k) tA \(transA) tB \(transB) α \(alpha) β \(beta)")
+                }
+            }
+        }
+    }
+
+    /// Rounding the operands is what makes it bf16: the result must differ from the fp32 product by about 2⁻⁹.
+    func testOperandsAreRoundedToBF16() {
+        let (m, n, k) = (16, 16, 64)
+        let a = randomTensor([m * k], seed: 7), b = randomTensor([k * n], seed: 8)
+        let fp32 = Tensor(zeros: [m * n]), bf16 = Tensor(zeros: [m * n])
+        naiveGemm(m: m, n: n, k: k, a: a.data, b: b.data, c: fp32.data)
+        bf16Gemm(m: m, n: n, k: k, a: a.data, b: b.data, c: bf16.data)
+        let worst = (0..<(m * n)).map { abs(Double(bf16[$0]) - Double(fp32[$0])) }.max() ?? 0
+        XCTAssertGreaterThan(worst, 1e-4, "bf16 operands move the product")
+        XCTAssertLessThan(worst, 0.2)
+    }
+
+    func testResultsDoNotDependOnTheThreadCount() {
+        let (m, n, k) = (130, 257, 300)
+        let a = randomTensor([m * k], seed: 3), b = randomTensor([k * n], seed: 4)
+        var results: [[Float]] = []
+        for threads in [1, 2] {
+            BLAS.setThreads(threads)
+            let c = Tensor(zeros: [m * n])
+            bf16Gemm(transB: true, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data)
+            results.append((0..<(m * n)).map { c[$0] })
+        }
+        XCTAssertEqual(results[0], results[1])
+    }
+
+    func testRoundsToNearestEven() {
+        let one = Float(1), ulp = Float(pow(2.0, -7.0))   // bf16 spacing at 1
+        XCTAssertEqual(BF16.round(one + ulp / 2), one, "a tie rounds to the even neighbour (down)")
+        XCTAssertEqual(BF16.round(one + 3 * ulp / 2), one + 2 * ulp, "a tie rounds to the even neighbour (up)")
+        XCTAssertEqual(BF16.round(one + ulp / 2 + ulp / 64), one + ulp, "above the tie rounds up")
+        XCTAssertTrue(BF16.round(.nan).isNaN)
+        XCTAssertEqual(BF16.round(.infinity), .infinity)
+    }
+}
