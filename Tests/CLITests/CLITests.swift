@@ -97,6 +97,24 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// OpenBLAS 0.3.21 takes CPUs newer than it knows for SSE3 ("Prescott"); on an AVX-512 CPU the binary asks for
+    /// its SkylakeX kernels instead, and a core type the user set is kept.
+    func testOpenBLASGetsAnAVX512KernelUnlessTheUserChoseOne() throws {
+        let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        try XCTSkipUnless(["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy { cpuinfo.contains(" \($0) ") },
+                          "no AVX-512 here")
+        let core = { (environment: [String: String]) throws -> String in
+            let r = try runProcess("/usr/bin/env", environment.isEmpty ? ["-u", "OPENBLAS_CORETYPE", OCRDDPBinary.path]
+                                   + ["bench", "--iters", "1", "--warmup", "0", "--crop", "32x64"] + self.small
+                                   : [OCRDDPBinary.path, "bench", "--iters", "1", "--warmup", "0", "--crop", "32x64"] + self.small,
+                                   environment: environment)
+            let json = try JSONSerialization.jsonObject(with: Data((r.stdout.split(separator: "\n").last ?? "").utf8))
+            return (json as! [String: Any])["openblas_core"] as! String
+        }
+        XCTAssertNotEqual(try core([:]), "Prescott")
+        XCTAssertEqual(try core(["OPENBLAS_CORETYPE": "Haswell"]), "Haswell")
+    }
+
     /// `predict` writes one palette PNG per image, of the image's size, holding class indices.
     func testPredictWritesPalettePNGs() throws {
         let work = directory.appendingPathComponent("p").path
