@@ -354,13 +354,17 @@ static void gemm_with_packed_a(const ocr_bf16_kernel *kern, int transB, long m, 
     run_parallel(gemm_part, &job, (int)min_long(threads, job.split_columns ? column_panels : row_panels));
 }
 
+// An empty C, or one that only scales by beta (alpha 0 or k 0, where A and B are never read): handled here, true.
+static int product_is_trivial(long m, long n, long k, float alpha, float beta, float *c, long ldc) {
+    if (m <= 0 || n <= 0) return 1;
+    if (alpha != 0 && k > 0) return 0;
+    scale_c(m, n, beta, c, ldc);
+    return 1;
+}
+
 void ocr_bf16_gemm_packed_a(int transB, long m, long n, long k, float alpha, const void *packed_a,
                             const float *b, long ldb, float beta, float *c, long ldc) {
-    if (m <= 0 || n <= 0) return;
-    if (alpha == 0 || k <= 0) {
-        scale_c(m, n, beta, c, ldc);
-        return;
-    }
+    if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
     const ocr_bf16_kernel *kern = kernel();
     gemm_with_packed_a(kern, transB, m, n, k, alpha, packed_a, b, ldb, beta, c, ldc,
                        threads_for(m, n, k, m + n), 0);
@@ -387,11 +391,7 @@ static int computes_transposed(const ocr_bf16_kernel *kern, long m, long n, long
 
 void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                    const float *b, long ldb, float beta, float *c, long ldc) {
-    if (m <= 0 || n <= 0) return;
-    if (alpha == 0 || k <= 0) {
-        scale_c(m, n, beta, c, ldc);
-        return;
-    }
+    if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
     const ocr_bf16_kernel *kern = kernel();
     int threads = threads_for(m, n, k, m + n);
     if (computes_transposed(kern, m, n, ldc)) {

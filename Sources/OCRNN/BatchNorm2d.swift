@@ -9,8 +9,8 @@ import OCRTensor
 /// num_batches_tracked. Eval: normalise with the running statistics.
 public final class BatchNorm2d {
     public let weight: Parameter
-    /// The layer's mmseg key prefix ("backbone.layer1.0.bn1"), for messages.
-    var layerName: String { String(weight.name.dropLast(".weight".count)) }
+    /// The layer's mmseg key prefix ("backbone.layer1.0.bn1"), for messages; kept, not rebuilt every step.
+    let layerName: String
     public let bias: Parameter
     public let runningMean: Buffer
     public let runningVar: Buffer
@@ -37,6 +37,7 @@ public final class BatchNorm2d {
         self.fusedReLU = relu
         self.store = scope.store
         weight = scope.parameter("weight", shape: [channels], initializer: .constant(weightInit))
+        layerName = String(weight.name.dropLast(".weight".count))
         bias = scope.parameter("bias", shape: [channels], initializer: .constant(0))
         runningMean = scope.buffer("running_mean", shape: [channels])
         runningVar = scope.buffer("running_var", shape: [channels])

@@ -10,9 +10,7 @@ public func gemm(
     b: UnsafePointer<Float>, ldb: Int? = nil,
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil
 ) {
-    let lda = lda ?? (transA ? m : k)
-    let ldb = ldb ?? (transB ? k : n)
-    let ldc = ldc ?? n
+    let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -64,8 +62,15 @@ public func bf16Gemm(
     b: UnsafePointer<Float>, ldb: Int? = nil,
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil
 ) {
-    ocr_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda ?? (transA ? m : k), b,
-                  ldb ?? (transB ? k : n), beta, c, ldc ?? n)
+    let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
+    ocr_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+/// The row lengths of op(A), op(B) and C as stored, where the caller gave none.
+@inline(__always)
+func leadingDimensions(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ lda: Int?, _ ldb: Int?,
+                       _ ldc: Int?) -> (Int, Int, Int) {
+    (lda ?? (transA ? m : k), ldb ?? (transB ? k : n), ldc ?? n)
 }
 
 public enum BF16 {

@@ -61,10 +61,13 @@ public final class Trainer {
             .split(separator: "\n").map(String.init)
         try comm.agreeing("dataset comparison report (\(split))") {
             guard hashes[comm.rank] != hashes[0] else { return }
-            // Lines are "path size"; the first path (in sorted order) whose line is not in both lists.
+            // Lines are "path size" (split at the last space: paths may hold spaces); the first path in sorted
+            // order whose size differs or that one side lacks.
             let sizes = { (lines: [String]) in
-                Dictionary(lines.map { ($0.prefix { $0 != " " }, $0.split(separator: " ").last ?? "") },
-                           uniquingKeysWith: { a, _ in a })
+                Dictionary(lines.map { line in
+                    let space = line.lastIndex(of: " ") ?? line.endIndex
+                    return (line[..<space], line[space...].dropFirst())
+                }, uniquingKeysWith: { a, _ in a })
             }
             let (mine, theirs) = (sizes(listing), sizes(rootListing))
             let differing = Set(mine.keys).union(theirs.keys).filter { mine[$0] != theirs[$0] }.sorted()
