@@ -3,7 +3,8 @@
 
 Regenerate (from the repository root):
 
-    python3 Tools/make_golden.py
+    python3 Tools/make_golden.py          # ops/, model/
+    python3 Tools/make_golden.py --bf16   # bf16/, printing PyTorch's bf16-autocast errors
 
 Needs only torch, numpy and safetensors (no mmseg / mmcv: the model is re-written
 here with attribute names chosen so that `state_dict()` keys, and their order,
@@ -82,6 +83,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "Tests", "Fixtures")
 OPS_DIR = os.path.join(FIXTURES, "ops")
 MODEL_DIR = os.path.join(FIXTURES, "model")
+BF16_DIR = os.path.join(FIXTURES, "bf16")
 
 IGNORE_INDEX = 255
 
@@ -791,8 +793,129 @@ def make_hrnet_full_keys(name, width):
     return out
 
 
+
+# --------------------------------------------------------------------------------------
+# 5. bf16: float64 truth, and PyTorch's own bf16-autocast error on the same cases
+# --------------------------------------------------------------------------------------
+# The bf16 tests of ocr-ddp are judged against float64 truth with bounds derived from what PyTorch's
+# torch.autocast('cpu', dtype=torch.bfloat16) gets on the same inputs (TESTING.md "bf16"). Each case prints
+# PyTorch's errors; the Swift tests carry those figures.
+
+def rel_norm(a, truth):
+    a, truth = a.double(), truth.double()
+    return ((a - truth).norm() / truth.norm()).item()
+
+
+def bf16_conv(name, seed, shape, cout, k, stride, padding, dilation):
+    torch.manual_seed(seed)
+    x = randn(*shape)
+    weight = randn(cout, shape[1], k, k) * (2.0 / (shape[1] * k * k)) ** 0.5
+    x64, w64 = leaf64(x), leaf64(weight)
+    y64 = F.conv2d(x64, w64, stride=stride, padding=padding, dilation=dilation)
+    dy = randn(*y64.shape)
+    (y64 * dy.double()).sum().backward()
+    x32, w32 = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = F.conv2d(x32, w32, stride=stride, padding=padding, dilation=dilation)
+    (y.float() * dy).sum().backward()
+    errors = {"y": rel_norm(y.float(), y64), "dx": rel_norm(x32.grad, x64.grad),
+              "dweight": rel_norm(w32.grad, w64.grad)}
+    save({"x": f32(x), "weight": f32(weight), "y": f32(y64), "dy": f32(dy), "dx": f32(x64.grad),
+          "dweight": f32(w64.grad)}, os.path.join(BF16_DIR, name + ".safetensors"),
+         dict(op="conv2d", stride=stride, padding=padding, dilation=dilation, seed=seed,
+              **{f"pytorch_bf16_rel_norm_{k}": f"{v:.3e}" for k, v in errors.items()}))
+    return errors
+
+
+def bf16_bmm(name, seed, batch, a_shape, b_shape, trans_a, trans_b, alpha):
+    """C = alpha·op(A)·op(B) per batch entry, A and B as stored (BatchedMatMul's semantics)."""
+    torch.manual_seed(seed)
+    a, b = randn(batch, *a_shape), randn(batch, *b_shape)
+    op = lambda t, trans: t.transpose(1, 2) if trans else t
+    a64, b64 = leaf64(a), leaf64(b)
+    c64 = alpha * torch.bmm(op(a64, trans_a), op(b64, trans_b))
+    dc = randn(*c64.shape)
+    (c64 * dc.double()).sum().backward()
+    a32, b32 = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        c = alpha * torch.bmm(op(a32, trans_a), op(b32, trans_b))
+    (c.float() * dc).sum().backward()
+    errors = {"c": rel_norm(c.float(), c64), "da": rel_norm(a32.grad, a64.grad), "db": rel_norm(b32.grad, b64.grad)}
+    save({"a": f32(a), "b": f32(b), "c": f32(c64), "dc": f32(dc), "da": f32(a64.grad), "db": f32(b64.grad)},
+         os.path.join(BF16_DIR, name + ".safetensors"),
+         dict(op="bmm", trans_a=int(trans_a), trans_b=int(trans_b), alpha=repr(alpha), seed=seed,
+              **{f"pytorch_bf16_rel_norm_{k}": f"{v:.3e}" for k, v in errors.items()}))
+    return errors
+
+
+def bf16_model(depth, seed, fcn_classifier_std):
+    """One training step of the reduced OCRNet in float64 (truth) and under PyTorch's bf16 autocast, from the same
+    float32 weights and batch; the FCN classifier at `fcn_classifier_std` (TESTING.md: at mmseg's 0.01 the OCR
+    softmax is near-uniform and bf16 rounding turns into O(1) gradient noise, in PyTorch too)."""
+    cfg = dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
+               ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)
+    torch.manual_seed(seed)
+    model = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
+                   cfg["ocr_mid_channels"], cfg["num_classes"])
+    init_model(model)
+    nn.init.normal_(model.decode_head[0].conv_seg.weight, 0.0, fcn_classifier_std)
+    model32 = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
+                     cfg["ocr_mid_channels"], cfg["num_classes"])
+    model32.load_state_dict(model.state_dict())
+    t, model64, _ = reference_step(model, cfg)
+    model32.train()
+    label = t["label"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, aux, ocr = model32(t["input"])
+        loss_aux, loss_ocr = seg_loss(aux.float(), label), seg_loss(ocr.float(), label)
+        loss = 0.4 * loss_aux + 1.0 * loss_ocr
+    loss.backward()
+    diff2 = ref2 = 0.0
+    worst = (0.0, "")
+    for k, p in model32.named_parameters():
+        truth = t["grad." + k].double()
+        d = (p.grad.double() - truth).norm().item()
+        diff2 += d * d
+        ref2 += truth.norm().item() ** 2
+        worst = max(worst, (d / truth.norm().item(), k))
+    stats = max(rel_norm(v, t["after." + k]) for k, v in model32.state_dict().items()
+                if k.endswith(("running_mean", "running_var")))
+    errors = {"gradient_whole": (diff2 / ref2) ** 0.5, "gradient_worst_tensor": worst[0],
+              "loss": abs(loss.item() - t["out.loss"].item()) / abs(t["out.loss"].item()), "bn_stats": stats}
+    kept = {k: v for k, v in t.items() if not k.startswith(("feat.", "out.aux", "out.ocr"))}
+    md = dict(cfg)
+    md.update(dict(seed=seed, dtype_reference="float64", fcn_classifier_std=fcn_classifier_std,
+                   residual_last_bn_gamma="0.1", dropout="0", pytorch_bf16_worst_tensor_name=worst[1],
+                   **{f"pytorch_bf16_{k}": f"{v:.3e}" for k, v in errors.items()}))
+    save(kept, os.path.join(BF16_DIR, f"r{depth}_fcn_std{fcn_classifier_std:g}.safetensors"), md)
+    return errors, worst[1]
+
+
+def make_bf16_fixtures():
+    """Tests/Fixtures/bf16/: convolutions of the shapes the networks have (64 channels at 16×16 and the like, so
+    Winograd applies), the OCR head's three matrix products, and one whole-model step."""
+    convs = [  # name, shape, cout, k, stride, padding, dilation
+        ("conv3x3_64", (2, 64, 16, 16), 64, 3, 1, 1, 1),
+        ("conv3x3_d2_64_48", (1, 64, 12, 14), 48, 3, 1, 2, 2),
+        ("conv3x3_s2_32_64", (2, 32, 16, 16), 64, 3, 2, 1, 1),
+        ("conv1x1_128_64", (2, 128, 12, 12), 64, 1, 1, 0, 1),
+    ]
+    for i, (name, shape, cout, k, s, p, d) in enumerate(convs):
+        print(f"bf16/{name}: PyTorch bf16 autocast rel. norm errors {bf16_conv(name, 1600 + i, shape, cout, k, s, p, d)}")
+    # OCR head at C=64, M=32, K=19 classes, 16×16 features (hw 256): gather, similarity, attend.
+    bmms = [("bmm_gather", 2, (64, 256), (19, 256), False, True, 1.0),
+            ("bmm_similarity", 2, (32, 256), (32, 19), True, False, 32 ** -0.5),
+            ("bmm_attend", 2, (32, 19), (256, 19), False, True, 1.0)]
+    for i, (name, batch, a, b, ta, tb, alpha) in enumerate(bmms):
+        print(f"bf16/{name}: PyTorch bf16 autocast rel. norm errors {bf16_bmm(name, 1700 + i, batch, a, b, ta, tb, alpha)}")
+    errors, worst = bf16_model(50, 50, 1.0)
+    print(f"bf16/r50_fcn_std1: PyTorch bf16 autocast step errors {errors} (worst tensor {worst})")
+
 def main():
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    if sys.argv[1:] == ["--bf16"]:
+        make_bf16_fixtures()
+        return 0
     make_op_fixtures()
     for depth, seed in ((18, 18), (50, 50)):
         _, t = make_model_fixture(depth, seed)

@@ -47,8 +47,10 @@ final class OCRHead {
     let attentionSoftmax = Softmax(axis: 2)
     let attend = BatchedMatMul(transB: true)
     let concat = ChannelConcat()
+    private let store: ParameterStore
 
     init(_ scope: Scope, inChannels: Int, config: ModelConfig, seed: UInt64) {
+        store = scope.store
         let (c, m) = (config.ocrChannels, config.ocrMidChannels)
         convSeg = Conv2d(scope.child("conv_seg"), in: c, out: config.numClasses, kernel: 1, bias: true,
                          weightInit: .normal(std: 0.01))
@@ -71,16 +73,20 @@ final class OCRHead {
         let k = regions.shape[1]
         let m = keyProject[0].conv.outChannels
         precondition(regions.shape == [n, k, h, w], "soft regions \(regions.shape) do not match features \(x.shape)")
+        let precision = store.precision
         let p = regionSoftmax.forward(regions.reshaped([n * k, h * w]))
-        let f = gather.forward(x, p, batch: n, m: c, n: k, k: h * w, outputShape: [n, c, k, 1])
+        let f = gather.forward(x, p, batch: n, m: c, n: k, k: h * w, outputShape: [n, c, k, 1],
+                                precision: precision)
         var q = x
         for layer in queryProject { q = layer.forward(q) }
         var key = f
         for layer in keyProject { key = layer.forward(key) }
         let value = valueProject.forward(f)
-        let s = similarity.forward(q, key, batch: n, m: h * w, n: k, k: m, outputShape: [n, h * w, k])
+        let s = similarity.forward(q, key, batch: n, m: h * w, n: k, k: m, outputShape: [n, h * w, k],
+                                    precision: precision)
         let a = attentionSoftmax.forward(s)
-        let context = attend.forward(value, a, batch: n, m: m, n: h * w, k: k, outputShape: [n, m, h, w])
+        let context = attend.forward(value, a, batch: n, m: m, n: h * w, k: k, outputShape: [n, m, h, w],
+                                     precision: precision)
         let y = fuse.forward(concat.forward([outProject.forward(context), x]))
         return convSeg.forward(dropout.forward(y))
     }

@@ -95,7 +95,8 @@ public final class Conv2d {
             let scratch = store.workspace.buffer(plan.scratchCount(inChannels: inChannels, outChannels: outChannels))
             for i in 0..<n {
                 plan.convolve(x.data + i * inSize, channels: inChannels, kernel: kernel.data,
-                              outChannels: outChannels, y.data + i * outSize, scratch: scratch)
+                              outChannels: outChannels, y.data + i * outSize, scratch: scratch,
+                              precision: store.precision)
             }
             winogradKernel = store.training && needsInputGradient ? kernel : nil
         } else {
@@ -103,7 +104,7 @@ public final class Conv2d {
             for i in 0..<n {
                 let columns = columnMatrix(x.data + i * inSize, g, col)
                 gemm(m: outChannels, n: g.outPixels, k: g.columnRows, a: weight.value.data, b: columns,
-                     c: y.data + i * outSize)
+                     c: y.data + i * outSize, precision: store.precision)
             }
         }
         if let bias {
@@ -144,11 +145,12 @@ public final class Conv2d {
             let target = weight.gradientIsZero ? weight.grad.data : imageWeightGrad
             if let plan = winogradPlan {
                 plan.weightGradient(xi, channels: inChannels, dyi, outChannels: outChannels, into: target,
-                                    scratch: scratch)
+                                    scratch: scratch, precision: store.precision)
             } else {
                 // dW (O×CKK) = dy_i (O×P) · col_iᵀ (P×CKK)
                 let columns = columnMatrix(xi, g, col)
-                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns, c: target)
+                gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns, c: target,
+                     precision: store.precision)
             }
             if weight.gradientIsZero {
                 weight.gradientIsZero = false
@@ -164,13 +166,13 @@ public final class Conv2d {
             if let col {
                 // dcol (CKK×P) = Wᵀ (CKK×O) · dy_i (O×P), scattered back onto the image.
                 gemm(transA: true, m: g.columnRows, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
-                     c: col)
+                     c: col, precision: store.precision)
                 let scatterTiming = Profiler.begin(); defer { Profiler.end("col2im", scatterTiming) }
                 dxi.update(repeating: 0, count: inSize)
                 col2im(col, g, dxi)
             } else {
                 gemm(transA: true, m: inChannels, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
-                     c: dxi)
+                     c: dxi, precision: store.precision)
             }
         }
         if let plan = winogradPlan, let dx {
@@ -182,7 +184,8 @@ public final class Conv2d {
             let scratch = store.workspace.buffer(plan.scratchCount(inChannels: outChannels, outChannels: inChannels))
             for i in 0..<n {
                 plan.convolve(dy.data + i * outSize, channels: outChannels, kernel: kernel.data, transposed: true,
-                              outChannels: inChannels, dx.data + i * inSize, scratch: scratch)
+                              outChannels: inChannels, dx.data + i * inSize, scratch: scratch,
+                              precision: store.precision)
             }
         }
         if let bias {

@@ -3,28 +3,32 @@ import OCRTensor
 /// Batched matrix product C_b = op(A_b)·op(B_b) over a leading batch axis; the object-context attention and the
 /// spatial gather are made of these. A: B×(rows×cols as stored), op = transpose when the flag is set.
 /// Shapes: op(A_b): m×k, op(B_b): k×n → C: B×m×n (stored as `outputShape`, which must hold B·m·n elements).
+/// Backward runs in the precision of its forward.
 public final class BatchedMatMul {
     public let transA: Bool, transB: Bool
     public let alpha: Float
     private var a: Tensor?, b: Tensor?
     private var dims = (batch: 0, m: 0, n: 0, k: 0)
+    private var precision = Precision.float32
 
     public init(transA: Bool = false, transB: Bool = false, alpha: Float = 1) {
         self.transA = transA; self.transB = transB; self.alpha = alpha
     }
 
-    public func forward(_ a: Tensor, _ b: Tensor, batch: Int, m: Int, n: Int, k: Int, outputShape: [Int]) -> Tensor {
+    public func forward(_ a: Tensor, _ b: Tensor, batch: Int, m: Int, n: Int, k: Int, outputShape: [Int],
+                        precision: Precision = .float32) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("BatchedMatMul.forward", timing) }
         precondition(a.count == batch * m * k && b.count == batch * k * n,
                      "matmul of \(a.shape) and \(b.shape) as \(batch)×(\(m)×\(k))·(\(k)×\(n))")
         self.a = a; self.b = b
         dims = (batch, m, n, k)
+        self.precision = precision
         let c = Tensor.transient(shape: outputShape)
         precondition(c.count == batch * m * n)
         Profiler.countForwardFlops(2 * batch * m * n * k)
         for i in 0..<batch {
             gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.data + i * m * k,
-                 b: b.data + i * k * n, c: c.data + i * m * n)
+                 b: b.data + i * k * n, c: c.data + i * m * n, precision: precision)
         }
         return c
     }
@@ -38,15 +42,20 @@ public final class BatchedMatMul {
         let db = Tensor.transient(shape: b.shape)
         for i in 0..<batch {
             let (pa, pb, pc) = (a.data + i * m * k, b.data + i * k * n, dc.data + i * m * n)
+            let (pda, pdb) = (da.data + i * m * k, db.data + i * k * n)
             if transA {   // A stored k×m: dA = α·op(B)·dCᵀ
-                gemm(transA: transB, transB: true, m: k, n: m, k: n, alpha: alpha, a: pb, b: pc, c: da.data + i * m * k)
+                gemm(transA: transB, transB: true, m: k, n: m, k: n, alpha: alpha, a: pb, b: pc, c: pda,
+                     precision: precision)
             } else {      // A stored m×k: dA = α·dC·op(B)ᵀ
-                gemm(transA: false, transB: !transB, m: m, n: k, k: n, alpha: alpha, a: pc, b: pb, c: da.data + i * m * k)
+                gemm(transA: false, transB: !transB, m: m, n: k, k: n, alpha: alpha, a: pc, b: pb, c: pda,
+                     precision: precision)
             }
             if transB {   // B stored n×k: dB = α·dCᵀ·op(A)
-                gemm(transA: true, transB: transA, m: n, n: k, k: m, alpha: alpha, a: pc, b: pa, c: db.data + i * k * n)
+                gemm(transA: true, transB: transA, m: n, n: k, k: m, alpha: alpha, a: pc, b: pa, c: pdb,
+                     precision: precision)
             } else {      // B stored k×n: dB = α·op(A)ᵀ·dC
-                gemm(transA: !transA, transB: false, m: k, n: n, k: m, alpha: alpha, a: pa, b: pc, c: db.data + i * k * n)
+                gemm(transA: !transA, transB: false, m: k, n: n, k: m, alpha: alpha, a: pa, b: pc, c: pdb,
+                     precision: precision)
             }
         }
         return (da, db)

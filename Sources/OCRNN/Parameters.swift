@@ -115,14 +115,20 @@ public final class LocalReplica: ReplicaReducer {
     public func sumAcrossReplicas(_ values: UnsafeMutableBufferPointer<Double>, layer: String) {}
 }
 
-/// Everything the layers of one model share: the registry of parameters and state, the training flag, the
-/// workspace, and the replica reducer for batch norm.
+/// Everything the layers of one model share: the registry of parameters and state, the training flag, the GEMM
+/// precision, the workspace, and the replica reducer for batch norm.
 public final class ParameterStore {
     public private(set) var entries: [StateEntry] = []
     public private(set) var parameters: [Parameter] = []
     public private(set) var values: Tensor!
     public private(set) var grads: Tensor!
     public var training = true
+    /// Operand precision of the layers' GEMMs (convolutions, the OCR head's matrix products) in training passes;
+    /// everything else, the stored activations and parameters included, stays fp32.
+    public var trainingPrecision = Precision.float32
+    /// The precision the layers use now: evaluation (`training` false) runs fp32, as mmengine's ValLoop runs
+    /// outside the AmpOptimWrapper's autocast.
+    public var precision: Precision { training ? trainingPrecision : .float32 }
     public var reducer: ReplicaReducer = LocalReplica()
     public let workspace = Workspace()
     /// Called by a layer's backward once it has finished accumulating a parameter's gradient for this pass; the

@@ -1,16 +1,35 @@
 import CBLAS
 import COCRBF16
 
+/// The operand precision of a GEMM call. Accumulation and every operand and result in memory stay fp32 either way;
+/// `bfloat16` rounds the operands to bf16 as they are packed (mmengine's AmpOptimWrapper with dtype bfloat16 does
+/// the same to the operands of convolutions and matrix products, through torch.autocast).
+public enum Precision: String, Sendable {
+    case float32, bfloat16
+
+    /// What a requested precision runs as on this CPU: bf16 only where there is a bf16 dot-product instruction
+    /// (without one, rounding the operands costs accuracy and time and gains nothing).
+    public static func available(_ requested: Precision) -> Precision {
+        requested == .bfloat16 && !BF16.hardwareSupported ? .float32 : requested
+    }
+}
+
 /// Row-major C = alpha·op(A)·op(B) + beta·C, with op(A): m×k, op(B): k×n, C: m×n. Leading dimensions default to
-/// the packed row length of each operand as stored.
+/// the packed row length of each operand as stored. `precision` picks OpenBLAS sgemm or COCRBF16's bf16 GEMM:
+/// operands rounded to bf16 (nearest even) while packed, products accumulated in fp32 (AMX-BF16, AVX512-BF16 or
+/// portable kernels, picked at run time), results independent of the thread count.
 @inline(__always)
 public func gemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
     b: UnsafePointer<Float>, ldb: Int? = nil,
-    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil, precision: Precision = .float32
 ) {
     let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
+    guard precision == .float32 else {
+        ocr_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    }
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -50,20 +69,6 @@ public enum BLAS {
     }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
-}
-
-/// The bf16 GEMM of `gemm`'s shape and semantics: operands rounded to bf16 (nearest even) while packed, products
-/// accumulated in fp32 (COCRBF16: AMX-BF16, AVX512-BF16 or portable kernels, picked at run time). Its results do
-/// not depend on the thread count.
-@inline(__always)
-public func bf16Gemm(
-    transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
-    alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
-    b: UnsafePointer<Float>, ldb: Int? = nil,
-    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil
-) {
-    let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
-    ocr_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 /// The row lengths of op(A), op(B) and C as stored, where the caller gave none.

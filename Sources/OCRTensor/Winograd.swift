@@ -67,10 +67,10 @@ public struct WinogradPlan {
     /// (x its output gradient) and `kernel` that convolution's own transform (16 matrices channels×outChannels):
     /// the flipped, transposed 3×3 kernels of an input gradient transform to those matrices transposed, with rows
     /// and columns 0 and 3 of the 4×4 block swapped (G·flip(g) = S·G·g for that swap S), so backward reuses the
-    /// forward's transform.
+    /// forward's transform. `precision` is that of the 16 GEMMs; the transforms are fp32.
     public func convolve(_ x: UnsafePointer<Float>, channels: Int, kernel u: UnsafePointer<Float>,
                          transposed: Bool = false, outChannels: Int, _ y: UnsafeMutablePointer<Float>,
-                         scratch: UnsafeMutablePointer<Float>) {
+                         scratch: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (c, o, t) = (channels, outChannels, blocks.count)
         let (kernelStride, inputStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(c * t),
                                                          Self.matrixStride(o * t))
@@ -87,7 +87,8 @@ public struct WinogradPlan {
             let a = u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride
             for i in 0..<images {
                 gemm(transA: transposed, m: o, n: perImage, k: c, a: a, lda: transposed ? o : c,
-                     b: v + xi * inputStride + i * perImage, ldb: t, c: m + xi * outputStride + i * perImage, ldc: t)
+                     b: v + xi * inputStride + i * perImage, ldb: t, c: m + xi * outputStride + i * perImage, ldc: t,
+                     precision: precision)
             }
         }
         Profiler.end("Winograd GEMMs", timing)
@@ -101,7 +102,7 @@ public struct WinogradPlan {
     /// output-gradient blocks, dU_ξ (O×C) = Z_ξ (O×T) · V_ξᵀ (T×C) and dg = Gᵀ dU G for each kernel.
     public func weightGradient(_ x: UnsafePointer<Float>, channels: Int, _ dy: UnsafePointer<Float>,
                                outChannels: Int, into dw: UnsafeMutablePointer<Float>,
-                               scratch: UnsafeMutablePointer<Float>) {
+                               scratch: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (c, o, t) = (channels, outChannels, blocks.count)
         let (kernelStride, inputStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(c * t),
                                                          Self.matrixStride(o * t))
@@ -115,7 +116,7 @@ public struct WinogradPlan {
         timing = Profiler.begin()
         for xi in 0..<16 {
             gemm(transB: true, m: o, n: c, k: t, a: z + xi * outputStride, b: v + xi * inputStride,
-                 c: du + xi * kernelStride)
+                 c: du + xi * kernelStride, precision: precision)
         }
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()

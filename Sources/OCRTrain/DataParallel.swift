@@ -13,12 +13,16 @@ public final class DataParallel {
     public let optimizer: SGD
     public let synchronizer: GradientSynchronizer
 
-    /// Wall-clock split of the last step, in seconds.
+    /// Wall-clock split of the last step, in seconds: forward (with the losses) and backward summed over the
+    /// micro-batches, backward without the time it waited for gradient buckets (`allreduceExposed`), and the
+    /// optimizer update. `allreduce` is the buckets' whole communication time, most of it hidden under backward.
     public struct Timing: Codable {
-        public var forwardBackward = 0.0
+        public var forward = 0.0
+        public var backward = 0.0
         public var allreduce = 0.0
         public var allreduceExposed = 0.0
         public var optimizer = 0.0
+        public var forwardBackward: Double { forward + backward }
     }
     public private(set) var lastTiming = Timing()
 
@@ -44,9 +48,14 @@ public final class DataParallel {
         model.store.zeroGrad()
         var sums = [0.0, 0.0, 0.0, 0.0]   // total, aux, ocr, micro-batches with data
         let start = clock()
+        var forwardSeconds = 0.0
         for (i, batch) in microBatches.enumerated() {
             if i == microBatches.count - 1 { synchronizer.beginSynchronizedBackward(microBatches: microBatches.count) }
-            let losses = model.step(batch.images, batch.labels)
+            let forwardStart = clock()
+            model.forward(batch.images)
+            let losses = model.loss(batch.labels)
+            forwardSeconds += clock() - forwardStart
+            model.backward()
             if batch.images.shape[0] > 0 {
                 sums[0] += Double(losses.total); sums[1] += Double(losses.aux); sums[2] += Double(losses.ocr)
                 sums[3] += 1
@@ -55,7 +64,8 @@ public final class DataParallel {
         synchronizer.finish()
         let afterBackward = clock()
         optimizer.step()
-        lastTiming = Timing(forwardBackward: afterBackward - start - synchronizer.exposedSeconds,
+        lastTiming = Timing(forward: forwardSeconds,
+                            backward: afterBackward - start - forwardSeconds - synchronizer.exposedSeconds,
                             allreduce: synchronizer.allreduceSeconds,
                             allreduceExposed: synchronizer.exposedSeconds, optimizer: clock() - afterBackward)
         sums.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "loss averaging") }

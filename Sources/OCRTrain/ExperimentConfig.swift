@@ -24,6 +24,9 @@ public struct ExperimentConfig {
     public var learningRate = 0.01
     public var momentum = 0.9
     public var weightDecay = 0.0005
+    /// GEMM operand precision of training steps: `optim_wrapper: {type: AmpOptimWrapper, dtype: bfloat16}` (or
+    /// `train --amp`) asks for bf16; evaluation is fp32 either way.
+    public var precision = Precision.float32
     public var polyPower = 0.9
     public var etaMin = 0.0001
     public var warmupIters = 0
@@ -155,6 +158,26 @@ public struct ExperimentConfig {
         learningRate = try r.double("optimizer.lr", default: learningRate)
         momentum = try r.double("optimizer.momentum", default: momentum)
         weightDecay = try r.double("optimizer.weight_decay", default: weightDecay)
+        switch try r.string("optim_wrapper.type", default: "OptimWrapper") {
+        case "OptimWrapper": precision = .float32
+        case "AmpOptimWrapper":
+            // mmengine's autocast on CPU defaults to bfloat16; float16 has no fast CPU path and needs loss scaling.
+            let dtype = try r.string("optim_wrapper.dtype", default: "bfloat16")
+            guard dtype == "bfloat16" else {
+                throw ConfigError("config key 'optim_wrapper.dtype': '\(dtype)' is not bfloat16 (the only CPU mixed precision)")
+            }
+            precision = .bfloat16
+            // bf16 has fp32's exponent range, so gradients need no loss scale: mmseg's --amp default 'dynamic' and
+            // a fixed scale are both accepted and have no effect.
+            if let scale = r.subtree("optim_wrapper.loss_scale"), scale != .string("dynamic") {
+                let value = try r.double("optim_wrapper.loss_scale", default: 1)
+                guard value > 0 && value.isFinite else {
+                    throw ConfigError("config key 'optim_wrapper.loss_scale': must be 'dynamic' or a positive number")
+                }
+            }
+        case let other:
+            throw ConfigError("config key 'optim_wrapper.type': '\(other)' is not OptimWrapper or AmpOptimWrapper")
+        }
         let schedulerType = try r.string("param_scheduler.type", default: "PolyLR")
         guard schedulerType == "PolyLR" else { throw ConfigError("config key 'param_scheduler.type': only PolyLR is supported") }
         polyPower = try r.double("param_scheduler.power", default: polyPower)
@@ -217,6 +240,15 @@ public struct ExperimentConfig {
             lr *= warmupRatio + (1 - warmupRatio) * Double(iter) / Double(warmupIters)
         }
         return lr
+    }
+
+    /// The precision training runs in on this machine, and, when bf16 was asked for on a CPU without a bf16
+    /// dot-product instruction, the one line that says it runs fp32 instead.
+    public var availablePrecision: (precision: Precision, note: String?) {
+        let available = Precision.available(precision)
+        guard available != precision else { return (precision, nil) }
+        return (available, "bf16 (AmpOptimWrapper) requested, but this CPU has neither AVX512-BF16 nor AMX-BF16: "
+                    + "training in fp32")
     }
 
     /// A short hash of the resolved config (trainer state records it; resume warns on a change).

@@ -102,6 +102,9 @@ public final class Trainer {
         }
 
         let model = OCRNet(config: config.model, seed: config.seed)
+        let (precision, precisionNote) = config.availablePrecision
+        model.store.trainingPrecision = precision
+        if let precisionNote, comm.isRoot { log.warning(precisionNote) }
         let sgd = SGD(store: model.store, learningRate: Float(config.learningRate), momentum: Float(config.momentum),
                       weightDecay: Float(config.weightDecay))
         var state = TrainerState(iteration: 0, samplerEpoch: 0, samplerConsumed: 0, seed: config.seed,
@@ -141,7 +144,8 @@ public final class Trainer {
                                       start: SamplerState(epoch: state.samplerEpoch, consumed: state.samplerConsumed))
         defer { loader.stop() }
         log.info("training \(config.model.depth)-layer OCRNet on \(trainSet.count) images, \(comm.size) rank(s) × "
-                 + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)")
+                 + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)"
+                 + (precision == .bfloat16 ? ", bf16 GEMM operands (\(BF16.kernelName))" : ""))
 
         if state.pendingEvaluation == true {
             log.info("evaluating iteration \(state.iteration) first: the run that checkpointed it stopped before its "

@@ -18,6 +18,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Crop HxW (default: the config's RandomCrop crop_size, or its Resize scale).") var crop: String?
     @Flag(help: "Print rank 0's time per kind of work (conv GEMMs, im2col, batch norm, …) over the timed steps.")
     var profile = false
+    @OptionGroup var amp: AmpOption
     @OptionGroup var options: ConfigOptions
 
     func cropSize(_ experiment: ExperimentConfig) throws -> (Int, Int) {
@@ -39,46 +40,55 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let experiment = try options.load(config)
+        let experiment = try options.load(config, amp: amp)
         let (h, w) = try cropSize(experiment)
         try withProcessGroup(timeout: experiment.distTimeout) { comm in
             let model = OCRNet(config: experiment.model, seed: experiment.seed)
+            let (precision, precisionNote) = experiment.availablePrecision
+            model.store.trainingPrecision = precision
+            if let precisionNote, comm.isRoot { FileHandle.standardError.write(Data("warning: \(precisionNote)\n".utf8)) }
             let sgd = SGD(store: model.store, learningRate: Float(experiment.learningRate),
                           momentum: Float(experiment.momentum), weightDecay: Float(experiment.weightDecay))
             let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: experiment.syncBN, optimizer: sgd)
             let n = experiment.data.batchSize
             var rng = SplitMix64(seed: 7, UInt64(comm.rank))
+            // Two random batches, taken in turn; each step first copies its batch into the input tensors, as the
+            // trainer's collation does, and that copy is the "data" phase (the loader's decoding and augmentation
+            // run on its own threads, so they are not part of a step).
+            let pool = (0..<2).map { _ in
+                (images: (0..<(n * 3 * h * w)).map { _ in Float(rng.normal()) },
+                 labels: (0..<(n * h * w)).map { _ in Int32(rng.next() % UInt64(experiment.model.numClasses)) })
+            }
             let images = Tensor(zeros: [n, 3, h, w])
-            for i in 0..<images.count { images[i] = Float(rng.normal()) }
-            let labels = LabelMap(shape: [n, h, w], values: (0..<(n * h * w)).map { _ in
-                Int32(rng.next() % UInt64(experiment.model.numClasses))
-            })
+            var labels = LabelMap(shape: [n, h, w], values: [])
+            func nextBatch(_ step: Int) {
+                let batch = pool[step % pool.count]
+                batch.images.withUnsafeBufferPointer { images.data.update(from: $0.baseAddress!, count: $0.count) }
+                labels = LabelMap(shape: [n, h, w], values: batch.labels)
+            }
             var timings: [DataParallel.Timing] = []
-            var stepSeconds: [Double] = []
+            var stepSeconds: [Double] = [], dataSeconds: [Double] = []
             for i in 0..<(warmup + iters) {
-                if i == warmup && profile { Profiler.reset(); Profiler.enabled = true }
+                if i == warmup { Profiler.reset(); Profiler.enabled = true }
                 let start = Date()
+                nextBatch(i)
+                let drawn = Date()
                 ddp.step([(images, labels)])
                 if i >= warmup {
                     stepSeconds.append(Date().timeIntervalSince(start))
+                    dataSeconds.append(drawn.timeIntervalSince(start))
                     timings.append(ddp.lastTiming)
                 }
             }
+            Profiler.enabled = false
             let profileRows = Profiler.report
             let profiledSteps = Double(iters)
-            // Per-step phases: forward and backward are split by timing one forward alone after the run; the same
-            // forward counts the convolution and matrix-product FLOPs.
-            Profiler.reset()
-            Profiler.enabled = true
-            let forwardStart = Date()
-            model.forward(images)
-            let forwardSeconds = Date().timeIntervalSince(forwardStart)
-            Profiler.enabled = false
-            let forwardFlops = Profiler.forwardFlops
+            // Convolution and matrix-product FLOPs of one forward, counted over the timed steps.
+            let forwardFlops = Profiler.forwardFlops / profiledSteps
             // The machine's GEMM rate as this run uses it: every rank at once with its own threads, summed.
             comm.barrier(phase: "sgemm rate start")
-            var sgemm = [sgemmRate(repeats: 3)]
-            sgemm.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "sgemm rate") }
+            var rates = [sgemmRate(repeats: 3), precision == .bfloat16 ? gemmRate(repeats: 3, precision: precision) : 0]
+            rates.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "GEMM rates") }
             func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
             let step = median(stepSeconds)
             // Peak RSS is reported per rank (the largest), as the budget that matters is one rank's.
@@ -94,20 +104,25 @@ struct Bench: ParsableCommand {
                                    Double(row.calls) / profiledSteps))
                 }
             }
-            let forwardBackward = median(timings.map(\.forwardBackward))
-            let result: [String: Any] = [
+            var result: [String: Any] = [
                 "img_per_s": Double(n * comm.size) / step, "ms_per_step": step * 1e3, "ranks": comm.size,
                 "threads_per_rank": BLAS.threads, "batch_per_rank": n, "crop": [h, w],
                 "peak_rss_mb": all.max() ?? 0, "openblas_core": BLAS.coreName,
+                "precision": precision.rawValue,
                 // 3 × forward GEMM work (forward, input and weight gradients) over all ranks per second.
                 "forward_gflop_per_rank": forwardFlops / 1e9,
                 "effective_gflops": 3 * forwardFlops * Double(comm.size) / step / 1e9,
-                "sgemm_gflops": sgemm[0],
-                "phases": ["data": 0.0, "forward": forwardSeconds * 1e3,
-                           "backward": max(forwardBackward - forwardSeconds, 0) * 1e3,
+                "sgemm_gflops": rates[0],
+                // Medians over the timed steps, each phase on its own (they need not add up to the median step).
+                "phases": ["data": median(dataSeconds) * 1e3, "forward": median(timings.map(\.forward)) * 1e3,
+                           "backward": median(timings.map(\.backward)) * 1e3,
                            "allreduce_exposed": median(timings.map(\.allreduceExposed)) * 1e3,
                            "optimizer": median(timings.map(\.optimizer)) * 1e3],
             ]
+            if precision == .bfloat16 {
+                result["bf16_gemm_gflops"] = rates[1]
+                result["bf16_kernel"] = BF16.kernelName
+            }
             let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
             print(String(decoding: json, as: UTF8.self))
         }

@@ -27,7 +27,7 @@ struct BenchConvs: ParsableCommand {
         let peak = sgemmRate(repeats: repeats)
         print(String(format: "sgemm 2048×2048×2048: %.1f GFLOP/s", peak))
         print(String(format: "bf16 gemm 2048×2048×2048 (%@): %.1f GFLOP/s", BF16.kernelName,
-                     gemmRate(repeats: repeats, bf16Gemm)))
+                     gemmRate(repeats: repeats, precision: .bfloat16)))
         let (h8, w8) = (height / 8, width / 8)
         // (name, in, out, kernel, stride, padding, dilation, input H, input W)
         let shapes: [(String, Int, Int, Int, Int, Int, Int, Int, Int)] = [
@@ -81,16 +81,14 @@ struct BenchConvs: ParsableCommand {
 }
 
 /// GFLOP/s of one 2048³ `cblas_sgemm` with the current BLAS threads: the peak the convolutions are judged against.
-func sgemmRate(repeats: Int) -> Double { gemmRate(repeats: repeats, gemm) }
+func sgemmRate(repeats: Int) -> Double { gemmRate(repeats: repeats, precision: .float32) }
 
-/// GFLOP/s of one 2048³ product through `kernel` (sgemm or the bf16 GEMM, which share a signature).
-func gemmRate(repeats: Int, _ kernel: (Bool, Bool, Int, Int, Int, Float, UnsafePointer<Float>, Int?,
-                                       UnsafePointer<Float>, Int?, Float, UnsafeMutablePointer<Float>, Int?) -> Void)
-    -> Double {
+/// GFLOP/s of one 2048³ product in `precision` (sgemm or the bf16 GEMM).
+func gemmRate(repeats: Int, precision: Precision) -> Double {
     let n = 2048
     let a = Tensor(zeros: [n, n]), b = Tensor(zeros: [n, n]), c = Tensor(zeros: [n, n])
     a.fill(0.5); b.fill(0.25)
-    let t = medianSeconds(repeats) { kernel(false, false, n, n, n, 1, a.data, nil, b.data, nil, 0, c.data, nil) }
+    let t = medianSeconds(repeats) { gemm(m: n, n: n, k: n, a: a.data, b: b.data, c: c.data, precision: precision) }
     return 2.0 * Double(n * n * n) / t / 1e9
 }
 

@@ -10,9 +10,18 @@ struct ConfigOptions: ParsableArguments {
             help: "Override config keys: KEY=VALUE with dotted paths and list indices, e.g. train_cfg.max_iters=10 model.decode_head.1.dropout_ratio=0.")
     var overrides: [String] = []
 
-    func load(_ path: String?) throws -> ExperimentConfig {
-        try ExperimentConfig.load(path: path, overrides: overrides)
+    func load(_ path: String?, amp: AmpOption? = nil) throws -> ExperimentConfig {
+        try ExperimentConfig.load(path: path, overrides: (amp?.overrides ?? []) + overrides)
     }
+}
+
+/// `--amp`, as mmseg's tools/train.py has it: the config's optim_wrapper becomes an AmpOptimWrapper (here in
+/// bf16, the CPU's mixed precision). `--cfg-options` still wins over it.
+struct AmpOption: ParsableArguments {
+    @Flag(help: "Mixed precision: convolutions and the OCR head's matrix products with bf16 operands and fp32 accumulation (optim_wrapper.type=AmpOptimWrapper, dtype=bfloat16).")
+    var amp = false
+
+    var overrides: [String] { amp ? ["optim_wrapper.type=AmpOptimWrapper", "optim_wrapper.dtype=bfloat16"] : [] }
 }
 
 /// Starts the process group (MPI under a launcher, one process otherwise; `timeout` for the collective watchdog),

@@ -22,6 +22,7 @@ struct Train: ParsableCommand {
     var loadFrom: String?
     @Option(help: "Stop after this iteration as a preemption would (checkpoint, exit 0); continue later with --resume.")
     var stopAtIter: Int?
+    @OptionGroup var amp: AmpOption
     @OptionGroup var options: ConfigOptions
 
     /// What a bare `--resume` stands for.
@@ -32,7 +33,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let experiment = try options.load(config)
+        let experiment = try options.load(config, amp: amp)
         let name = config.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? "quickstart"
         let dir = workDir ?? "work_dirs/\(name)"
         try withProcessGroup(timeout: experiment.distTimeout) { comm in

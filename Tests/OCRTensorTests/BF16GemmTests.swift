@@ -25,8 +25,8 @@ final class BF16GemmTests: XCTestCase {
                     for i in 0..<(m * n) { want[i] = c[i]; got[i] = c[i] }
                     naiveGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: ra.data, b: rb.data,
                               beta: beta, c: want.data)
-                    bf16Gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.data, b: b.data,
-                             beta: beta, c: got.data)
+                    gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.data, b: b.data,
+                         beta: beta, c: got.data, precision: .bfloat16)
                     // fp32 accumulation of k exact products: |error| ≤ ~k·2⁻²⁴·Σ|a||b| (operands within ±1), plus
                     // the rounding of the alpha/beta update.
                     let bound = Double(k + 8) * pow(2, -24) * (Double(abs(alpha)) * Double(k) + Double(abs(beta)))
@@ -43,7 +43,7 @@ final class BF16GemmTests: XCTestCase {
         let a = randomTensor([m * k], seed: 7), b = randomTensor([k * n], seed: 8)
         let fp32 = Tensor(zeros: [m * n]), bf16 = Tensor(zeros: [m * n])
         naiveGemm(m: m, n: n, k: k, a: a.data, b: b.data, c: fp32.data)
-        bf16Gemm(m: m, n: n, k: k, a: a.data, b: b.data, c: bf16.data)
+        gemm(m: m, n: n, k: k, a: a.data, b: b.data, c: bf16.data, precision: .bfloat16)
         let worst = (0..<(m * n)).map { abs(Double(bf16[$0]) - Double(fp32[$0])) }.max() ?? 0
         XCTAssertGreaterThan(worst, 1e-4, "bf16 operands move the product")
         XCTAssertLessThan(worst, 0.2)
@@ -56,7 +56,7 @@ final class BF16GemmTests: XCTestCase {
         for threads in [1, 2] {
             BLAS.setThreads(threads)
             let c = Tensor(zeros: [m * n])
-            bf16Gemm(transB: true, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data)
+            gemm(transB: true, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data, precision: .bfloat16)
             results.append((0..<(m * n)).map { c[$0] })
         }
         XCTAssertEqual(results[0], results[1])
