@@ -6,12 +6,18 @@
 #   b  R18-D8 256×256, batch 1 per rank, 2 ranks × 1 thread (ocr-ddp: mpirun, sync BN; PyTorch: DDP over gloo,
 #      plain BN, since PyTorch has no SyncBatchNorm on CPU)
 #   c  R50-D8 512×1024, batch 1, 1 process × 2 threads (slow: tens of seconds per step)
-# Environment: ROUNDS (3), ITERS (timed steps per run, 5), WARMUP (2), SETTINGS ("a,b,c"), OCR_DDP (binary),
-# OUT (directory for the raw JSON lines and logs; default a new temporary directory).
+# Each setting runs ocr-ddp in fp32 and bf16 (--amp) and PyTorch in every mode of Tools/bench_pytorch.py (NCHW,
+# channels_last, torch.compile: fp32; channels_last + bf16 autocast), then compares each of our precisions with
+# PyTorch's fastest mode of the same precision.
+# Environment: ROUNDS (3), ITERS (timed steps per run, 5), WARMUP (2), SETTINGS ("a,b,c"), OURS ("fp32,bf16"),
+# TORCH ("nchw,channels_last,compile,bf16"), OCR_DDP (binary), OUT (directory for the raw JSON lines and logs;
+# default a new temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3} ITERS=${ITERS:-5} WARMUP=${WARMUP:-2} SETTINGS=${SETTINGS:-a,b,c}
+IFS=, read -r -a OURS_MODES <<<"${OURS:-fp32,bf16}"
+IFS=, read -r -a TORCH_MODES <<<"${TORCH:-nchw,channels_last,compile,bf16}"
 OCR_DDP=${OCR_DDP:-.build/release/ocr-ddp}
 OUT=${OUT:-$(mktemp -d -t bench_vs_pytorch.XXXXXX)}
 CONFIG=Configs/ocrnet_r50-d8_4xb2-40k_cityscapes-512x1024.yaml  # depth and batch are overridden per setting
@@ -71,22 +77,29 @@ done
 for (( round = 1; round <= ROUNDS; round++ )); do
     for s in "${SELECTED[@]}"; do
         read -r depth crop batch ranks threads <<<"${SETTING[$s]}"
-        ours=("$OCR_DDP" bench "$CONFIG" --crop "$crop" --iters "$ITERS" --warmup "$WARMUP"
-              --cfg-options "model.backbone.depth=$depth" "data.batch_size=$batch")
-        if (( ranks > 1 )); then
-            ours=("${MPIRUN[@]}" -n "$ranks" -x OPENBLAS_NUM_THREADS -x OMP_NUM_THREADS "${ours[@]}")
+        runs=()
+        for mode in "${OURS_MODES[@]}"; do runs+=("ocr-ddp.$mode"); done
+        for mode in "${TORCH_MODES[@]}"; do runs+=("pytorch.$mode"); done
+        # Odd rounds run the list forwards, even rounds backwards: no tool or mode always gets the warmer machine.
+        if (( round % 2 == 0 )); then
+            for (( i = 0, j = ${#runs[@]} - 1; i < j; i++, j-- )); do t=${runs[i]}; runs[i]=${runs[j]}; runs[j]=$t; done
         fi
-        theirs=(python3 Tools/bench_pytorch.py --depth "$depth" --crop "$crop" --batch "$batch" --threads "$threads"
-                --ranks "$ranks" --iters "$ITERS" --warmup "$WARMUP")
-        echo "round $round/$ROUNDS, setting $s: ${SETTING[$s]} (depth crop batch ranks threads)"
-        # Odd rounds start with ocr-ddp, even rounds with PyTorch: neither always runs on the warmer machine.
-        if (( round % 2 )); then
-            record "$OUT/$s.ocr-ddp.jsonl" "$threads" "${ours[@]}"
-            record "$OUT/$s.pytorch.jsonl" "$threads" "${theirs[@]}"
-        else
-            record "$OUT/$s.pytorch.jsonl" "$threads" "${theirs[@]}"
-            record "$OUT/$s.ocr-ddp.jsonl" "$threads" "${ours[@]}"
-        fi
+        echo "round $round/$ROUNDS, setting $s: ${SETTING[$s]} (depth crop batch ranks threads): ${runs[*]}"
+        for run in "${runs[@]}"; do
+            tool=${run%%.*} mode=${run#*.}
+            if [[ $tool == ocr-ddp ]]; then
+                cmd=("$OCR_DDP" bench "$CONFIG" --crop "$crop" --iters "$ITERS" --warmup "$WARMUP"
+                     --cfg-options "model.backbone.depth=$depth" "data.batch_size=$batch")
+                [[ $mode == bf16 ]] && cmd+=(--amp)
+                if (( ranks > 1 )); then
+                    cmd=("${MPIRUN[@]}" -n "$ranks" -x OPENBLAS_NUM_THREADS -x OMP_NUM_THREADS "${cmd[@]}")
+                fi
+            else
+                cmd=(python3 Tools/bench_pytorch.py --depth "$depth" --crop "$crop" --batch "$batch"
+                     --threads "$threads" --ranks "$ranks" --iters "$ITERS" --warmup "$WARMUP" --mode "$mode")
+            fi
+            record "$OUT/$s.$run.jsonl" "$threads" "${cmd[@]}"
+        done
     done
 done
 
@@ -94,48 +107,57 @@ sgemm_rates=() depths=()
 for threads in "${!SGEMM[@]}"; do sgemm_rates+=("$threads=${SGEMM[$threads]}"); done
 for s in "${SELECTED[@]}"; do depths+=("$s=${SETTING[$s]%% *}"); done
 python3 - "$OUT" "${sgemm_rates[*]}" "${depths[@]}" <<'EOF'
-import json, statistics, sys
+import glob, json, os, statistics, sys
 
 # argv: OUT, "threads=GFLOP/s ...", then setting=depth for each setting in the order run
 out, sgemm = sys.argv[1], dict(a.split("=") for a in sys.argv[2].split())
 depths = dict(a.split("=") for a in sys.argv[3:])
-settings = list(depths)
 
-def runs(setting, tool):
-    with open(f"{out}/{setting}.{tool}.jsonl") as f:
-        return [json.loads(line) for line in f]
+def runs(setting):
+    """{"ocr-ddp.fp32": [json, ...], "pytorch.channels_last": [...], ...} of one setting."""
+    found = {}
+    for path in sorted(glob.glob(f"{out}/{setting}.*.jsonl")):
+        with open(path) as f:
+            found[os.path.basename(path)[len(setting) + 1:-len(".jsonl")]] = [json.loads(line) for line in f]
+    return found
 
-def effective_gflops(run_list, forward_gflop):
-    # Training ≈ 3 forward passes of FLOPs (backward computes two GEMMs per forward one), over all ranks' images.
-    step_s = statistics.median(r["ms_per_step"] for r in run_list) / 1e3
-    return 3 * forward_gflop * run_list[0]["ranks"] / step_s
+def ips(run_list):
+    return statistics.median(r["img_per_s"] for r in run_list)
 
-header = (f"{'set':3} {'net':6} {'crop':9} {'ranks×thr':9} {'b/rank':6} {'img/s ocr-ddp':>13} {'img/s torch':>11} "
-          f"{'ours/theirs':>11} {'RSS MB/rank ours':>16} {'theirs':>7} {'GFLOP/s ours':>12} {'theirs':>7}")
+header = (f"{'set':3} {'net':6} {'crop':9} {'ranks×thr':9} {'b/rank':6} {'prec':5} {'img/s ocr-ddp':>13} "
+          f"{'PyTorch best (mode)':>30} {'ours/theirs':>11} {'RSS MB/rank ours':>16} {'theirs':>7}")
 print("\n" + header + "\n" + "-" * len(header))
 footer = []
-for s in settings:
-    ours, theirs = runs(s, "ocr-ddp"), runs(s, "pytorch")
-    described = theirs[0]  # crop, ranks, batch, and the FLOP count that ocr-ddp's line lacks (same network)
-    ours_ips = statistics.median(r["img_per_s"] for r in ours)
-    theirs_ips = statistics.median(r["img_per_s"] for r in theirs)
-    print(f"{s:3} {'R' + depths[s] + '-D8':6} {'x'.join(map(str, described['crop'])):9} "
-          f"{str(described['ranks']) + '×' + str(described['threads_per_rank']):9} {described['batch_per_rank']:6} "
-          f"{ours_ips:13.3f} {theirs_ips:11.3f} {ours_ips / theirs_ips:11.2f} "
-          f"{max(r['peak_rss_mb'] for r in ours):16.0f} {max(r['peak_rss_mb'] for r in theirs):7.0f} "
-          f"{effective_gflops(ours, described['forward_conv_gflop']):12.1f} "
-          f"{effective_gflops(theirs, described['forward_conv_gflop']):7.1f}")
+for s in depths:
+    found = runs(s)
+    described = next(v[0] for k, v in found.items() if k.startswith("pytorch."))
+    for precision, ours_key, torch_modes in (("fp32", "ocr-ddp.fp32", ("nchw", "channels_last", "compile")),
+                                             ("bf16", "ocr-ddp.bf16", ("bf16",))):
+        theirs = {m: found[f"pytorch.{m}"] for m in torch_modes if f"pytorch.{m}" in found}
+        if ours_key not in found or not theirs:
+            continue
+        best = max(theirs, key=lambda m: ips(theirs[m]))
+        ours_ips, theirs_ips = ips(found[ours_key]), ips(theirs[best])
+        print(f"{s:3} {'R' + depths[s] + '-D8':6} {'x'.join(map(str, described['crop'])):9} "
+              f"{str(described['ranks']) + '×' + str(described['threads_per_rank']):9} {described['batch_per_rank']:6} "
+              f"{precision:5} {ours_ips:13.3f} {theirs_ips:14.3f} ({best:>13}) {ours_ips / theirs_ips:11.2f} "
+              f"{max(r['peak_rss_mb'] for r in found[ours_key]):16.0f} "
+              f"{max(r['peak_rss_mb'] for r in theirs[best]):7.0f}")
     footer.append(f"{s}: forward {described['forward_conv_gflop']:.1f} GFLOP per rank and step; img/s per round: "
-                  f"ocr-ddp {[round(r['img_per_s'], 3) for r in ours]}, "
-                  f"torch {[round(r['img_per_s'], 3) for r in theirs]}"
-                  + (f"; torch: {described['note'].split(';')[0]}" if "note" in described else ""))
+                  + "; ".join(f"{k} {[round(r['img_per_s'], 3) for r in v]}" for k, v in found.items()))
 print("\nimg/s: median over rounds of each run's median step (all ranks' images). RSS: largest rank's peak, MiB.")
-print("GFLOP/s: 3 × forward conv+bmm GFLOP × ranks / median step time (whole step, all ranks together).")
+print("PyTorch best: its fastest mode of the same precision (fp32: NCHW, channels_last, torch.compile; bf16: "
+      "channels_last + autocast).")
 print("\n".join(footer))
-core = runs(settings[0], "ocr-ddp")[0].get("openblas_core", "?")
-torch_run = runs(settings[0], "pytorch")[0]
+first = runs(next(iter(depths)))
+ours = [v[0] for k, v in first.items() if k.startswith("ocr-ddp.")]
+core = ours[0]["openblas_core"] if ours else "?"
+bf16 = next((r for r in ours if r.get("precision") == "bfloat16"), None)
 print(f"ocr-ddp: OpenBLAS core {core}; sgemm 2048³ "
-      + ", ".join(f"{rate} GFLOP/s at {t} thread(s)" for t, rate in sorted(sgemm.items())))
+      + ", ".join(f"{rate} GFLOP/s at {t} thread(s)" for t, rate in sorted(sgemm.items()))
+      + (f"; bf16 kernel {bf16['bf16_kernel']}, {bf16['bf16_gemm_gflops']:.0f} GFLOP/s (2048³, all ranks)"
+         if bf16 else ""))
+torch_run = next(v[0] for k, v in first.items() if k.startswith("pytorch."))
 print(f"PyTorch: {torch_run['framework']}, oneDNN (mkldnn) available: {torch_run['mkldnn']}")
 EOF
 echo "raw results in $OUT"

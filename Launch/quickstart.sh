@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The quick start: install what is missing, build, write the synthetic dataset, train the quick-start OCRNet under
-# mpirun -n 4, evaluate the final checkpoint and print the per-class table. WORK_DIR and NPROC may be overridden.
+# mpirun -n 4, evaluate the final checkpoint and print the per-class table. WORK_DIR and NPROC may be overridden;
+# AMP=1 trains in bf16 mixed precision (train --amp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Launch/common.sh
 WORK_DIR=${WORK_DIR:-work_dirs/quickstart}
 NPROC=${NPROC:-4}
+AMP_FLAG=()
+[[ "${AMP:-0}" == 1 ]] && AMP_FLAG=(--amp)
 
 bash Launch/install-deps.sh
 swift build -c release
@@ -14,7 +17,7 @@ mkdir -p "$WORK_DIR"
 mpirun_flags "$NPROC"
 start=$(date +%s)
 mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" train Configs/quickstart.yaml --work-dir "$WORK_DIR" \
-    --cfg-options data.data_root="$WORK_DIR/synthetic"
+    "${AMP_FLAG[@]}" --cfg-options data.data_root="$WORK_DIR/synthetic"
 trained=$(date +%s)
 mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" eval Configs/quickstart.yaml "$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint")" \
     --work-dir "$WORK_DIR" --show-dir "$WORK_DIR/show" --cfg-options data.data_root="$WORK_DIR/synthetic"

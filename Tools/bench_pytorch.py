@@ -7,11 +7,15 @@ Tools/make_golden.py with mmseg key names. A step is: zero grads, forward (BN in
 Needs torch, numpy and safetensors (make_golden's imports).
 
     python3 Tools/bench_pytorch.py [--depth 18|50] [--crop 256x256] [--batch 2] [--threads 2] [--ranks 1]
-                                   [--iters 5] [--warmup 2]
+                                   [--iters 5] [--warmup 2] [--mode nchw|channels_last|compile|bf16]
+
+Modes, PyTorch at its best on each precision: fp32 as plain NCHW, as channels_last (model and input), or through
+torch.compile (inductor); bf16 as a PyTorch user turns it on, channels_last + torch.autocast('cpu',
+dtype=torch.bfloat16) around forward and loss (SGD, master weights and gradients stay fp32).
 
 With --ranks p > 1 it runs p processes under DistributedDataParallel over gloo, each with --threads threads and
 --batch images. Prints, last, one JSON line with the fields of `ocr-ddp bench` that apply, plus "framework",
-"torch_threads", "mkldnn" and "forward_conv_gflop" (forward FLOPs of all convolutions and the OCR head's batched
+"torch_threads", "mkldnn", "mode", "precision" and "forward_conv_gflop" (forward FLOPs of all convolutions and the OCR head's batched
 matmuls per step and rank, 2 per multiply-add): effective training GFLOP/s ≈ 3 × forward_conv_gflop × ranks / step
 seconds, for either tool, since both run the same network.
 """
@@ -28,6 +32,7 @@ import time
 NUM_CLASSES = 19
 AUX_LOSS_WEIGHT = 0.4
 DROPOUT = 0.1
+MODES = ("nchw", "channels_last", "compile", "bf16")
 
 
 def parse_args():
@@ -38,7 +43,8 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per rank")
     ap.add_argument("--ranks", type=int, default=1, help="DDP processes (gloo); 1 = no DDP")
     ap.add_argument("--iters", type=int, default=5, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (torch.compile compiles in the first)")
+    ap.add_argument("--mode", choices=MODES, default="nchw")
     args = ap.parse_args()
     args.height, args.width = map(int, args.crop.lower().split("x"))
     return args
@@ -94,6 +100,9 @@ def run_rank(rank, args, port):
 
     torch.manual_seed(0)  # the same weights on every rank (DDP would broadcast rank 0's anyway)
     model = build_model(args.depth)
+    channels_last = args.mode in ("channels_last", "bf16")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     trained = model
     if distributed:
         # No buffer broadcast before each forward, as mmengine wraps mmseg models: BN running stats stay per rank
@@ -103,19 +112,25 @@ def run_rank(rank, args, port):
         no_buffer_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp_class).parameters
                           else "broadcast_buffers")
         trained = ddp_class(model, **{no_buffer_sync: False})
+    if args.mode == "compile":
+        trained = torch.compile(trained)
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mode == "bf16")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     generator = torch.Generator().manual_seed(7 + rank)  # each rank its own images, as in data-parallel training
     images = torch.randn(args.batch, 3, args.height, args.width, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (args.batch, args.height, args.width), generator=generator)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
 
     steps, forwards, backwards, optimizer_steps = [], [], [], []
     for i in range(args.warmup + args.iters):
         start = time.perf_counter()
         optimizer.zero_grad()
-        _, aux, ocr = trained(images)
-        forward_end = time.perf_counter()
-        loss = AUX_LOSS_WEIGHT * seg_loss(aux, labels) + seg_loss(ocr, labels)
+        with autocast():
+            _, aux, ocr = trained(images)
+            loss = AUX_LOSS_WEIGHT * seg_loss(aux, labels) + seg_loss(ocr, labels)
+        forward_end = time.perf_counter()  # forward with the losses, as ocr-ddp's phases count it
         # Under DDP, backward returns only once every gradient bucket is all-reduced: communication that backward
         # did not hide is inside this interval and cannot be told apart from it.
         loss.backward()
@@ -146,6 +161,7 @@ def run_rank(rank, args, port):
         "threads_per_rank": args.threads, "batch_per_rank": args.batch, "crop": [args.height, args.width],
         "peak_rss_mb": rss, "phases": phases, "framework": f"pytorch {torch.__version__}",
         "torch_threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available(),
+        "mode": args.mode, "precision": "bfloat16" if args.mode == "bf16" else "float32",
         "forward_conv_gflop": forward_gflop(args),
     }
     if distributed:

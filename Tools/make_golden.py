@@ -11,7 +11,7 @@ here with attribute names chosen so that `state_dict()` keys, and their order,
 are identical to mmsegmentation's CascadeEncoderDecoder(ResNetV1c, [FCNHead, OCRHead])).
 The script is deterministic (every fixture has its own fixed seed).
 
-Numerics (see Shared design TESTING.md): inputs and weights are drawn in float32;
+Numerics (see docs/TESTING.md): inputs and weights are drawn in float32;
 references are computed in float64 from exactly those float32 values and stored
 back as float32.  Integer tensors (labels, num_batches_tracked) are int64.
 
@@ -798,7 +798,7 @@ def make_hrnet_full_keys(name, width):
 # 5. bf16: float64 truth, and PyTorch's own bf16-autocast error on the same cases
 # --------------------------------------------------------------------------------------
 # The bf16 tests of ocr-ddp are judged against float64 truth with bounds derived from what PyTorch's
-# torch.autocast('cpu', dtype=torch.bfloat16) gets on the same inputs (TESTING.md "bf16"). Each case prints
+# torch.autocast('cpu', dtype=torch.bfloat16) gets on the same inputs (docs/TESTING.md "bf16"). Each case prints
 # PyTorch's errors; the Swift tests carry those figures.
 
 def rel_norm(a, truth):
@@ -850,7 +850,7 @@ def bf16_bmm(name, seed, batch, a_shape, b_shape, trans_a, trans_b, alpha):
 
 def bf16_model(depth, seed, fcn_classifier_std):
     """One training step of the reduced OCRNet in float64 (truth) and under PyTorch's bf16 autocast, from the same
-    float32 weights and batch; the FCN classifier at `fcn_classifier_std` (TESTING.md: at mmseg's 0.01 the OCR
+    float32 weights and batch; the FCN classifier at `fcn_classifier_std` (docs/TESTING.md: at mmseg's 0.01 the OCR
     softmax is near-uniform and bf16 rounding turns into O(1) gradient noise, in PyTorch too)."""
     cfg = dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
                ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)

@@ -68,6 +68,14 @@ public final class Workspace {
 
     deinit { storage.deallocate() }
 
+    /// Gives the storage back (after an evaluation of larger images than training uses); the next `buffer` call
+    /// allocates what it needs.
+    public func release() {
+        storage.deallocate()
+        storage = .allocate(capacity: 1)
+        capacity = 0
+    }
+
     /// At least `count` floats; valid until the next call.
     public func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count > capacity {

@@ -144,6 +144,17 @@ public final class TensorPool: @unchecked Sendable {
         return Tensor(shape: shape, count: count, pool: self, storage: block.storage, capacity: block.capacity)
     }
 
+    /// Frees the storage no tensor holds now. Training steps reach a steady set of blocks, but an evaluation of
+    /// whole images (4× a Cityscapes crop) leaves larger ones that no training request would ever reuse: the
+    /// trainer calls this after evaluating, so RSS returns to the training level.
+    public func releaseFree() {
+        let released = lock.withLock { () -> [UnsafeMutablePointer<Float>] in
+            defer { free.removeAll() }
+            return free.map(\.storage)
+        }
+        for storage in released { storage.deallocate() }
+    }
+
     func recycle(_ storage: UnsafeMutablePointer<Float>, capacity: Int) {
         lock.withLock { free.append((storage, capacity)) }
     }

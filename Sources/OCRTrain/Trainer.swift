@@ -193,6 +193,7 @@ public final class Trainer {
                     "iter": state.iteration, "lr": Double(sgd.learningRate), "loss": Double(losses.total),
                     "loss_aux": Double(losses.aux), "loss_ocr": Double(losses.ocr), "time": perStep,
                     "data_time": window.data / Double(window.steps), "eta": eta, "memory_mb": peakResidentMB(),
+                    "rss_mb": residentMB(),
                 ])
                 window = (0, 0, 0)
                 try ReplicaConsistency.checkWeightsAgree(model.store, comm: comm, iteration: state.iteration)
@@ -231,12 +232,15 @@ public final class Trainer {
                                      _ state: inout TrainerState) throws -> Bool {
         // Without sync BN every rank's running statistics follow its own batches: evaluate (and keep) rank 0's.
         if !config.syncBN { ReplicaConsistency.broadcastBuffers(model.store, comm: comm) }
+        defer {
+            model.training = true
+            releaseEvaluationMemory(model)
+        }
         let counts: SegmentationCounts?
         do {
             counts = try Evaluator(config: config, comm: comm).evaluate(model: model, dataset: valSet, data: data,
                                                                         stopRequested: { Self.stopSignal != 0 })
         } catch {
-            model.training = true
             let message = "evaluation at iteration \(state.iteration) failed: \(error) (checkpoint "
                 + "\(checkpoints.directory(iteration: state.iteration)) is saved)"
             // Every rank failed together (the evaluator agrees on failures): one line, a clean non-zero exit.
@@ -246,12 +250,12 @@ public final class Trainer {
             if comm.isRoot { try checkpoints.recordEvaluation(state, best: false) }
             return true
         }
-        model.training = true
         guard let counts else { return false }
         let mIoU = counts.metrics.mIoU ?? 0
         log.info("\n" + Evaluator.table(counts, classNames: valSet.classes.names))
         var entry = Evaluator.jsonObject(counts, classNames: valSet.classes.names)
         entry["iter"] = state.iteration
+        entry["rss_mb"] = residentMB()   // before the evaluation's memory is released
         try log.record(entry)
         let best = state.bestMIoU.map { mIoU > $0 } ?? true
         if best {
@@ -261,6 +265,14 @@ public final class Trainer {
         state.pendingEvaluation = nil
         if comm.isRoot { try checkpoints.recordEvaluation(state, best: best) }
         return true
+    }
+
+    /// Evaluation runs on whole images, larger than training crops (Cityscapes: 1024×2048 against 512×1024), so
+    /// its scratch and recycled blocks would stay mapped for the rest of the run, unused by training: free them.
+    /// Layers' cached outputs are replaced by the next step.
+    private func releaseEvaluationMemory(_ model: OCRNet) {
+        TensorPool.shared.releaseFree()
+        model.store.workspace.release()
     }
 
     private func saveCheckpoint(_ model: OCRNet, _ sgd: SGD, _ state: TrainerState) throws {
@@ -323,4 +335,11 @@ public func peakResidentMB() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_maxrss) / 1024
+}
+
+/// Resident set size of this process now, in MiB (/proc/self/statm: pages); 0 where there is no /proc.
+public func residentMB() -> Double {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+          let pages = statm.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+    return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
 }

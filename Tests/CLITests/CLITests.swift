@@ -93,8 +93,28 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(json["crop"] as? [Int], [32, 64])
             let phases = json["phases"] as! [String: Double]
             XCTAssertEqual(Set(phases.keys), ["data", "forward", "backward", "allreduce_exposed", "optimizer"])
+            XCTAssertGreaterThan(phases["forward"]!, 0)
+            XCTAssertGreaterThan(phases["backward"]!, 0)
             XCTAssertGreaterThan(json["img_per_s"] as! Double, 0)
+            XCTAssertEqual(json["precision"] as? String, "float32")
         }
+    }
+
+    /// `--amp` runs bf16 where the CPU has a bf16 dot product, and says in one line that it runs fp32 where not;
+    /// bench reports the precision it ran. A training run with it writes the AmpOptimWrapper into config.yaml.
+    func testAmpTrainsAndBenchesInBF16() throws {
+        let r = try run(0, ["bench", "--amp", "--iters", "1", "--warmup", "1", "--crop", "32x64"] + small)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data((r.stdout.split(separator: "\n").last ?? "").utf8))
+            as! [String: Any]
+        XCTAssertEqual(json["precision"] as? String, BF16.hardwareSupported ? "bfloat16" : "float32")
+        XCTAssertEqual(r.stderr.contains("training in fp32"), !BF16.hardwareSupported, r.stderr)
+        let work = directory.appendingPathComponent("amp").path
+        let t = try run(2, ["train", "--amp", "--work-dir", work] + small + ["train_cfg.max_iters=2"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let config = try String(contentsOfFile: "\(work)/config.yaml", encoding: .utf8)
+        XCTAssertTrue(config.contains("AmpOptimWrapper"), config)
+        XCTAssertEqual(t.stdout.contains("bf16 GEMM operands"), BF16.hardwareSupported, t.stdout)
     }
 
     /// OpenBLAS 0.3.21 takes CPUs newer than it knows for SSE3 ("Prescott"); on an AVX-512 CPU the binary asks for

@@ -7,7 +7,7 @@ import XCTest
 /// One bf16 training step of the reduced R50-D8 OCRNet against float64 truth, bounded by 1.5× PyTorch's own
 /// bf16-autocast error on the same weights and batch (`python3 Tools/make_golden.py --bf16`, torch 2.15 CPU).
 /// The FCN classifier is at std 1.0: at mmseg's 0.01 the OCR softmax is near-uniform and PyTorch's bf16 step lands
-/// 1.8 from the truth, further than no step at all (TESTING.md "bf16"), which would bound nothing.
+/// 1.8 from the truth, further than no step at all (docs/TESTING.md "bf16"), which would bound nothing.
 final class BF16ModelParityTests: XCTestCase {
     /// PyTorch bf16 autocast on this fixture: gradient relative norm over the whole update and on its worst tensor
     /// (backbone.layer4.1.bn2.bias), relative loss error, worst BN running statistic (relative norm).
@@ -62,7 +62,7 @@ final class BF16ModelParityTests: XCTestCase {
         XCTAssertLessThanOrEqual(bf16.worstTensor, allowedRatio * pytorchWorstTensor, bf16.worstName)
         XCTAssertLessThanOrEqual(bf16.loss, allowedRatio * pytorchLoss)
         XCTAssertLessThanOrEqual(bf16.statistics, allowedRatio * pytorchStatistics)
-        // The same fixture in fp32 lands where TESTING.md's whole-model bounds put a correct fp32 step, so the
+        // The same fixture in fp32 lands where docs/TESTING.md's whole-model bounds put a correct fp32 step, so the
         // bf16 errors above are bf16's, not the fixture's.
         let fp32 = try step(.float32)
         XCTAssertLessThanOrEqual(fp32.wholeGradient, 2e-2)

@@ -76,11 +76,11 @@ extension XCTestCase {
         }
         model.backward()
 
-        // Per-tensor gradients. TESTING.md: whole-model float32 gradients cannot promise 1e-3 per element (a 1e-7
+        // Per-tensor gradients. docs/TESTING.md: whole-model float32 gradients cannot promise 1e-3 per element (a 1e-7
         // change in a forward value can flip a ReLU or a max-pool choice and move single gradient entries by 1e-3 or
         // more), so each tensor is judged by its relative norm ‖ours − ref‖/‖ref‖ ≤ 5e-3 (measured ≤ 4e-4 with
         // OpenBLAS's SkylakeX/Cooperlake kernels, 1.5e-3 on an HRNet fuse bias of magnitude 1e-5 with the Prescott
-        // kernel OpenBLAS 0.3.21 falls back to on CPUs it does not know; TESTING.md allows 5e-2) and by its largest
+        // kernel OpenBLAS 0.3.21 falls back to on CPUs it does not know; docs/TESTING.md allows 5e-2) and by its largest
         // element difference ≤ 1e-2 of its largest entry (measured ≤ 3e-3). A formula error shows as O(1) in the
         // tensors it touches. The whole update is held to 2e-2 by norm as well.
         var worst: Comparison?

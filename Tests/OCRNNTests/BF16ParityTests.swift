@@ -4,7 +4,7 @@ import OCRTestSupport
 import XCTest
 
 /// The bf16 mode (bf16 GEMM operands, fp32 accumulation and storage) of each GEMM-shaped op against float64 truth,
-/// bounded by 1.5× the error PyTorch's bf16 autocast makes on the same inputs (TESTING.md "bf16"). The figures
+/// bounded by 1.5× the error PyTorch's bf16 autocast makes on the same inputs (docs/TESTING.md "bf16"). The figures
 /// come from `python3 Tools/make_golden.py --bf16` (torch 2.15, CPU, oneDNN), which writes these fixtures and
 /// prints them: relative norm ‖result − truth‖ / ‖truth‖. Each result must also be further from the truth than
 /// fp32 can be (1e-4), so a bf16 path that silently ran fp32 fails.

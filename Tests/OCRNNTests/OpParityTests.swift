@@ -4,7 +4,7 @@ import OCRTestSupport
 import XCTest
 
 /// Each op against PyTorch (float64 reference, Tools/make_golden.py): forward within 1e-5 and gradients within
-/// 1e-4 relative (max |diff| / max |reference|), as TESTING.md gives for single ops.
+/// 1e-4 relative (max |diff| / max |reference|), as docs/TESTING.md gives for single ops.
 final class OpParityTests: XCTestCase {
     let forwardTolerance = 1e-5
     let gradientTolerance = 1e-4

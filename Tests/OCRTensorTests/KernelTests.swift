@@ -114,4 +114,19 @@ final class KernelTests: XCTestCase {
         again.fill(1)
         XCTAssertEqual(again.count, 2000)
     }
+
+    /// After an evaluation the trainer frees what no tensor holds; tensors still alive keep their storage and
+    /// recycle into the pool as before.
+    func testReleaseFreeKeepsLiveTensors() {
+        let pool = TensorPool()
+        var large: Tensor? = pool.tensor(shape: [4, 1 << 20])
+        let live = pool.tensor(shape: [1000])
+        live.fill(2)
+        large = nil
+        XCTAssertGreaterThanOrEqual(pool.freeFloats, 4 << 20)
+        pool.releaseFree()
+        XCTAssertEqual(pool.freeFloats, 0)
+        XCTAssertNil(large)
+        XCTAssertEqual(live[999], 2)
+    }
 }

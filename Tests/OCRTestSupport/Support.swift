@@ -13,7 +13,7 @@ public enum Fixtures {
     public static func url(_ relativePath: String) -> URL { directory.appendingPathComponent(relativePath) }
 }
 
-/// How far a tensor is from its reference: max |a − e| over max |e| (the "relative" of TESTING.md), where it
+/// How far a tensor is from its reference: max |a − e| over max |e| (the "relative" of docs/TESTING.md), where it
 /// happens, and the relative Frobenius norm ‖a − e‖ / ‖e‖.
 public struct Comparison: CustomStringConvertible {
     public let name: String

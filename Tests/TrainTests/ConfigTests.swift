@@ -62,6 +62,25 @@ final class ConfigTests: XCTestCase {
                        "/nonexistent.yaml: cannot read config file")
     }
 
+    /// mmengine's names: OptimWrapper is fp32, AmpOptimWrapper is bf16 on CPU (its autocast default there); a
+    /// float16 dtype, another wrapper type or a bad loss scale is a one-line error naming the key.
+    func testOptimWrapperPicksThePrecision() throws {
+        XCTAssertEqual(try ExperimentConfig.load(path: nil, overrides: []).precision, .float32)
+        XCTAssertEqual(try ExperimentConfig.load(path: nil, overrides: ["optim_wrapper={type: OptimWrapper}"]).precision,
+                       .float32)
+        for wrapper in ["{type: AmpOptimWrapper}", "{type: AmpOptimWrapper, dtype: bfloat16, loss_scale: dynamic}",
+                        "{type: AmpOptimWrapper, loss_scale: 512}"] {
+            XCTAssertEqual(try ExperimentConfig.load(path: nil, overrides: ["optim_wrapper=\(wrapper)"]).precision,
+                           .bfloat16, wrapper)
+        }
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["optim_wrapper={type: AmpOptimWrapper, dtype: float16}"]) }
+            .contains("config key 'optim_wrapper.dtype': 'float16' is not bfloat16"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["optim_wrapper.type=ApexOptimWrapper"]) }
+            .contains("config key 'optim_wrapper.type'"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["optim_wrapper={type: AmpOptimWrapper, loss_scale: -1}"]) }
+            .contains("config key 'optim_wrapper.loss_scale'"))
+    }
+
     func testPolyLRWithWarmup() throws {
         let c = try ExperimentConfig.load(path: nil, overrides: [
             "optimizer.lr=0.01", "param_scheduler={type: PolyLR, power: 0.9, eta_min: 0.0001, warmup_iters: 10, warmup_ratio: 0.1}",
