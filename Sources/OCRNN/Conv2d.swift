@@ -54,12 +54,24 @@ public final class Conv2d {
     /// for the transforms (measured: HRNet-W18's 18- and 36-channel branches ran slower than with im2col + GEMM).
     static let winogradMinimumChannels = 32
 
+    /// Whether `.automatic` runs Winograd. Not in bf16 on a matrix engine (AMX): the tiles run im2col's 2.25×
+    /// larger product about as fast as Winograd's 16 thin GEMMs plus its fp32 transforms, and with less rounding
+    /// (0.8× PyTorch bf16's error against Winograd's 1.37×; docs/TESTING.md). Measured, R18-D8 256² batch 2
+    /// training steps, alternating on a noisy shared host: AMX 2.19–3.38 img/s (median 2.96) with im2col,
+    /// 2.31–3.05 (median 2.79) with Winograd; AVX512-BF16 alone 1.01–1.03 with im2col, 1.35–1.37 with Winograd,
+    /// which it keeps.
+    private var automaticWinograd: Bool {
+        Swift.min(inChannels, outChannels) >= Self.winogradMinimumChannels
+            && !(store.precision == .bfloat16 && BF16.hasMatrixEngine)
+    }
+
     /// The Winograd blocks of one image of this input, when this convolution runs that way. Image by image keeps
-    /// the transform scratch to one image's and an image's result independent of its batch.
+    /// the transform scratch to one image's and an image's result independent of its batch. Sets `winogradPlan`,
+    /// which backward follows: the choice can change between a bf16 training pass and an fp32 evaluation.
     private func winograd(_ x: Tensor) -> WinogradPlan? {
-        let wanted = algorithm == .winograd
-            || (algorithm == .automatic && Swift.min(inChannels, outChannels) >= Self.winogradMinimumChannels)
+        let wanted = algorithm == .winograd || (algorithm == .automatic && automaticWinograd)
         guard wanted, WinogradPlan.applies(kernel: kernel, stride: stride, padding: padding, dilation: dilation) else {
+            winogradPlan = nil
             return nil
         }
         let (h, w) = (x.shape[2], x.shape[3])

@@ -84,6 +84,9 @@ public enum BF16 {
     /// Whether the CPU has a bf16 dot-product instruction (AVX512-BF16 or AMX-BF16); without one, bf16 is slower
     /// than fp32 and callers should stay in fp32.
     public static var hardwareSupported: Bool { ocr_bf16_supported() != 0 || ocr_bf16_amx_supported() != 0 }
+    /// Whether the bf16 GEMM runs on a matrix engine (the AMX-BF16 tiles), which changes which convolution
+    /// algorithm is fastest.
+    public static let hasMatrixEngine = kernelName.hasPrefix("amx")
     /// x rounded to bf16 and back (nearest even; fp32 denormals flush to zero as the hardware conversion does).
     public static func round(_ x: Float) -> Float { ocr_bf16_round(x) }
 }

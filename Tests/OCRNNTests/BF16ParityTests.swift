@@ -87,6 +87,29 @@ final class BF16ParityTests: XCTestCase {
         }
     }
 
+    /// The algorithm `.automatic` picks can differ between an fp32 evaluation and a bf16 training pass (on AMX);
+    /// backward follows its own forward's choice, so a training step after an evaluation gives the same bits as
+    /// one without it.
+    func testBackwardFollowsItsForwardAfterAnEvaluation() throws {
+        let f = try Fixtures.file("bf16/conv3x3_64.safetensors")
+        let (x, dy) = (try f.tensor("x"), try f.tensor("dy"))
+        var results: [(dx: Tensor, dweight: Tensor)] = []
+        for evaluateFirst in [false, true] {
+            let (conv, store) = try convolution(f, algorithm: .automatic)
+            if evaluateFirst {
+                store.training = false
+                _ = conv.forward(x)
+                store.training = true
+            }
+            _ = conv.forward(x)
+            results.append((conv.backward(dy)!, conv.weight.grad.clone()))
+        }
+        for (name, c) in [("dx", compare("dx", results[1].dx, results[0].dx)),
+                          ("dweight", compare("dweight", results[1].dweight, results[0].dweight))] {
+            XCTAssertEqual(c.maxAbsDiff, 0, "\(name) after an evaluation: \(c)")
+        }
+    }
+
     /// Evaluation runs fp32 whatever the training precision (mmengine's ValLoop is outside the autocast): the
     /// same convolution gives fp32's bits in eval mode.
     func testEvaluationStaysFP32() throws {
