@@ -54,16 +54,22 @@ public final class Conv2d {
     /// for the transforms (measured: HRNet-W18's 18- and 36-channel branches ran slower than with im2col + GEMM).
     static let winogradMinimumChannels = 32
 
-    /// Whether `.automatic` runs Winograd. Not in bf16 on a matrix engine (AMX): the tiles run im2col's 2.25×
-    /// larger product about as fast as Winograd's 16 thin GEMMs plus its fp32 transforms, and with less rounding
-    /// (0.8× PyTorch bf16's error against Winograd's 1.37×; docs/TESTING.md). Measured, R18-D8 256² batch 2
-    /// training steps, alternating on a noisy shared host: AMX 2.19–3.38 img/s (median 2.96) with im2col,
-    /// 2.31–3.05 (median 2.79) with Winograd; AVX512-BF16 alone 1.01–1.03 with im2col, 1.35–1.37 with Winograd,
-    /// which it keeps.
+    /// Whether `.automatic` runs Winograd. In bf16 on a matrix engine (AMX) only from 1024 input channels on:
+    /// below, the tiles run im2col's 2.25× larger product about as fast as Winograd's 16 thin GEMMs plus its fp32
+    /// transforms, and with less rounding (0.8× PyTorch bf16's error against Winograd's 1.37×; docs/TESTING.md);
+    /// from there (R50's OCR bottleneck 2048→512, FCN 1024→256) the fp32 column matrix of 9·C rows costs more to
+    /// unfold and pack than Winograd's transforms. Measured, training steps alternating on a noisy shared host:
+    /// R18-D8 256² batch 2 (no layer that wide) on AMX 2.19–3.38 img/s (median 2.96) with im2col, 2.31–3.05
+    /// (median 2.79) with Winograd; R50-D8 512×1024 on AMX 0.151–0.184 img/s with im2col everywhere, 0.194–0.207
+    /// (peak RSS 3796 → 3648 MiB) with Winograd from 1024 channels; AVX512-BF16 alone, R18: 1.01–1.03 with im2col,
+    /// 1.35–1.37 with Winograd, which it keeps everywhere.
     private var automaticWinograd: Bool {
-        Swift.min(inChannels, outChannels) >= Self.winogradMinimumChannels
-            && !(store.precision == .bfloat16 && BF16.hasMatrixEngine)
+        guard Swift.min(inChannels, outChannels) >= Self.winogradMinimumChannels else { return false }
+        return !(store.precision == .bfloat16 && BF16.hasMatrixEngine) || inChannels >= Self.matrixEngineWinogradChannels
     }
+
+    /// In bf16 on AMX, `.automatic` uses Winograd from this many input channels (see `automaticWinograd`).
+    static let matrixEngineWinogradChannels = 1024
 
     /// The Winograd blocks of one image of this input, when this convolution runs that way. Image by image keeps
     /// the transform scratch to one image's and an image's result independent of its batch. Sets `winogradPlan`,
