@@ -141,7 +141,7 @@ public struct SegmentationDataset {
 
     private static func requireDirectory(_ path: String, _ layout: String) throws {
         guard directoryExists(path) else {
-            throw DataError(path, "directory not found: not a \(layout) layout (see DATA.md)")
+            throw DataError(path, "directory not found: not a \(layout) layout (see docs/DATA.md)")
         }
     }
 

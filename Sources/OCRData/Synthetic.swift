@@ -1,7 +1,7 @@
 import Foundation
 import OCRTensor
 
-/// The built-in dataset (DATA.md "The synthetic dataset"): small street scenes in the Cityscapes layout, fully
+/// The built-in dataset (docs/DATA.md "The synthetic dataset"): small street scenes in the Cityscapes layout, fully
 /// determined by (seed, split, index).
 ///
 /// A scene: sky over textured ground; buildings with grids of windows; trees; cars (body, cabin, wheels) with

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import OCRData
 
-/// `ocr-ddp make-synthetic OUT_DIR [--train N] [--val N] [--seed S]`: the built-in dataset (DATA.md), written in the
+/// `ocr-ddp make-synthetic OUT_DIR [--train N] [--val N] [--seed S]`: the built-in dataset (docs/DATA.md), written in the
 /// Cityscapes layout so it goes through the same file path, decoding and pipeline as real data.
 struct MakeSynthetic: ParsableCommand {
     static let configuration = CommandConfiguration(

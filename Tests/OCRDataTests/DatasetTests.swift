@@ -87,7 +87,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(try aug.load(0).label.values[20], 20)
     }
 
-    // MARK: Bad input (DATA.md): every one an error naming the file and the problem.
+    // MARK: Bad input (docs/DATA.md): every one an error naming the file and the problem.
 
     func testMissingPair() throws {
         let root = try temporaryDirectory(self)
