@@ -557,12 +557,21 @@ def reference_step(model, cfg):
     return t, model, sd
 
 
+def reduced_model_config(depth):
+    """The reduced OCRNet of the model fixtures and its batch: base 16, FCN 32, OCR 64/32, 5 classes, 2 × 64×64."""
+    return dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
+                ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)
+
+
+def reduced_model(cfg):
+    return OCRNet(cfg["depth"], cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
+                  cfg["ocr_mid_channels"], cfg["num_classes"])
+
+
 def make_model_fixture(depth, seed):
-    cfg = dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
-               ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)
+    cfg = reduced_model_config(depth)
     torch.manual_seed(seed)
-    model = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
-                   cfg["ocr_mid_channels"], cfg["num_classes"])
+    model = reduced_model(cfg)
     init_model(model)
     t, model, sd = reference_step(model, cfg)
     for k, v in model.decode_head[1].inter.items():
@@ -852,15 +861,12 @@ def bf16_model(depth, seed, fcn_classifier_std):
     """One training step of the reduced OCRNet in float64 (truth) and under PyTorch's bf16 autocast, from the same
     float32 weights and batch; the FCN classifier at `fcn_classifier_std` (docs/TESTING.md: at mmseg's 0.01 the OCR
     softmax is near-uniform and bf16 rounding turns into O(1) gradient noise, in PyTorch too)."""
-    cfg = dict(depth=depth, base_channels=16, fcn_channels=32, ocr_channels=64,
-               ocr_mid_channels=32, num_classes=5, batch=2, height=64, width=64)
+    cfg = reduced_model_config(depth)
     torch.manual_seed(seed)
-    model = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
-                   cfg["ocr_mid_channels"], cfg["num_classes"])
+    model = reduced_model(cfg)
     init_model(model)
     nn.init.normal_(model.decode_head[0].conv_seg.weight, 0.0, fcn_classifier_std)
-    model32 = OCRNet(depth, cfg["base_channels"], cfg["fcn_channels"], cfg["ocr_channels"],
-                     cfg["ocr_mid_channels"], cfg["num_classes"])
+    model32 = reduced_model(cfg)
     model32.load_state_dict(model.state_dict())
     t, model64, _ = reference_step(model, cfg)
     model32.train()

@@ -20,6 +20,7 @@
 // Rounding: VCVTNE2PS2BF16 packs as the other kernels do. The order in which TDPBF16PS adds the 32 products of
 // one chunk into the fp32 accumulator is the hardware's (not the reference's sequential one), but it is the same
 // on every call, so results remain deterministic and independent of the thread split.
+#include "ocr_bf16_avx512_common.h"
 #include "ocr_bf16_kernel.h"
 
 #include <immintrin.h>
@@ -29,47 +30,11 @@
 
 enum { MR = 32, NR = 32, K_CHUNK = 32, CHUNK_BF16 = 32 * 32, TILE_BF16 = 16 * 32 };
 
-// Mask of the first `count` (clamped to 0...16) lanes.
-static inline AMX __mmask16 first_lanes(long count) {
-    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count > 0 ? count : 0)) - 1);
-}
-
 // 32 floats (the first `count` of x, zeros after) as 32 bf16, round to nearest even.
 static inline AMX __m512i convert_32(const float *x, long count) {
     __m512 low = _mm512_maskz_loadu_ps(first_lanes(count), x);
     __m512 high = _mm512_maskz_loadu_ps(first_lanes(count - 16), x + 16);
     return (__m512i)_mm512_cvtne2ps_pbh(high, low);
-}
-
-// Pairs (even k, odd k) of 16 lines: words 2j, 2j+1 of the result take lane j of `even` and of `odd`.
-static inline AMX __m512i interleave_pair(__m512 even, __m512 odd) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
-}
-
-// rows[i] lane j  ->  rows[j] lane i, for 32-bit lanes (interleaves by 32 and 64 bits, then 128-bit lanes).
-static inline AMX void transpose_16x16(__m512i rows[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(rows[i], rows[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int j = 0; j < 4; ++j) {  // u[4q + j], 128-bit lane l: column 4l + j of rows 4q ... 4q + 3
-        __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
-        __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
-        __m512i w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
-        rows[j] = _mm512_shuffle_i32x4(v0, w0, 0x88);
-        rows[4 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88);
-        rows[8 + j] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
-        rows[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
-    }
 }
 
 // ---------------------------------------------------------------- packing

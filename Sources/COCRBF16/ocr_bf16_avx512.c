@@ -2,6 +2,7 @@
 // accumulator. B is packed so that one zmm holds 16 columns × one k pair; A's pair for one row is broadcast to
 // all lanes. Only the functions here carry the target attribute, so this file builds without -mavx512 flags and
 // runs only after the driver's CPUID check.
+#include "ocr_bf16_avx512_common.h"
 #include "ocr_bf16_kernel.h"
 
 #include <immintrin.h>
@@ -9,37 +10,6 @@
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 enum { MR = 12, NR = 32 };
-
-// Mask of the first `count` (0...16) lanes.
-static inline AVX512BF16 __mmask16 first_lanes(long count) {
-    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count > 0 ? count : 0)) - 1);
-}
-
-// In-register transpose of a 16×16 matrix of 32-bit elements (rows[i] lane j  ->  rows[j] lane i): pairs of
-// rows interleaved by 32 then 64 bits, then the 128-bit lanes gathered with two rounds of vshufi32x4.
-static inline AVX512BF16 void transpose_16x16(__m512i rows[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(rows[i], rows[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    // Now u[4q + j], 128-bit lane l, holds column 4l + j of rows 4q ... 4q + 3.
-    for (int j = 0; j < 4; ++j) {
-        __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
-        __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
-        __m512i w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
-        rows[j] = _mm512_shuffle_i32x4(v0, w0, 0x88);
-        rows[4 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88);
-        rows[8 + j] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
-        rows[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
-    }
-}
 
 // Packs 16 lines (rows of op(A) stored as rows, or columns of op(B) stored as rows: A, or Bᵀ for dW = dY·Xᵀ)
 // whose k values are contiguous: per line, 32 k become 16 bf16 pairs in one zmm (VCVTNE2PS2BF16 rounds to
@@ -64,14 +34,6 @@ static AVX512BF16 void pack_k_contiguous(const float *src, long ld, long lines, 
         for (long pair = 0; pair < pairs; ++pair)
             _mm512_mask_storeu_epi32(out + (p / 2 + pair) * out_stride, store_lanes, rows[pair]);
     }
-}
-
-// The k-pair interleave of two rows k, k+1 of 16 lines each: VCVTNE2PS2BF16 puts row k in words 0-15 and row k+1
-// in words 16-31; words 2j and 2j+1 of the result take words j and 16 + j.
-static inline AVX512BF16 __m512i interleave_pair(__m512 even, __m512 odd) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
 }
 
 // Packs up to 16 lines stored contiguously along the line (Aᵀ for dX = Wᵀ·dY) with k strided by ld.
