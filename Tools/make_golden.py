@@ -3,12 +3,10 @@
 
 Regenerate (from the repository root):
 
-    python3 Tools/make_golden.py          # ops/, model/
+    python3 Tools/make_golden.py          # ops/
     python3 Tools/make_golden.py --bf16   # bf16/, printing PyTorch's bf16-autocast errors
 
-Needs only torch, numpy and safetensors (no mmseg / mmcv: the model is re-written
-here with attribute names chosen so that `state_dict()` keys, and their order,
-are identical to mmsegmentation's CascadeEncoderDecoder(ResNetV1c, [FCNHead, OCRHead])).
+Needs only torch, numpy and safetensors.
 The script is deterministic (every fixture has its own fixed seed).
 
 Numerics (see docs/TESTING.md): inputs and weights are drawn in float32;
@@ -34,39 +32,12 @@ ops/<case>.safetensors        single-op references: input(s), parameters, forwar
                 meta: ignore_index, weighted
     maxpool*    x, y, dy, dx          meta: kernel, stride, padding
 
-model/r18.safetensors, model/r50.safetensors
-                              one training-mode forward + backward of a reduced
-                              OCRNet (ResNetV1c-D8, base 16), float64 reference:
-    input, label (I64)
-    param.<key>   every state_dict entry before the forward
-    feat.c1..c4   backbone outputs
-    inter.ocr_feats, inter.ocr_gathered, inter.ocr_context, inter.ocr_object_context
-                  OCR-head intermediates (bottleneck output X, gathered object
-                  features F [B,C,K,1], attention output (after out_project),
-                  object_context_block output before conv_seg) - for debugging
-    out.aux_logits, out.ocr_logits   (pre-upsampling, 1/8 resolution)
-    out.loss_aux, out.loss_ocr, out.loss   (shape [1]; loss = 0.4 aux + 1.0 ocr)
-    grad.<key>    gradient of out.loss for every parameter
-    after.<key>   every BN buffer after the training-mode forward
-    meta: depth, base_channels, fcn_channels, ocr_channels, ocr_mid_channels,
-          num_classes, batch, height, width, (+ informational keys)
+bf16/<case>.safetensors       (--bf16) per-op and whole-model references for the bf16 mode, with PyTorch's
+                              own bf16-autocast errors in the metadata (docs/TESTING.md)
 
-model/r18_full_keys.json, r50_full_keys.json, r101_full_keys.json
-                              full-width (base 64, FCN 256, OCR 512/256, 19 classes)
-                              state_dict names in order: [{"name","shape","dtype"}]
-
-model/hr18s_tiny.safetensors  the same keys as r18/r50 (no inter.*) for a reduced HRNetV2-OCR
-                              (mmseg HRNet + ocrnet_hr18 heads): hr18s structure (2 blocks,
-                              3 and 2 modules in stages 3 and 4), branches 4/8/16/32, stage-1
-                              Bottleneck planes 8, FCN 1x1 on the 60-ch concat, OCR 32/16;
-                              feat.c1..c4 are the four branches (strides 4, 8, 16, 32) and the
-                              logits are at 1/4.  Input 64x56: the 1/16 and 1/32 branches round
-                              up, exercising the double resize of mmseg's fuse upsampling.  meta: widths, blocks, stage1_channels,
-                              stage3_modules, stage4_modules, fcn_channels, ocr_channels, ...
-
-model/hr18_full_keys.json, hr48_full_keys.json
-                              full-width HRNetV2-W18 / W48 OCRNet (OCR 512/256, 19 classes)
-                              state_dict names in order, as the ResNet key lists
+Whole-model references come from real mmsegmentation: Tools/make_golden_mmseg.py. The reduced OCRNet
+re-written below (mmseg's state_dict keys) serves only the bf16 whole-model case; it computes the loss as the
+official HRNet-OCR code does (mean over non-ignored pixels, one FCN pass), which the bf16 test selects.
 """
 
 import json
@@ -82,7 +53,6 @@ from safetensors.torch import save_file
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "Tests", "Fixtures")
 OPS_DIR = os.path.join(FIXTURES, "ops")
-MODEL_DIR = os.path.join(FIXTURES, "model")
 BF16_DIR = os.path.join(FIXTURES, "bf16")
 
 IGNORE_INDEX = 255
@@ -568,248 +538,6 @@ def reduced_model(cfg):
                   cfg["ocr_mid_channels"], cfg["num_classes"])
 
 
-def make_model_fixture(depth, seed):
-    cfg = reduced_model_config(depth)
-    torch.manual_seed(seed)
-    model = reduced_model(cfg)
-    init_model(model)
-    t, model, sd = reference_step(model, cfg)
-    for k, v in model.decode_head[1].inter.items():
-        t["inter." + k] = f32(v)
-
-    md = dict(cfg)
-    md.update(dict(seed=seed, dtype_reference="float64", loss_weights="aux 0.4, ocr 1.0",
-                   ignore_index=IGNORE_INDEX, residual_last_bn_gamma="0.1",
-                   dropout="0", spatial_gather_scale="1",
-                   num_params=sum(p.numel() for p in model.parameters()),
-                   key_order=json.dumps(list(sd.keys()))))
-    path = os.path.join(MODEL_DIR, f"r{depth}.safetensors")
-    save(t, path, md)
-    return model, t
-
-
-# --------------------------------------------------------------------------------------
-# 3. names-only full-width key lists
-# --------------------------------------------------------------------------------------
-
-def make_full_keys(depth):
-    with torch.device("meta"):
-        model = OCRNet(depth, 64, 256, 512, 256, 19)
-    out = []
-    for k, v in model.state_dict().items():
-        out.append({"name": k, "shape": list(v.shape),
-                    "dtype": "I64" if v.dtype == torch.int64 else "F32"})
-    path = os.path.join(MODEL_DIR, f"r{depth}_full_keys.json")
-    with open(path, "w") as fh:
-        json.dump(out, fh, indent=1)
-        fh.write("\n")
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# 4. HRNetV2-OCR (mmseg HRNet backbone + ocrnet_hr18 heads)
-# --------------------------------------------------------------------------------------
-# Key layout (registration order == state_dict order), as mmseg's HRNet builds it:
-#   backbone.conv1, bn1, conv2, bn2                        stem, 64 ch, two 3x3 stride-2
-#   backbone.layer1.M.*                                    stage-1 blocks (Bottleneck)
-#   backbone.transition{1,2,3}.i.{0,1}                     continuing branch whose width changes
-#   backbone.transition{1,2,3}.i.k.{0,1}                   new branch: 3x3 stride-2 steps
-#   backbone.stage{2,3,4}.m.branches.i.b.*                 BasicBlocks
-#   backbone.stage{2,3,4}.m.fuse_layers.i.j.{0,1}          j > i: 1x1 conv + BN, then upsample
-#   backbone.stage{2,3,4}.m.fuse_layers.i.j.k.{0,1}        j < i: 3x3 stride-2 conv + BN steps
-# Heads read resize_concat(in_index 0..3); FCNHead is a 1x1 ConvModule as wide as the concat.
-
-HR_BLOCKS = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
-
-
-def hrnet_extra(widths, blocks, stage1_channels, modules):
-    """mmseg's `extra` dict: stage1 Bottleneck, stages 2-4 BasicBlock branches of `widths`."""
-    extra = {"stage1": dict(num_modules=1, num_branches=1, block="BOTTLENECK",
-                            num_blocks=(blocks,), num_channels=(stage1_channels,))}
-    for s in (2, 3, 4):
-        extra[f"stage{s}"] = dict(num_modules=modules[s - 3] if s > 2 else 1, num_branches=s,
-                                  block="BASIC", num_blocks=(blocks,) * s,
-                                  num_channels=tuple(widths[:s]))
-    return extra
-
-
-def conv_bn(cin, cout, k, stride, relu):
-    layers = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout)]
-    if relu:
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class HRModule(nn.Module):
-    def __init__(self, cfg, in_channels):
-        super().__init__()
-        block = HR_BLOCKS[cfg["block"]]
-        n = cfg["num_branches"]
-        self.out_channels = [c * block.expansion for c in cfg["num_channels"]]
-        branches = []
-        for i in range(n):
-            cin, planes = in_channels[i], cfg["num_channels"][i]
-            stack = []
-            for b in range(cfg["num_blocks"][i]):
-                down = None
-                if b == 0 and cin != planes * block.expansion:
-                    down = nn.Sequential(nn.Conv2d(cin, planes * block.expansion, 1, bias=False),
-                                         nn.BatchNorm2d(planes * block.expansion))
-                stack.append(block(cin if b == 0 else planes * block.expansion, planes, 1, 1, down))
-            branches.append(nn.Sequential(*stack))
-        self.branches = nn.ModuleList(branches)
-        c = self.out_channels
-        fuse = []
-        for i in range(n):
-            row = []
-            for j in range(n):
-                if j > i:
-                    row.append(conv_bn(c[j], c[i], 1, 1, relu=False))
-                elif j == i:
-                    row.append(None)
-                else:
-                    steps = [conv_bn(c[j], c[i] if k == i - j - 1 else c[j], 3, 2, relu=k != i - j - 1)
-                             for k in range(i - j)]
-                    row.append(nn.Sequential(*steps))
-            fuse.append(nn.ModuleList(row))
-        self.fuse_layers = nn.ModuleList(fuse)
-
-    def forward(self, xs):
-        xs = [branch(x) for branch, x in zip(self.branches, xs)]
-        outs = []
-        for i in range(len(xs)):
-            y = 0
-            for j in range(len(xs)):
-                if j == i:
-                    y = y + xs[j]
-                elif j > i:
-                    # mmseg: Upsample(scale 2^(j-i)) to int(size * scale), then resize to branch i's size
-                    t = self.fuse_layers[i][j](xs[j])
-                    scale = 2 ** (j - i)
-                    t = F.interpolate(t, size=[d * scale for d in t.shape[2:]], mode="bilinear",
-                                      align_corners=False)
-                    if t.shape[2:] != xs[i].shape[2:]:
-                        t = F.interpolate(t, size=xs[i].shape[2:], mode="bilinear", align_corners=False)
-                    y = y + t
-                else:
-                    y = y + self.fuse_layers[i][j](xs[j])
-            outs.append(F.relu(y))
-        return outs
-
-
-class HRNet(nn.Module):
-    def __init__(self, extra):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.conv2 = nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        s1 = extra["stage1"]
-        block = HR_BLOCKS[s1["block"]]
-        planes = s1["num_channels"][0]
-        layers = []
-        for b in range(s1["num_blocks"][0]):
-            cin = 64 if b == 0 else planes * block.expansion
-            down = None
-            if b == 0 and cin != planes * block.expansion:
-                down = nn.Sequential(nn.Conv2d(cin, planes * block.expansion, 1, bias=False),
-                                     nn.BatchNorm2d(planes * block.expansion))
-            layers.append(block(cin, planes, 1, 1, down))
-        self.layer1 = nn.Sequential(*layers)
-        prev = [planes * block.expansion]
-        for s in (2, 3, 4):
-            cfg = extra[f"stage{s}"]
-            cur = [c * HR_BLOCKS[cfg["block"]].expansion for c in cfg["num_channels"]]
-            trans = []
-            for i in range(len(cur)):
-                if i < len(prev):
-                    trans.append(conv_bn(prev[i], cur[i], 3, 1, relu=True) if cur[i] != prev[i] else None)
-                else:
-                    steps = i + 1 - len(prev)
-                    trans.append(nn.Sequential(*[
-                        conv_bn(prev[-1], cur[i] if k == steps - 1 else prev[-1], 3, 2, relu=True)
-                        for k in range(steps)]))
-            self.add_module(f"transition{s - 1}", nn.ModuleList(trans))
-            modules = []
-            for _ in range(cfg["num_modules"]):
-                modules.append(HRModule(cfg, cur))
-            self.add_module(f"stage{s}", nn.Sequential(*modules))
-            prev = cur
-        self.out_channels = prev
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        ys = [self.layer1(x)]
-        for s in (2, 3, 4):
-            trans = getattr(self, f"transition{s - 1}")
-            # mmseg feeds every non-identity transition the previous stage's last branch
-            xs = [ys[i] if t is None else t(ys[-1]) for i, t in enumerate(trans)]
-            ys = getattr(self, f"stage{s}")(xs)
-        return ys
-
-
-class HROCRNet(nn.Module):
-    def __init__(self, extra, ocr_channels, ocr_mid, num_classes):
-        super().__init__()
-        self.backbone = HRNet(extra)
-        width = sum(self.backbone.out_channels)
-        self.decode_head = nn.ModuleList([
-            FCNHead(width, width, num_classes, kernel=1),
-            OCRHead(width, ocr_channels, ocr_mid, num_classes)])
-
-    def forward(self, x):
-        feats = self.backbone(x)
-        size = feats[0].shape[2:]
-        cat = torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                                      for f in feats[1:]], dim=1)
-        aux = self.decode_head[0](cat)                  # computed once, undetached
-        ocr = self.decode_head[1](cat, aux)
-        return feats, aux, ocr
-
-
-def make_hrnet_fixture(seed):
-    # Stage-1 planes 8 (x4 = 32 != the stem's 64) keep layer1.0's downsample, as at full width.
-    widths = (4, 8, 16, 32)
-    cfg = dict(widths=",".join(map(str, widths)), blocks=2, stage1_channels=8, stage3_modules=3,
-               stage4_modules=2, ocr_channels=32, ocr_mid_channels=16, num_classes=5, batch=2,
-               height=64, width=56)   # 56: branch widths 14/7/4/2, so fusing overshoots and resizes twice
-    extra = hrnet_extra(widths, cfg["blocks"], cfg["stage1_channels"],
-                        (cfg["stage3_modules"], cfg["stage4_modules"]))
-    torch.manual_seed(seed)
-    model = HROCRNet(extra, cfg["ocr_channels"], cfg["ocr_mid_channels"], cfg["num_classes"])
-    init_model(model)
-    t, model, sd = reference_step(model, cfg)
-
-    md = dict(cfg)
-    md.update(dict(seed=seed, dtype_reference="float64", loss_weights="aux 0.4, ocr 1.0",
-                   ignore_index=IGNORE_INDEX, residual_last_bn_gamma="0.1", dropout="0",
-                   fcn_channels=sum(widths), fcn_kernel=1,
-                   num_params=sum(p.numel() for p in model.parameters())))
-    save(t, os.path.join(MODEL_DIR, "hr18s_tiny.safetensors"), md)
-    return t
-
-
-def make_hrnet_full_keys(name, width):
-    extra = hrnet_extra([width << i for i in range(4)], 4, 64, (4, 3))
-    with torch.device("meta"):
-        model = HROCRNet(extra, 512, 256, 19)
-    out = [{"name": k, "shape": list(v.shape), "dtype": "I64" if v.dtype == torch.int64 else "F32"}
-           for k, v in model.state_dict().items()]
-    with open(os.path.join(MODEL_DIR, f"{name}_full_keys.json"), "w") as fh:
-        json.dump(out, fh, indent=1)
-        fh.write("\n")
-    return out
-
-
-
-# --------------------------------------------------------------------------------------
-# 5. bf16: float64 truth, and PyTorch's own bf16-autocast error on the same cases
-# --------------------------------------------------------------------------------------
-# The bf16 tests of ocr-ddp are judged against float64 truth with bounds derived from what PyTorch's
-# torch.autocast('cpu', dtype=torch.bfloat16) gets on the same inputs (docs/TESTING.md "bf16"). Each case prints
-# PyTorch's errors; the Swift tests carry those figures.
-
 def rel_norm(a, truth):
     a, truth = a.double(), truth.double()
     return ((a - truth).norm() / truth.norm()).item()
@@ -923,22 +651,6 @@ def main():
         make_bf16_fixtures()
         return 0
     make_op_fixtures()
-    for depth, seed in ((18, 18), (50, 50)):
-        _, t = make_model_fixture(depth, seed)
-        print(f"r{depth}: loss_aux={t['out.loss_aux'].item():.8f} "
-              f"loss_ocr={t['out.loss_ocr'].item():.8f} loss={t['out.loss'].item():.8f} "
-              f"tensors={len(t)}")
-    for depth in (18, 50, 101):
-        keys = make_full_keys(depth)
-        n = sum(int(np.prod(e["shape"])) for e in keys if e["dtype"] == "F32")
-        print(f"r{depth}_full_keys: {len(keys)} entries, {n} float elements")
-    t = make_hrnet_fixture(1818)
-    print(f"hr18s_tiny: loss_aux={t['out.loss_aux'].item():.8f} "
-          f"loss_ocr={t['out.loss_ocr'].item():.8f} loss={t['out.loss'].item():.8f} tensors={len(t)}")
-    for name, width in (("hr18", 18), ("hr48", 48)):
-        keys = make_hrnet_full_keys(name, width)
-        n = sum(int(np.prod(e["shape"])) for e in keys if e["dtype"] == "F32")
-        print(f"{name}_full_keys: {len(keys)} entries, {n} float elements")
     return 0
 
 

@@ -2,13 +2,24 @@ import OCRNN
 import OCRTensor
 
 /// mmseg `FCNHead` (decode_head.0), the soft object regions: k×k ConvModule (3×3 on ResNet's c3, 1×1 on HRNet's
-/// concatenated branches) → Dropout2d → 1×1 conv_seg. x: N×C×h×w → logits L: N×K×h×w.
+/// concatenated branches) → Dropout2d → 1×1 conv_seg. x: N×C×h×w → (aux logits, region logits), each N×K×h×w.
+///
+/// mmseg's cascade runs this head twice per training step, once for the aux loss and once for the regions the OCR
+/// head reads. Both passes see the same input and weights, so they differ only in their dropout masks, and the BN
+/// running statistics move twice. With `passes` 2 the ConvModule runs once, its BN update is repeated, and the two
+/// dropout masks go through conv_seg as one batch of 2N; with dropout inactive both outputs are one tensor.
 final class FCNHead {
     let convSeg: Conv2d
     let conv: ConvBN
     let dropout: Dropout2d
+    let passes: Int
+    private let store: ParameterStore
+    /// Whether the last forward ran conv_seg on the 2N batch of two dropout masks.
+    private var twoMasks = false
 
     init(_ scope: Scope, inChannels: Int, config: ModelConfig, seed: UInt64) {
+        store = scope.store
+        passes = config.fcnPasses
         // Registration follows mmseg's state_dict order: the base decode head creates conv_seg first.
         convSeg = Conv2d(scope.child("conv_seg"), in: config.fcnChannels, out: config.numClasses, kernel: 1,
                          bias: true, weightInit: .normal(std: 0.01))
@@ -17,9 +28,39 @@ final class FCNHead {
         dropout = Dropout2d(scope, probability: config.fcnDropout, seed: seed)
     }
 
-    func forward(_ c3: Tensor) -> Tensor { convSeg.forward(dropout.forward(conv.forward(c3))) }
+    func forward(_ c3: Tensor) -> (aux: Tensor, regions: Tensor) {
+        let y = conv.forward(c3)
+        let secondPass = store.training && passes == 2
+        if secondPass { conv.bn.repeatRunningStatisticsUpdate() }
+        twoMasks = secondPass && dropout.probability > 0
+        guard twoMasks else {
+            let logits = convSeg.forward(dropout.forward(y))
+            return (logits, logits)
+        }
+        let n = y.shape[0]
+        let pair = Tensor.transient(shape: [2 * n] + y.shape.dropFirst())
+        pair.data.update(from: y.data, count: y.count)
+        (pair.data + y.count).update(from: y.data, count: y.count)
+        let logits = convSeg.forward(dropout.forward(pair))
+        let half = [n] + logits.shape.dropFirst()
+        return (Tensor(viewOf: logits, offset: 0, shape: half), Tensor(viewOf: logits, offset: logits.count / 2, shape: half))
+    }
 
-    func backward(_ dLogits: Tensor) -> Tensor { conv.backward(dropout.backward(convSeg.backward(dLogits)!))! }
+    /// (d aux logits, d region logits) → dx; the two may be one tensor when forward returned one.
+    func backward(aux dAux: Tensor, regions dRegions: Tensor) -> Tensor {
+        guard twoMasks else {
+            if dAux !== dRegions { addInPlace(dAux, dRegions) }
+            return conv.backward(dropout.backward(convSeg.backward(dAux)!))!
+        }
+        let pair = Tensor.transient(shape: [2 * dAux.shape[0]] + dAux.shape.dropFirst())
+        pair.data.update(from: dAux.data, count: dAux.count)
+        (pair.data + dAux.count).update(from: dRegions.data, count: dRegions.count)
+        let dPair = dropout.backward(convSeg.backward(pair)!)
+        let half = dPair.count / 2
+        let dy = Tensor(viewOf: dPair, offset: 0, shape: [dAux.shape[0]] + dPair.shape.dropFirst())
+        addInPlace(dy, Tensor(viewOf: dPair, offset: half, shape: dy.shape))
+        return conv.backward(dy)!
+    }
 }
 
 /// mmseg `OCRHead` (decode_head.1) with its ObjectAttentionBlock, the object-contextual representation:

@@ -1,3 +1,24 @@
+import OCRNN
+
+/// A decode head's `loss_decode` (mmseg `CrossEntropyLoss`: `loss_weight`, `class_weight`, `avg_non_ignore`) and
+/// its `sampler` (`OHEMPixelSampler`), with mmseg's defaults.
+public struct HeadLoss: Equatable, Sendable {
+    public var weight: Float
+    public var classWeights: [Float]? = nil
+    /// Average over the non-ignored pixels only; mmseg's default (false) divides by every pixel.
+    public var averageOverNonIgnored = false
+    public var sampler: HardPixelSampler? = nil
+
+    public init(weight: Float) { self.weight = weight }
+}
+
+extension CrossEntropyLoss {
+    convenience init(_ loss: HeadLoss) {
+        self.init(classWeights: loss.classWeights, averageOverNonIgnored: loss.averageOverNonIgnored,
+                  sampler: loss.sampler)
+    }
+}
+
 /// The numbers that define an OCRNet (ResNetV1c-D8 or HRNetV2 backbone, FCN + OCR heads). Defaults are mmseg's
 /// `ocrnet_r50-d8` on Cityscapes; `hrnet(_:)` gives `ocrnet_hr18`'s; the YAML config maps onto these fields.
 public struct ModelConfig: Equatable, Sendable {
@@ -6,8 +27,12 @@ public struct ModelConfig: Equatable, Sendable {
     public var hrnet: HRNetConfig? = nil
     /// ResNet depth: 18, 34 (BasicBlock) or 50, 101 (Bottleneck).
     public var depth = 50
-    /// Stem width and the planes of layer1 (planes of stage i = base·2^i).
+    /// The planes of layer1 (planes of stage i = base·2^i).
     public var baseChannels = 64
+    /// Output width of the three-conv stem (mmseg `stem_channels`; its convs are width/2, width/2, width); nil = the
+    /// base width, as our configs have always meant it.
+    public var stemChannels: Int? = nil
+    public var stemWidth: Int { stemChannels ?? baseChannels }
     public var numClasses = 19
     /// FCNHead `channels` (decode_head.0).
     public var fcnChannels = 256
@@ -18,10 +43,13 @@ public struct ModelConfig: Equatable, Sendable {
     public var ocrMidChannels = 256
     public var fcnDropout: Float = 0.1
     public var ocrDropout: Float = 0.1
-    public var auxLossWeight: Float = 0.4
-    public var ocrLossWeight: Float = 1.0
+    /// FCN head (aux, decode_head.0) and OCR head (decode_head.1) losses, summed with their weights 0.4 and 1.0.
+    public var auxLoss = HeadLoss(weight: 0.4)
+    public var ocrLoss = HeadLoss(weight: 1.0)
+    /// FCN head passes per training step: 2 as mmseg's cascade (one for the aux loss, one feeding the OCR head:
+    /// BN running statistics move twice, the OCR head sees a second dropout mask); 1 as the paper's code.
+    public var fcnPasses = 2
     public var alignCorners = false
-    public var classWeights: [Float]? = nil
     /// γ of the last BN in each residual block at initialisation (0 = mmseg's zero_init_residual).
     public var residualBNInit: Float = 0
 
@@ -69,6 +97,9 @@ public struct ModelConfig: Equatable, Sendable {
         guard baseChannels >= 2, baseChannels % 2 == 0 else {
             throw Invalid(description: "model.backbone.base_channels: \(baseChannels) must be an even number ≥ 2")
         }
+        if let stemChannels, stemChannels < 2 || stemChannels % 2 != 0 {
+            throw Invalid(description: "model.backbone.stem_channels: \(stemChannels) must be an even number ≥ 2")
+        }
         try hrnet?.validate()
         guard [1, 3].contains(fcnKernelSize) else {
             throw Invalid(description: "model.decode_head.0.kernel_size: \(fcnKernelSize) is not 1 or 3")
@@ -76,10 +107,28 @@ public struct ModelConfig: Equatable, Sendable {
         guard numClasses >= 1 else { throw Invalid(description: "model.num_classes: \(numClasses) must be ≥ 1") }
         for (key, value) in [("decode_head.0.dropout_ratio", fcnDropout), ("decode_head.1.dropout_ratio", ocrDropout)]
         where !(0..<1).contains(value) {
-            throw Invalid(description: "model.\(key): \(value) must be in [0, 1)")
+            throw Invalid(description: "model.\(key): \(value) must be in [0, 1) (≤ 0 in a config means none)")
         }
-        if let classWeights, classWeights.count != numClasses {
-            throw Invalid(description: "model.class_weight: \(classWeights.count) weights for \(numClasses) classes")
+        guard [1, 2].contains(fcnPasses) else {
+            throw Invalid(description: "model.train_cfg.fcn_passes: \(fcnPasses) is not 1 or 2")
+        }
+        for (head, loss) in [(0, auxLoss), (1, ocrLoss)] {
+            let key = "model.decode_head.\(head)"
+            if let classWeights = loss.classWeights, classWeights.count != numClasses {
+                throw Invalid(description: "\(key).loss_decode.class_weight: \(classWeights.count) weights for "
+                              + "\(numClasses) classes")
+            }
+            guard loss.weight.isFinite else {
+                throw Invalid(description: "\(key).loss_decode.loss_weight: \(loss.weight) is not a finite number")
+            }
+            if let sampler = loss.sampler {
+                guard sampler.minKept >= 1 else {
+                    throw Invalid(description: "\(key).sampler.min_kept: \(sampler.minKept) must be ≥ 1")
+                }
+                if let threshold = sampler.threshold, !(threshold.isFinite && threshold > 0) {
+                    throw Invalid(description: "\(key).sampler.thresh: \(threshold) must be a positive probability")
+                }
+            }
         }
     }
 }

@@ -22,9 +22,9 @@ extension ResNetV1cD8: Backbone {}
 extension HRNet: Backbone {}
 
 /// OCRNet: ResNetV1c-D8 backbone, FCN head on c3 giving soft object regions, OCR head on c4; or (mmseg
-/// `ocrnet_hr18`) HRNetV2 with both heads on its four branches resized to 1/4 and concatenated. The FCN head runs
-/// once per step and its logits feed both the aux loss and the OCR head's gather (as the paper and the official
-/// code do; mmseg computes it twice). Keys of `store` are mmseg's state_dict keys.
+/// `ocrnet_hr18`) HRNetV2 with both heads on its four branches resized to 1/4 and concatenated. In training the FCN
+/// head's first pass feeds the aux loss and its second the OCR head's gather, as mmseg's cascade computes it
+/// (`fcnPasses` 1: one pass feeds both, as the paper's code). Keys of `store` are mmseg's state_dict keys.
 public final class OCRNet {
     public let config: ModelConfig
     public let store = ParameterStore()
@@ -60,8 +60,8 @@ public final class OCRNet {
         ocrHead = OCRHead(root.child("decode_head.1"), inChannels: ocrInput, config: config, seed: seed &+ 2)
         auxResize = BilinearResize(alignCorners: config.alignCorners)
         ocrResize = BilinearResize(alignCorners: config.alignCorners)
-        auxLoss = CrossEntropyLoss(classWeights: config.classWeights)
-        ocrLoss = CrossEntropyLoss(classWeights: config.classWeights)
+        auxLoss = CrossEntropyLoss(config.auxLoss)
+        ocrLoss = CrossEntropyLoss(config.ocrLoss)
         store.finalize()
         store.initialize(seed: seed)
         layoutParametersInBackwardOrder()
@@ -99,36 +99,35 @@ public final class OCRNet {
     @discardableResult
     public func forward(_ images: Tensor) -> (aux: Tensor, ocr: Tensor) {
         features = backbone.forward(images)
-        let regions: Tensor, logits: Tensor
+        let fcn: (aux: Tensor, regions: Tensor), logits: Tensor
         if let headInput {
             let x = headInput.forward(features)
-            regions = fcnHead.forward(x)
-            logits = ocrHead.forward(x, regions: regions)
+            fcn = fcnHead.forward(x)
+            logits = ocrHead.forward(x, regions: fcn.regions)
         } else {
-            regions = fcnHead.forward(features[2])
-            logits = ocrHead.forward(features[3], regions: regions)
+            fcn = fcnHead.forward(features[2])
+            logits = ocrHead.forward(features[3], regions: fcn.regions)
         }
-        auxLogits = regions
+        auxLogits = fcn.aux
         ocrLogits = logits
-        return (regions, logits)
+        return (fcn.aux, logits)
     }
 
-    /// Both heads' logits resized to the label size, cross-entropy with ignore 255, weighted 0.4 / 1.0.
+    /// Both heads' logits resized to the label size, each head's `loss_decode` (ignore 255) times its loss weight.
     public func loss(_ labels: LabelMap) -> Losses {
         guard let auxLogits, let ocrLogits else { preconditionFailure("loss before forward") }
         let (h, w) = (labels.shape[1], labels.shape[2])
-        let aux = auxLoss.forward(auxResize.forward(auxLogits, height: h, width: w), labels) * config.auxLossWeight
-        let ocr = ocrLoss.forward(ocrResize.forward(ocrLogits, height: h, width: w), labels) * config.ocrLossWeight
+        let aux = auxLoss.forward(auxResize.forward(auxLogits, height: h, width: w), labels) * config.auxLoss.weight
+        let ocr = ocrLoss.forward(ocrResize.forward(ocrLogits, height: h, width: w), labels) * config.ocrLoss.weight
         return Losses(total: aux + ocr, aux: aux, ocr: ocr)
     }
 
     /// Accumulates the gradient of the last `loss` into `store.grads` (zero them first for a fresh step).
     public func backward() {
-        let dOCR = ocrResize.backward(ocrLoss.backward(scale: config.ocrLossWeight))
-        let (dc4, dRegionsFromGather) = ocrHead.backward(dOCR)
-        let dRegions = auxResize.backward(auxLoss.backward(scale: config.auxLossWeight))
-        addInPlace(dRegions, dRegionsFromGather)
-        let dc3 = fcnHead.backward(dRegions)
+        let dOCR = ocrResize.backward(ocrLoss.backward(scale: config.ocrLoss.weight))
+        let (dc4, dRegions) = ocrHead.backward(dOCR)
+        let dAux = auxResize.backward(auxLoss.backward(scale: config.auxLoss.weight))
+        let dc3 = fcnHead.backward(aux: dAux, regions: dRegions)
         if let headInput {
             addInPlace(dc3, dc4)   // both heads read the one concatenation
             backbone.backward(headInput.backward(dc3))

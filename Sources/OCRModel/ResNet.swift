@@ -64,15 +64,15 @@ final class ResNetV1cD8 {
     let stages: [[ResidualBlock]]
 
     init(_ scope: Scope, config: ModelConfig) {
-        let base = config.baseChannels
-        let stemWidths = [(3, base / 2), (base / 2, base / 2), (base / 2, base)]
+        let (base, stemWidth) = (config.baseChannels, config.stemWidth)
+        let stemWidths = [(3, stemWidth / 2), (stemWidth / 2, stemWidth / 2), (stemWidth / 2, stemWidth)]
         stem = stemWidths.enumerated().map { i, io in
             ConvBN(conv: scope.child("stem.\(3 * i)"), bn: scope.child("stem.\(3 * i + 1)"), in: io.0, out: io.1,
                    kernel: 3, stride: i == 0 ? 2 : 1, padding: 1, relu: true)
         }
         stem[0].conv.needsInputGradient = false
         let strides = [1, 2, 1, 1], dilations = [1, 1, 2, 4]
-        var inChannels = base
+        var inChannels = stemWidth
         var stages: [[ResidualBlock]] = []
         for (s, count) in config.blockCounts.enumerated() {
             let planes = base << s

@@ -29,6 +29,8 @@ public final class BatchNorm2d {
     /// Statistics the last forward normalised with, per channel, and the global element count behind them.
     private var mean: [Double]
     private var invStd: [Double]
+    /// The batch's unbiased variance M2/(N−1), what the running variance moves towards.
+    private var unbiasedVariance: [Double]
     private var globalCount = 0.0
     private var usedBatchStatistics = true
 
@@ -45,6 +47,7 @@ public final class BatchNorm2d {
         numBatchesTracked = scope.counter("num_batches_tracked")
         mean = Array(repeating: 0, count: channels)
         invStd = Array(repeating: 1, count: channels)
+        unbiasedVariance = Array(repeating: 1, count: channels)
     }
 
     public func forward(_ x: Tensor) -> Tensor {
@@ -127,11 +130,25 @@ public final class BatchNorm2d {
             mean[c] = localMean[c]
             let variance = m2[c] / count
             invStd[c] = 1 / (variance + eps).squareRoot()
-            let unbiased = m2[c] / (count - 1)
-            runningMean.value[c] = Float((1 - momentum) * Double(runningMean.value[c]) + momentum * localMean[c])
-            runningVar.value[c] = Float((1 - momentum) * Double(runningVar.value[c]) + momentum * unbiased)
+            unbiasedVariance[c] = m2[c] / (count - 1)
+        }
+        updateRunningStatistics()
+    }
+
+    /// Moves running_mean and running_var towards the last training forward's batch statistics and counts the batch.
+    private func updateRunningStatistics() {
+        for c in 0..<channels {
+            runningMean.value[c] = Float((1 - momentum) * Double(runningMean.value[c]) + momentum * mean[c])
+            runningVar.value[c] = Float((1 - momentum) * Double(runningVar.value[c]) + momentum * unbiasedVariance[c])
         }
         numBatchesTracked.value += 1
+    }
+
+    /// What a second training forward on the same input does to the buffers: the same update once more. mmseg's
+    /// cascade runs the FCN head twice per step; this gives its running statistics without the second convolution.
+    public func repeatRunningStatisticsUpdate() {
+        precondition(usedBatchStatistics, "\(layerName): no training forward to repeat")
+        updateRunningStatistics()
     }
 
     /// dy: N×C×H×W → dx: N×C×H×W; accumulates dγ = Σ dy·x̂ and dβ = Σ dy (local sums, averaged later with the other

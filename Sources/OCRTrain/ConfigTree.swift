@@ -203,6 +203,13 @@ public final class ConfigReader {
         }
     }
 
+    /// An mmseg key whose one value is what this implementation computes: absent or `expected` passes, anything else
+    /// is an error naming the key and saying what is supported.
+    public func require(_ path: String, equals expected: ConfigValue, _ what: String) throws {
+        guard let v = value(path), v != expected else { return }
+        throw mismatch(path, what, v)
+    }
+
     /// A whole subtree taken as it is (e.g. a transform pipeline, validated by its consumer).
     public func subtree(_ path: String) -> ConfigValue? { value(path) }
 

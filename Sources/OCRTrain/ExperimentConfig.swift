@@ -1,6 +1,7 @@
 import Foundation
 import OCRData
 import OCRModel
+import OCRNN
 import OCRTensor
 
 /// Everything a run needs, read from the YAML of INTERFACE.md (key paths are a contract) plus `--cfg-options`.
@@ -27,10 +28,8 @@ public struct ExperimentConfig {
     /// GEMM operand precision of training steps: `optim_wrapper: {type: AmpOptimWrapper, dtype: bfloat16}` (or
     /// `train --amp`) asks for bf16; evaluation is fp32 either way.
     public var precision = Precision.float32
-    public var polyPower = 0.9
-    public var etaMin = 0.0001
-    public var warmupIters = 0
-    public var warmupRatio = 0.1
+    /// `param_scheduler`; the default is mmseg's PolyLR(power 0.9, eta_min 1e-4) over the whole run.
+    public var schedule = LearningRateSchedule(phases: [])
 
     public var maxIters = 80000
     public var valInterval = 8000
@@ -72,10 +71,16 @@ public struct ExperimentConfig {
     public init(tree: ConfigValue) throws {
         let r = ConfigReader(tree)
         self.tree = tree
+        try Self.readModelFrame(r)
         switch try r.string("model.backbone.type", default: "ResNetV1c") {
         case "ResNetV1c":
             model.depth = try r.int("model.backbone.depth", default: model.depth)
             model.baseChannels = try r.int("model.backbone.base_channels", default: model.baseChannels)
+            // mmseg's stem_channels defaults to 64 whatever base_channels is; ours to base_channels.
+            if r.has("model.backbone.stem_channels") {
+                model.stemChannels = try r.int("model.backbone.stem_channels", default: model.baseChannels)
+            }
+            try Self.readResNetFixedKeys(r)
         case "HRNet":
             // mmseg's ocrnet_hr18 defaults (1×1 FCN conv as wide as the concatenation, no dropout); the keys below
             // may still override them.
@@ -83,18 +88,37 @@ public struct ExperimentConfig {
         case let other:
             throw ConfigError("config key 'model.backbone.type': '\(other)' is not supported (ResNetV1c, HRNet)")
         }
-        model.numClasses = try r.int("model.num_classes", default: model.numClasses)
-        model.alignCorners = try r.bool("model.align_corners", default: model.alignCorners)
-        model.classWeights = try r.doubles("model.class_weight", default: nil)?.map { Float($0) }
-        syncBN = try r.bool("model.sync_bn", default: syncBN)
+        try r.require("model.backbone.norm_eval", equals: .bool(false), "false (BN layers train)")
         let heads = r.count("model.decode_head")
         if heads != 0 && heads != 2 {
             throw ConfigError("config key 'model.decode_head': OCRNet has 2 heads (FCNHead, OCRHead), got \(heads)")
         }
+        // mmseg writes num_classes and align_corners per head; our model-level keys, when given, must agree.
+        let headClasses = try (0..<2).map { try r.int("model.decode_head.\($0).num_classes", default: -1) }
+        model.numClasses = try r.int("model.num_classes", default: headClasses.first { $0 > 0 } ?? model.numClasses)
+        let headCorners = try (0..<2).map { try r.bool("model.decode_head.\($0).align_corners", default: false) }
+        model.alignCorners = try r.bool("model.align_corners", default: headCorners[0])
+        for i in 0..<2 {
+            if headClasses[i] > 0 && headClasses[i] != model.numClasses {
+                throw ConfigError("config key 'model.decode_head.\(i).num_classes': \(headClasses[i]) differs from "
+                                  + "the model's \(model.numClasses)")
+            }
+            if headCorners[i] != model.alignCorners {
+                throw ConfigError("config key 'model.decode_head.\(i).align_corners': both heads and the model use one "
+                                  + "align_corners")
+            }
+        }
+        let classWeights = try r.doubles("model.class_weight", default: nil)?.map { Float($0) }
+        // mmseg's norm_cfg per module, SyncBN in its configs (one process: plain BN); our `model.sync_bn` overrides it.
+        let normSync = try Self.normIsSync(r, "model.backbone.norm_cfg", default: syncBN)
+        syncBN = try r.bool("model.sync_bn", default: normSync)
         for (i, expected) in ["FCNHead", "OCRHead"].enumerated() {
             let p = "model.decode_head.\(i)"
             let type = try r.string("\(p).type", default: expected)
             guard type == expected else { throw ConfigError("config key '\(p).type': expected \(expected), got \(type)") }
+            guard try Self.normIsSync(r, "\(p).norm_cfg", default: normSync) == normSync else {
+                throw ConfigError("config key '\(p).norm_cfg.type': the heads and the backbone use one kind of BN")
+            }
             if let hrnet = model.hrnet {
                 // Both heads read resize_concat of the four branches, as mmseg's ocrnet_hr18 writes it.
                 guard try r.ints("\(p).in_index", default: [0, 1, 2, 3]) == [0, 1, 2, 3] else {
@@ -114,9 +138,16 @@ public struct ExperimentConfig {
                 guard inIndex == i + 2 else {
                     throw ConfigError("config key '\(p).in_index': the ResNet heads read c\(i + 3) (in_index \(i + 2))")
                 }
+                let width = model.stageChannels[i + 2]
+                let inChannels = try r.int("\(p).in_channels", default: width)
+                guard inChannels == width else {
+                    throw ConfigError("config key '\(p).in_channels': \(inChannels) is not the width of c\(i + 3) "
+                                      + "(\(width) for this backbone)")
+                }
             }
-            let dropout = Float(try r.double("\(p).dropout_ratio", default: 0.1))
-            let weight = Float(try r.double("\(p).loss_weight", default: i == 0 ? 0.4 : 1.0))
+            // mmseg: dropout_ratio ≤ 0 (its HRNet configs write -1) builds no dropout layer.
+            let dropout = Swift.max(0, Float(try r.double("\(p).dropout_ratio", default: 0.1)))
+            let loss = try Self.headLoss(r, p, defaultWeight: i == 0 ? 0.4 : 1.0, classWeights: classWeights)
             if i == 0 {
                 model.fcnChannels = try r.int("\(p).channels", default: model.fcnChannels)
                 let convs = try r.int("\(p).num_convs", default: 1)
@@ -125,13 +156,14 @@ public struct ExperimentConfig {
                 guard try !r.bool("\(p).concat_input", default: false) else {
                     throw ConfigError("config key '\(p).concat_input': only false is supported")
                 }
-                model.fcnDropout = dropout; model.auxLossWeight = weight
+                model.fcnDropout = dropout; model.auxLoss = loss
             } else {
                 model.ocrChannels = try r.int("\(p).channels", default: model.ocrChannels)
                 model.ocrMidChannels = try r.int("\(p).ocr_channels", default: model.ocrMidChannels)
-                model.ocrDropout = dropout; model.ocrLossWeight = weight
+                model.ocrDropout = dropout; model.ocrLoss = loss
             }
         }
+        model.fcnPasses = try r.int("model.train_cfg.fcn_passes", default: model.fcnPasses)
         switch try r.string("model.test_cfg.mode", default: "whole") {
         case "whole": testMode = .whole
         case "slide":
@@ -153,11 +185,23 @@ public struct ExperimentConfig {
         }
         do { data = try DataConfig(block) } catch { throw ConfigError("config key \(error)") }
 
-        let optimizerType = try r.string("optimizer.type", default: "SGD")
-        guard optimizerType == "SGD" else { throw ConfigError("config key 'optimizer.type': only SGD is supported") }
-        learningRate = try r.double("optimizer.lr", default: learningRate)
-        momentum = try r.double("optimizer.momentum", default: momentum)
-        weightDecay = try r.double("optimizer.weight_decay", default: weightDecay)
+        // mmengine nests the optimizer in optim_wrapper; mmseg's files also keep a top-level copy, and ours use that.
+        let optimizerKeys = r.has("optim_wrapper.optimizer") ? ["optim_wrapper.optimizer", "optimizer"] : ["optimizer"]
+        for (i, o) in optimizerKeys.enumerated() {
+            let optimizerType = try r.string("\(o).type", default: "SGD")
+            guard optimizerType == "SGD" else { throw ConfigError("config key '\(o).type': only SGD is supported") }
+            let values = (try r.double("\(o).lr", default: learningRate), try r.double("\(o).momentum", default: momentum),
+                          try r.double("\(o).weight_decay", default: weightDecay))
+            guard i == 0 || values == (learningRate, momentum, weightDecay) else {
+                throw ConfigError("config key '\(o)': differs from optim_wrapper.optimizer (give the optimizer once)")
+            }
+            (learningRate, momentum, weightDecay) = values
+        }
+        for (key, value, valid) in [("lr", learningRate, learningRate >= 0), ("momentum", momentum, (0..<1).contains(momentum)),
+                                    ("weight_decay", weightDecay, weightDecay >= 0)] where !(valid && value.isFinite) {
+            throw ConfigError("config key '\(optimizerKeys[0]).\(key)': \(value) is out of range")
+        }
+        try r.require("optim_wrapper.clip_grad", equals: .null, "null (no gradient clipping)")
         switch try r.string("optim_wrapper.type", default: "OptimWrapper") {
         case "OptimWrapper": precision = .float32
         case "AmpOptimWrapper":
@@ -178,14 +222,9 @@ public struct ExperimentConfig {
         case let other:
             throw ConfigError("config key 'optim_wrapper.type': '\(other)' is not OptimWrapper or AmpOptimWrapper")
         }
-        let schedulerType = try r.string("param_scheduler.type", default: "PolyLR")
-        guard schedulerType == "PolyLR" else { throw ConfigError("config key 'param_scheduler.type': only PolyLR is supported") }
-        polyPower = try r.double("param_scheduler.power", default: polyPower)
-        etaMin = try r.double("param_scheduler.eta_min", default: etaMin)
-        warmupIters = try r.int("param_scheduler.warmup_iters", default: warmupIters)
-        warmupRatio = try r.double("param_scheduler.warmup_ratio", default: warmupRatio)
-
         maxIters = try r.int("train_cfg.max_iters", default: maxIters)
+        schedule = r.has("param_scheduler") ? try LearningRateSchedule.read(r, maxIters: maxIters)
+            : LearningRateSchedule(phases: [.init(rule: .poly(power: 0.9, etaMin: 0.0001), begin: 0, end: maxIters)])
         valInterval = try r.int("train_cfg.val_interval", default: valInterval)
         checkpointInterval = try r.int("checkpoint.interval", default: checkpointInterval)
         maxKeep = try r.int("checkpoint.max_keep", default: maxKeep)
@@ -212,6 +251,74 @@ public struct ExperimentConfig {
         }
     }
 
+    /// The segmentor around the backbone as mmseg writes it: a two-stage CascadeEncoderDecoder. `pretrained` names
+    /// mmseg's ImageNet weights, which arrive here through `--load-from` (README); it is recorded, not fetched.
+    static func readModelFrame(_ r: ConfigReader) throws {
+        try r.require("model.type", equals: .string("CascadeEncoderDecoder"), "CascadeEncoderDecoder")
+        try r.require("model.num_stages", equals: .int(2), "2 (FCN head, then OCR head)")
+        _ = try r.string("model.pretrained", default: "")
+        // mmseg writes `train_cfg=dict()`; our one key in it is fcn_passes, read with the heads.
+        if r.root[["model", "train_cfg"]] == .map([]) { _ = r.subtree("model.train_cfg") }
+    }
+
+    /// ResNetV1c keys mmseg's OCRNet configs write, at the one value our ResNetV1c-D8 implements.
+    static func readResNetFixedKeys(_ r: ConfigReader) throws {
+        let b = "model.backbone"
+        func ints(_ values: [Int]) -> ConfigValue { .list(values.map { .int($0) }) }
+        try r.require("\(b).num_stages", equals: .int(4), "4")
+        try r.require("\(b).out_indices", equals: ints([0, 1, 2, 3]), "[0, 1, 2, 3]")
+        try r.require("\(b).strides", equals: ints([1, 2, 1, 1]), "[1, 2, 1, 1] (output stride 8)")
+        try r.require("\(b).dilations", equals: ints([1, 1, 2, 4]), "[1, 1, 2, 4] (output stride 8)")
+        try r.require("\(b).style", equals: .string("pytorch"), "pytorch (stride on the 3×3 conv)")
+        try r.require("\(b).contract_dilation", equals: .bool(true), "true")
+    }
+
+    /// Whether a `norm_cfg` block asks for SyncBN (mmseg's configs) or BN; absent gives `fallback`.
+    static func normIsSync(_ r: ConfigReader, _ path: String, default fallback: Bool) throws -> Bool {
+        try r.require("\(path).requires_grad", equals: .bool(true), "true (BN affine parameters train)")
+        switch try r.string("\(path).type", default: fallback ? "SyncBN" : "BN") {
+        case "SyncBN": return true
+        case "BN", "BN2d": return false
+        case let other: throw ConfigError("config key '\(path).type': '\(other)' is not SyncBN or BN")
+        }
+    }
+
+    /// A head's loss: `loss_decode` (mmseg's CrossEntropyLoss keys) or our shorthand `loss_weight`, and `sampler`.
+    static func headLoss(_ r: ConfigReader, _ head: String, defaultWeight: Float, classWeights: [Float]?) throws
+        -> HeadLoss {
+        let d = "\(head).loss_decode"
+        if case .list? = r.subtree(d) {
+            throw ConfigError("config key '\(d)': one CrossEntropyLoss per head is supported, not a list")
+        }
+        if r.has(d) && r.has("\(head).loss_weight") {
+            throw ConfigError("config key '\(head).loss_weight': give the weight once, in \(d).loss_weight")
+        }
+        let type = try r.string("\(d).type", default: "CrossEntropyLoss")
+        guard type == "CrossEntropyLoss" else {
+            throw ConfigError("config key '\(d).type': '\(type)' is not CrossEntropyLoss")
+        }
+        try r.require("\(d).use_sigmoid", equals: .bool(false), "false (softmax cross-entropy)")
+        try r.require("\(d).use_mask", equals: .bool(false), "false")
+        try r.require("\(d).reduction", equals: .string("mean"), "mean")
+        try r.require("\(d).loss_name", equals: .string("loss_ce"), "loss_ce")
+        var loss = HeadLoss(weight: Float(try r.double("\(d).loss_weight",
+                                                        default: try r.double("\(head).loss_weight",
+                                                                              default: Double(defaultWeight)))))
+        loss.classWeights = try r.doubles("\(d).class_weight", default: nil)?.map { Float($0) } ?? classWeights
+        loss.averageOverNonIgnored = try r.bool("\(d).avg_non_ignore", default: false)
+        let s = "\(head).sampler"
+        if r.has(s) {
+            let type = try r.string("\(s).type", default: "")
+            guard type == "OHEMPixelSampler" else {
+                throw ConfigError("config key '\(s).type': '\(type)' is not OHEMPixelSampler")
+            }
+            let threshold = try r.double("\(s).thresh", default: .nan)
+            loss.sampler = HardPixelSampler(threshold: threshold.isNaN ? nil : Float(threshold),
+                                            minKept: try r.int("\(s).min_kept", default: 100000))
+        }
+        return loss
+    }
+
     /// mmseg's HRNet `extra` block: stage1..stage4, each {num_modules, num_branches, block, num_blocks, num_channels}.
     static func hrnet(_ r: ConfigReader) throws -> HRNetConfig {
         let stages = try (1...4).map { s in
@@ -231,16 +338,8 @@ public struct ExperimentConfig {
         return config
     }
 
-    /// Learning rate at iteration `iter` (0-based) of `maxIters`: PolyLR (lr − eta_min)·(1 − iter/max)^power + eta_min,
-    /// as mmengine steps it per iteration, times a linear warm-up factor over the first `warmupIters`.
-    public func learningRate(at iter: Int) -> Double {
-        let progress = min(Double(iter) / Double(maxIters), 1)
-        var lr = (learningRate - etaMin) * pow(1 - progress, polyPower) + etaMin
-        if iter < warmupIters {
-            lr *= warmupRatio + (1 - warmupRatio) * Double(iter) / Double(warmupIters)
-        }
-        return lr
-    }
+    /// The learning rate of each iteration 0..<maxIters (`schedule` applied to `optimizer.lr`).
+    public func learningRates() -> [Double] { schedule.rates(base: learningRate, count: maxIters) }
 
     /// The precision training runs in on this machine, and, when bf16 was asked for on a CPU without a bf16
     /// dot-product instruction, the one line that says it runs fp32 instead.

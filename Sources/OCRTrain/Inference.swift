@@ -47,7 +47,7 @@ public struct Inference {
 
     /// Logits at the input's size: whole image, or mmseg's slide inference (windows of crop_size every stride, the
     /// last window of a row/column aligned to the border, overlapping logits averaged).
-    func logits(_ image: Tensor) -> Tensor {
+    public func logits(_ image: Tensor) -> Tensor {
         let (h, w) = (image.shape[2], image.shape[3])
         let resize = BilinearResize(alignCorners: model.config.alignCorners)
         guard case .slide(let crop, let stride) = mode, h > crop[0] || w > crop[1] else {

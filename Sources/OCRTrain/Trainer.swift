@@ -160,11 +160,12 @@ public final class Trainer {
         var lastSaveSeconds: Double?
         let runStart = Date()
         let startIteration = state.iteration
+        let learningRates = config.learningRates()
         while state.iteration < config.maxIters {
             let iter = state.iteration
             comm.stage = "iteration \(iter + 1)"
             let stepStart = Date()
-            sgd.learningRate = Float(config.learningRate(at: iter))
+            sgd.learningRate = Float(learningRates[iter])
             guard let batch = try loader.next() else { throw DataError(data.dataRoot, "the training schedule ended") }
             let dataSeconds = Date().timeIntervalSince(stepStart)
             let losses = ddp.step([(batch.images, batch.labels)])

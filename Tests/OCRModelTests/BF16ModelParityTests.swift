@@ -24,6 +24,9 @@ final class BF16ModelParityTests: XCTestCase {
         config.fcnChannels = meta("fcn_channels"); config.ocrChannels = meta("ocr_channels")
         config.ocrMidChannels = meta("ocr_mid_channels"); config.numClasses = meta("num_classes")
         config.fcnDropout = 0; config.ocrDropout = 0
+        // The fixture's reference computes the loss as the official HRNet-OCR code does (Tools/make_golden.py).
+        config.auxLoss.averageOverNonIgnored = true; config.ocrLoss.averageOverNonIgnored = true
+        config.fcnPasses = 1
         let model = OCRNet(config: config)
         XCTAssertTrue(try model.store.loadStateDict(from: f, prefix: "param.").isComplete)
         model.store.trainingPrecision = precision

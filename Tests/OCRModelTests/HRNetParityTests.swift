@@ -5,37 +5,9 @@ import OCRTensor
 import OCRTestSupport
 import XCTest
 
-/// HRNetV2-OCR (mmseg `HRNet` + `ocrnet_hr18` heads) against the PyTorch reference (float64, mmseg key names) at
-/// reduced width, with the same criteria as ModelParityTests; and the full-width W18 / W48 key lists.
+/// HRNetV2-OCR presets and shapes (mmseg `HRNet` + `ocrnet_hr18` heads); the numbers against real mmseg are
+/// TrainTests/MMSegParityTests.
 final class HRNetParityTests: XCTestCase {
-    /// The reduced model of Tools/make_golden.py: hr18s structure, branch widths from the fixture's metadata.
-    func config(from f: SafetensorsFile) -> ModelConfig {
-        let meta = { (key: String) in Int(f.metadata[key]!)! }
-        let widths = f.metadata["widths"]!.split(separator: ",").map { Int($0)! }
-        var hrnet = HRNetConfig.v2(width: widths[0], blocks: meta("blocks"), stage3Modules: meta("stage3_modules"),
-                                   stage4Modules: meta("stage4_modules"))
-        hrnet.stages[0].numChannels = [meta("stage1_channels")]
-        XCTAssertEqual(hrnet.outChannels, widths)
-        var c = ModelConfig.hrnet(hrnet, numClasses: meta("num_classes"))
-        XCTAssertEqual(c.fcnChannels, meta("fcn_channels"))
-        c.ocrChannels = meta("ocr_channels")
-        c.ocrMidChannels = meta("ocr_mid_channels")
-        return c
-    }
-
-    func testHRNetOCRMatchesPyTorch() throws {
-        let f = try Fixtures.file("model/hr18s_tiny.safetensors")
-        let config = config(from: f)
-        try assertMatchesFixture("hr18s_tiny", f, config: config)
-    }
-
-    /// The full-width W18 and W48 models have exactly mmseg's state_dict keys, shapes, dtypes and order.
-    func testFullWidthKeyListsMatchMMSeg() throws {
-        for (hrnet, file) in [(HRNetConfig.w18, "hr18_full_keys.json"), (HRNetConfig.w48, "hr48_full_keys.json")] {
-            try assertLayoutMatches(OCRNet(config: .hrnet(hrnet)).store, file)
-        }
-    }
-
     /// mmseg's published widths: the concatenation is 270 channels for W18 and W18-small, 720 for W48; hr18s has
     /// 2 blocks per branch and 3 / 2 modules in stages 3 / 4.
     func testPresetsMatchMMSegConfigs() throws {

@@ -56,6 +56,53 @@ final class ModelBehaviourTests: XCTestCase {
         XCTAssertEqual(model.store.parametersByOffset.last?.name, "backbone.stem.0.weight")
     }
 
+    /// mmseg's cascade runs the FCN head twice per training step: the aux loss sees the first dropout mask, the OCR
+    /// head a second one, and the head's BN counts two batches. Against one pass from the same weights and seed the
+    /// aux logits agree and the OCR logits do not. The aux loss's gradient, with the masks held fixed, matches finite
+    /// differences through the first pass (the OCR path is too curved for float32 differences: its region softmax
+    /// and projection ReLUs; the mmseg parity tests cover it without dropout).
+    func testTwoFCNPassesDrawTwoDropoutMasksAndCountTwoBatches() {
+        var config = StateDictTests.small()
+        config.fcnDropout = 0.5; config.ocrDropout = 0
+        config.ocrLoss.weight = 0   // the differentiated loss is the aux term alone
+        var single = config
+        single.fcnPasses = 1
+        let (twice, once) = (OCRNet(config: config, seed: 5), OCRNet(config: single, seed: 5))
+        let x = randomTensor([2, 3, 32, 32], seed: 6)
+        let (auxTwice, ocrTwice) = twice.forward(x)
+        let (auxOnce, ocrOnce) = once.forward(x)
+        XCTAssertEqual(auxTwice.array, auxOnce.array, "the first pass uses the first mask in both")
+        XCTAssertNotEqual(ocrTwice.array, ocrOnce.array, "the OCR head reads the second mask's regions")
+        let counter = { (model: OCRNet) in
+            model.store.entries.compactMap { entry -> Int64? in
+                if case .counter(let c) = entry, c.name == "decode_head.0.convs.0.bn.num_batches_tracked" { return c.value }
+                return nil
+            }.first!
+        }
+        XCTAssertEqual(counter(twice), 2)
+        XCTAssertEqual(counter(once), 1)
+
+        var rng = SplitMix64(seed: 7)
+        let labels = LabelMap(shape: [2, 32, 32], values: (0..<2048).map { _ in
+            rng.uniform() < 0.1 ? 255 : Int32(rng.next() % UInt64(config.numClasses))
+        })
+        let calls = twice.dropoutCalls
+        func loss() -> Double {
+            twice.dropoutCalls = calls   // the same two masks at every evaluation
+            twice.forward(x)
+            return Double(twice.loss(labels).aux)
+        }
+        twice.store.zeroGrad()
+        _ = loss()
+        twice.backward()
+        for name in ["decode_head.0.conv_seg.weight", "decode_head.0.conv_seg.bias"] {
+            let p = parameter(twice, name)
+            let mismatches = finiteDifferenceMismatches(name, variable: p.value, analytic: p.grad.clone(),
+                                                        step: 1e-2, tolerance: 3e-2, loss: loss)
+            XCTAssertTrue(mismatches.isEmpty, "\(mismatches)")
+        }
+    }
+
     func testEvalModeUsesRunningStatisticsAndLeavesThemUnchanged() {
         let model = OCRNet(config: StateDictTests.small(), seed: 4)
         let x = randomTensor([1, 3, 32, 32], seed: 5)

@@ -186,13 +186,18 @@ final class GradientCheckTests: XCTestCase {
         let labels = LabelMap(shape: [2, 3, 5], values: (0..<30).map { _ in
             rng.uniform() < 0.2 ? 255 : Int32(rng.next() % 4)
         })
-        for weights in [nil, [0.5, 1.0, 2.0, 1.5] as [Float]] {
-            let ce = CrossEntropyLoss(classWeights: weights)
+        let variants: [(String, CrossEntropyLoss)] = [
+            ("mean over all pixels", CrossEntropyLoss()),
+            ("mean over non-ignored", CrossEntropyLoss(averageOverNonIgnored: true)),
+            ("class weights", CrossEntropyLoss(classWeights: [0.5, 1.0, 2.0, 1.5])),
+            ("OHEM by loss rank", CrossEntropyLoss(sampler: HardPixelSampler(threshold: nil, minKept: 5))),
+            ("OHEM by threshold", CrossEntropyLoss(sampler: HardPixelSampler(threshold: 0.3, minKept: 4))),
+        ]
+        for (name, ce) in variants {
             _ = ce.forward(logits, labels)
             let d = ce.backward(scale: 0.4).clone()
-            assertGradient("cross entropy weights=\(weights != nil)", logits, d) {
-                0.4 * Double(ce.forward(logits, labels))
-            }
+            // The hard-pixel choice is a constant weight (mmseg samples under no_grad); the steps stay inside it.
+            assertGradient("cross entropy, \(name)", logits, d) { 0.4 * Double(ce.forward(logits, labels)) }
         }
         let allIgnored = LabelMap(shape: [2, 3, 5], values: Array(repeating: 255, count: 30))
         let ce = CrossEntropyLoss()

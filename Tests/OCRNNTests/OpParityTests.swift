@@ -81,6 +81,7 @@ final class OpParityTests: XCTestCase {
         }
     }
 
+    /// PyTorch's F.cross_entropy (mean over the non-ignored pixels, weighted mean with class weights).
     func testCrossEntropyWithIgnoredPixelsAndClassWeights() throws {
         for name in ["ce_plain", "ce_weighted"] {
             let f = try Fixtures.file("ops/\(name).safetensors")
@@ -89,10 +90,34 @@ final class OpParityTests: XCTestCase {
             let labels = LabelMap(shape: labelEntry.shape, values: try f.int64s("label").map { Int32($0) })
             XCTAssertTrue(labels.values.contains(255), "fixture should hold ignored pixels")
             let weights = f.metadata["weighted"] == "1" ? try f.tensor("class_weight").array : nil
-            let ce = CrossEntropyLoss(classWeights: weights)
+            let ce = CrossEntropyLoss(classWeights: weights, averageOverNonIgnored: true)
             let loss = ce.forward(logits, labels)
             check("\(name) loss", Tensor(shape: [1], values: [loss]), try f.tensor("loss"), forwardTolerance)
             check("\(name) dlogits", ce.backward(), try f.tensor("dlogits"), gradientTolerance)
+        }
+    }
+
+    /// mmseg's CrossEntropyLoss and OHEMPixelSampler (Tests/Fixtures/mmseg/losses.safetensors): the default divides
+    /// by every pixel, ignored ones included; avg_non_ignore by the counted ones; class weights by Σ w[y]; OHEM by
+    /// threshold on the true-class probability and by loss rank.
+    func testCrossEntropyAsMMSegReducesIt() throws {
+        let f = try Fixtures.file("mmseg/losses.safetensors")
+        let cases = ["mean_all_pixels", "avg_non_ignore", "class_weight", "ohem_thresh", "ohem_loss_rank"]
+        for name in cases {
+            let settings = try JSONSerialization.jsonObject(with: Data(f.metadata[name]!.utf8)) as! [String: Any]
+            let lossDecode = settings["loss_decode"] as! [String: Any]
+            let sampler = (settings["sampler"] as? [String: Any]).map {
+                HardPixelSampler(threshold: ($0["thresh"] as? Double).map(Float.init), minKept: $0["min_kept"] as! Int)
+            }
+            let ce = CrossEntropyLoss(classWeights: (lossDecode["class_weight"] as? [Double])?.map(Float.init),
+                                      averageOverNonIgnored: lossDecode["avg_non_ignore"] as? Bool ?? false,
+                                      sampler: sampler)
+            let weight = Float(lossDecode["loss_weight"] as! Double)
+            let labelEntry = try f.entry("\(name).label")
+            let labels = LabelMap(shape: labelEntry.shape, values: try f.int64s("\(name).label").map { Int32($0) })
+            let loss = ce.forward(try f.tensor("\(name).logits"), labels) * weight
+            check("\(name) loss", Tensor(shape: [1], values: [loss]), try f.tensor("\(name).loss"), forwardTolerance)
+            check("\(name) dlogits", ce.backward(scale: weight), try f.tensor("\(name).dlogits"), gradientTolerance)
         }
     }
 

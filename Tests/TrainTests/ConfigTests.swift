@@ -81,13 +81,46 @@ final class ConfigTests: XCTestCase {
             .contains("config key 'optim_wrapper.loss_scale'"))
     }
 
+    /// The legacy single-block form: PolyLR over the run as mmengine counts it (T = max_iters − 1, so the last
+    /// iteration is at eta_min), times the mmseg 0.x linear warm-up factor.
     func testPolyLRWithWarmup() throws {
         let c = try ExperimentConfig.load(path: nil, overrides: [
             "optimizer.lr=0.01", "param_scheduler={type: PolyLR, power: 0.9, eta_min: 0.0001, warmup_iters: 10, warmup_ratio: 0.1}",
             "train_cfg.max_iters=100",
         ])
-        XCTAssertEqual(c.learningRate(at: 0), ((0.01 - 0.0001) * 1 + 0.0001) * 0.1, accuracy: 1e-12)
-        XCTAssertEqual(c.learningRate(at: 50), (0.01 - 0.0001) * pow(0.5, 0.9) + 0.0001, accuracy: 1e-12)
-        XCTAssertEqual(c.learningRate(at: 100), 0.0001, accuracy: 1e-12)
+        let rates = c.learningRates()
+        XCTAssertEqual(rates.count, 100)
+        XCTAssertEqual(rates[0], 0.01 * 0.1, accuracy: 1e-15)
+        XCTAssertEqual(rates[5], ((0.01 - 0.0001) * pow(1 - 5.0 / 99, 0.9) + 0.0001) * 0.55, accuracy: 1e-12)
+        XCTAssertEqual(rates[50], (0.01 - 0.0001) * pow(1 - 50.0 / 99, 0.9) + 0.0001, accuracy: 1e-12)
+        XCTAssertEqual(rates[99], 0.0001, accuracy: 1e-15)
+    }
+
+    /// mmengine's own rates (Tests/Fixtures/mmseg/schedules.json, Tools/make_golden_mmseg.py) for PolyLR over 3
+    /// iterations, PolyLR ending halfway through the run (ocrnet_r101-d8_8xb2-80k's shape) and LinearLR warm-up
+    /// followed by PolyLR, given as mmseg writes param_scheduler lists.
+    func testScheduleListsMatchMMEngine() throws {
+        let data = try Data(contentsOf: Fixtures.url("mmseg/schedules.json"))
+        let cases = (try JSONSerialization.jsonObject(with: data) as! [String: Any])["cases"] as! [[String: Any]]
+        XCTAssertEqual(cases.count, 3)
+        for c in cases {
+            let name = c["name"] as! String
+            let schedulers = String(data: try JSONSerialization.data(withJSONObject: c["param_scheduler"]!), encoding: .utf8)!
+            let config = try ExperimentConfig.load(path: nil, overrides: [
+                "optimizer.lr=\(c["lr"]!)", "train_cfg.max_iters=\(c["max_iters"]!)", "param_scheduler=\(schedulers)"])
+            let expected = c["rates"] as! [Double]
+            let ours = config.learningRates()
+            XCTAssertEqual(ours.count, expected.count, name)
+            var worst = 0.0
+            for (a, b) in zip(ours, expected) { worst = max(worst, abs(a - b) / b) }
+            print("\(name): largest relative difference to mmengine \(worst)")
+            XCTAssertLessThanOrEqual(worst, 1e-14, name)
+        }
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: [
+            "param_scheduler=[{type: PolyLR, begin: 5, end: 5, by_epoch: false}]"]) }.contains("param_scheduler.0.end"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: [
+            "param_scheduler=[{type: CosineAnnealingLR, by_epoch: false}]"]) }.contains("param_scheduler.0.type"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: [
+            "param_scheduler=[{type: PolyLR, by_epoch: true}]"]) }.contains("param_scheduler.0.by_epoch"))
     }
 }
