@@ -20,7 +20,7 @@ IFS=, read -r -a OURS_MODES <<<"${OURS:-fp32,bf16}"
 IFS=, read -r -a TORCH_MODES <<<"${TORCH:-nchw,channels_last,compile,bf16}"
 OCR_DDP=${OCR_DDP:-.build/release/ocr-ddp}
 OUT=${OUT:-$(mktemp -d -t bench_vs_pytorch.XXXXXX)}
-CONFIG=Configs/ocrnet_r50-d8_4xb2-40k_cityscapes-512x1024.yaml  # depth and batch are overridden per setting
+CONFIG=Configs/ours/ocrnet_r50-d8_4xb2-40k_cityscapes-512x1024.yaml  # depth and batch are overridden per setting
 
 declare -A SETTING=(  # depth  crop  batch-per-rank  ranks  threads-per-rank
     [a]="18 256x256 2 1 2"

@@ -65,16 +65,20 @@ public struct SegmentationDataset {
     public var numClasses: Int { classes.count }
 
     /// `split` is "train" or "val" for every type (ADE20K's training/validation and VOC's list names such as
-    /// "trainaug" or "aug" are accepted too).
+    /// "trainaug" or "aug" are accepted too); "a+b" concatenates splits in that order, as mmseg's ConcatDataset
+    /// (its VOC recipes train on train+aug).
     public init(type: DatasetType, root: String, split: String) throws {
         self.type = type
         self.root = root
         self.split = split
         classes = type.classes
-        switch type {
-        case .cityscapes, .synthetic: samples = try Self.cityscapesSamples(root: root, split: split)
-        case .ade20k: samples = try Self.ade20kSamples(root: root, split: split)
-        case .voc: samples = try Self.vocSamples(root: root, split: split)
+        samples = try split.split(separator: "+", omittingEmptySubsequences: false).flatMap { part in
+            let part = String(part)
+            switch type {
+            case .cityscapes, .synthetic: return try Self.cityscapesSamples(root: root, split: part)
+            case .ade20k: return try Self.ade20kSamples(root: root, split: part)
+            case .voc: return try Self.vocSamples(root: root, split: part)
+            }
         }
     }
 

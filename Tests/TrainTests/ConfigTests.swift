@@ -19,17 +19,28 @@ final class ConfigTests: XCTestCase {
 
     func testEveryShippedConfigLoads() throws {
         let dir = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Configs")
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }
-        XCTAssertGreaterThanOrEqual(files.count, 6)
+        let files = try FileManager.default.subpathsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }
+        XCTAssertGreaterThanOrEqual(files.count, 29, "24 mmseg configs, 4 of ours and the quick start")
         for f in files {
             XCTAssertNoThrow(try ExperimentConfig.load(path: dir.appendingPathComponent(f).path, overrides: []), f)
         }
-        let r50 = try ExperimentConfig.load(path: dir.appendingPathComponent("ocrnet_r50-d8_4xb2-80k_cityscapes-512x1024.yaml").path,
+        let r50 = try ExperimentConfig.load(path: dir.appendingPathComponent("ours/ocrnet_r50-d8_4xb2-80k_cityscapes-512x1024.yaml").path,
                                             overrides: [])
         XCTAssertEqual(r50.model.depth, 50)
         XCTAssertEqual(r50.maxIters, 80000)
         XCTAssertEqual(r50.learningRate, 0.01)
         XCTAssertEqual(r50.data.batchSize, 2)
+        // mmseg's 8xb2 R101 recipe: lr 0.02, PolyLR to 2e-4 by iteration 40000 of 80000, then constant.
+        let r101 = try ExperimentConfig.load(path: dir.appendingPathComponent("ocrnet_r101-d8_8xb2-80k_cityscapes-512x1024.yaml").path,
+                                             overrides: [])
+        XCTAssertEqual(r101.learningRate, 0.02)
+        let rates = r101.learningRates()
+        XCTAssertEqual(rates[39999], 2e-4, accuracy: 1e-15)
+        XCTAssertEqual(rates[79999], 2e-4, accuracy: 1e-15)
+        XCTAssertGreaterThan(rates[39998], 2e-4)
+        let voc = try ExperimentConfig.load(path: dir.appendingPathComponent("ocrnet_hr18s_4xb4-20k_voc12aug-512x512.yaml").path,
+                                            overrides: [])
+        XCTAssertEqual(voc.data.trainSplit, "train+aug", "mmseg's ConcatDataset of the VOC train and aug lists")
     }
 
     func testOverridesWithDottedPathsAndListIndices() throws {

@@ -178,4 +178,34 @@ final class MMSegParityTests: XCTestCase {
         let c = compare(name, actual, expected)
         XCTAssertLessThanOrEqual(c.relativeMax, relativeMax, c.description, file: file, line: line)
     }
+
+    /// Every OCRNet config mmseg 1.2.2 ships is in Configs/ under its name and builds a model whose state_dict keys,
+    /// shapes, dtypes and order are the ones real mmseg builds from it (Tests/Fixtures/mmseg/keys.json).
+    func testEveryMMSegConfigBuildsMMSegsKeyList() throws {
+        let data = try Data(contentsOf: Fixtures.url("mmseg/keys.json"))
+        let json = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let configs = json["configs"] as! [String: String], lists = json["lists"] as! [String: [[String: Any]]]
+        XCTAssertEqual(configs.count, 24)
+        let dir = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Configs")
+        var checked: [(ModelConfig, String)] = []
+        for (name, listID) in configs.sorted(by: { $0.key < $1.key }) {
+            let config = try ExperimentConfig.load(path: dir.appendingPathComponent("\(name).yaml").path, overrides: [])
+            if let seen = checked.first(where: { $0.0 == config.model }) {
+                XCTAssertEqual(seen.1, listID, "\(name): the same model as another config, but mmseg's keys differ")
+                continue
+            }
+            checked.append((config.model, listID))
+            let layout = OCRNet(config: config.model).store.stateLayout
+            let expected = lists[listID]!
+            XCTAssertEqual(layout.count, expected.count, "\(name): number of state entries")
+            for (ours, theirs) in zip(layout, expected) {
+                let key = theirs["name"] as! String
+                XCTAssertEqual(ours.name, key, "\(name): key order")
+                XCTAssertEqual(ours.shape, theirs["shape"] as! [Int], "\(name): shape of \(key)")
+                XCTAssertEqual(ours.dtype, theirs["dtype"] as! String, "\(name): dtype of \(key)")
+                if ours.name != key { break }
+            }
+        }
+        print("key lists: \(configs.count) configs, \(checked.count) distinct models checked")
+    }
 }
