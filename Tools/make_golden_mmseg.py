@@ -30,6 +30,9 @@ Files:
                        <case>.loss, <case>.dlogits; metadata <case> = JSON of the loss_decode/sampler settings
   schedules.json       mmengine's learning rates for param_scheduler lists: [{name, lr, max_iters,
                        param_scheduler, rates}]
+  resize.safetensors   mmseg's Resize (mmcv, cv2 backend: INTER_LINEAR images, INTER_NEAREST labels), keep_ratio, on
+                       random uint8 images: <case>.image (H×W×3), <case>.label (H×W), <case>.resized_image,
+                       <case>.resized_label (U8); metadata <case> = JSON {"scale": [w, h]}
   keys.json            {"configs": {mmseg config name: key list id}, "lists": {id: [{name, shape, dtype}]}}: the
                        state_dict of every OCRNet config mmseg 1.2.2 ships, at full size
 """
@@ -42,6 +45,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mmseg_env  # noqa: E402  (stand-ins first, then mmseg)
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
@@ -370,6 +374,31 @@ def schedules():
     print(f"wrote {path}")
 
 
+RESIZE_CASES = [
+    # name, source (h, w), scale (w, h): ×1.25 up, non-integer down, exact halves, portrait, tiny
+    ("up_1_25", (37, 53), (66, 46)), ("up_1_25_even", (48, 64), (80, 60)), ("down_0_51", (100, 120), (61, 51)),
+    ("down_half", (128, 256), (128, 64)), ("up_3", (33, 33), (99, 99)), ("portrait", (90, 40), (200, 100)),
+    ("tiny", (5, 7), (23, 16)), ("cityscapes_like", (96, 192), (150, 75)),
+]
+
+
+def resizes():
+    from mmseg.registry import TRANSFORMS
+    gen = np.random.default_rng(5)
+    t, metadata = {}, {"versions": json.dumps(mmseg_env.versions())}
+    for name, (h, w), scale in RESIZE_CASES:
+        image = gen.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        label = gen.integers(0, 256, (h, w), dtype=np.uint8)
+        resize = TRANSFORMS.build(dict(type="Resize", scale=scale, keep_ratio=True))
+        out = resize(dict(img=image.copy(), gt_seg_map=label.copy(), seg_fields=["gt_seg_map"],
+                          img_shape=(h, w), ori_shape=(h, w)))
+        for key, value in (("image", image), ("label", label), ("resized_image", out["img"]),
+                           ("resized_label", out["gt_seg_map"])):
+            t[f"{name}.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
+        metadata[name] = json.dumps({"scale": list(scale)})
+    save(t, "resize.safetensors", metadata)
+
+
 def key_lists():
     configs, lists = {}, {}
     for name, _ in mmseg_env.ocrnet_configs():
@@ -398,6 +427,8 @@ def main():
         losses()
     if not only or "schedules" in only:
         schedules()
+    if not only or "resize" in only:
+        resizes()
     if not only or "keys" in only:
         key_lists()
 

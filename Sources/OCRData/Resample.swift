@@ -1,8 +1,7 @@
 /// Resampling of 8-bit images and label maps. Each function produces a *window* `[x0, x0+w) × [y0, y0+h)` of the
 /// image resized to `targetWidth × targetHeight`, so RandomResize followed by RandomCrop computes only the cropped
 /// pixels (at ratio 2 a Cityscapes image would otherwise be resized to 4096×2048 to keep an eighth of it).
-/// Both use half-pixel centres (align_corners = false): source x = (x + 0.5)·(W/targetW) − 0.5, which keeps a
-/// label pixel on top of its image pixel.
+/// Both are OpenCV's, as mmcv's default backend gives them to mmseg (bilinear images, nearest labels).
 public struct ResizeWindow: Equatable {
     public var targetWidth: Int, targetHeight: Int
     public var x0: Int, y0: Int, width: Int, height: Int
@@ -25,42 +24,45 @@ public struct ResizeWindow: Equatable {
     }
 }
 
-/// Bilinear resize (OpenCV INTER_LINEAR semantics: half-pixel centres, edge samples clamped, result rounded to
-/// nearest) of an H×W×C uint8 image, computing only `window`. Output: window.height × window.width × C.
+/// OpenCV's `cv2.resize(…, INTER_LINEAR)` on uint8, bit for bit (what mmcv's default cv2 backend gives mmseg):
+/// half-pixel centres computed in float32, source x = (x + 0.5)·(W/targetW) − 0.5, and 11-bit fixed-point weights,
+/// each tap's weight rounded on its own (so a pair may sum to 2047 or 2049). Horizontal pass: integer sums
+/// S = p₀·α₀ + p₁·α₁ (one tap ·2048 at the right border, left border clamped); vertical pass:
+///   out = ((β₀·(S₀ >> 4)) >> 16) + ((β₁·(S₁ >> 4)) >> 16) + 2) >> 2
+/// with rows clamped to the image but β from the unclamped position, as OpenCV computes it. H×W×C uint8 → only
+/// `window` of the resized image: window.height × window.width × C.
 public func resizeBilinear(_ image: PixelImage, _ window: ResizeWindow) -> PixelImage {
     let channels = image.channels, srcW = image.width, srcH = image.height
-    let scaleX = Double(srcW) / Double(window.targetWidth), scaleY = Double(srcH) / Double(window.targetHeight)
-    // Per output column: left source column (times channels) and the weight of the right neighbour.
-    var columnOffset = [Int](repeating: 0, count: window.width)
-    var columnStep = [Int](repeating: 0, count: window.width)
-    var columnWeight = [Float](repeating: 0, count: window.width)
-    for i in 0..<window.width {
-        let sx = max((Double(window.x0 + i) + 0.5) * scaleX - 0.5, 0)
-        let left = min(Int(sx), srcW - 1)
-        columnOffset[i] = left * channels
-        columnStep[i] = left + 1 < srcW ? channels : 0
-        columnWeight[i] = Float(sx - Double(left))
-    }
+    let columns = linearTaps(count: window.width, from: window.x0, target: window.targetWidth, source: srcW,
+                             clampWeights: true)
+    let rows = linearTaps(count: window.height, from: window.y0, target: window.targetHeight, source: srcH,
+                          clampWeights: false)
     var output = PixelImage(width: window.width, height: window.height, channels: channels)
+    let rowLength = window.width * channels
     image.pixels.withUnsafeBufferPointer { source in
         output.pixels.withUnsafeMutableBufferPointer { destination in
             let src = source.baseAddress!, dst = destination.baseAddress!
-            for j in 0..<window.height {
-                let sy = max((Double(window.y0 + j) + 0.5) * scaleY - 0.5, 0)
-                let top = min(Int(sy), srcH - 1)
-                let bottom = min(top + 1, srcH - 1)
-                let wy = Float(sy - Double(top))
-                let rowTop = src + top * srcW * channels, rowBottom = src + bottom * srcW * channels
-                var out = dst + j * window.width * channels
-                for i in 0..<window.width {
-                    let o = columnOffset[i], step = columnStep[i], wx = columnWeight[i]
-                    for c in 0..<channels {
-                        let upper = Float(rowTop[o + c]) + wx * (Float(rowTop[o + step + c]) - Float(rowTop[o + c]))
-                        let lower = Float(rowBottom[o + c])
-                            + wx * (Float(rowBottom[o + step + c]) - Float(rowBottom[o + c]))
-                        out[c] = UInt8(upper + wy * (lower - upper) + 0.5)
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * rowLength) { sums in
+                let (upper, lower) = (sums.baseAddress!, sums.baseAddress! + rowLength)
+                // S for one source row at every output column of the window.
+                func horizontal(_ row: Int, into out: UnsafeMutablePointer<Int32>) {
+                    let line = src + row * srcW * channels
+                    for (i, tap) in columns.enumerated() {
+                        let (left, right) = (line + tap.first * channels, line + tap.second * channels)
+                        for c in 0..<channels {
+                            out[i * channels + c] = Int32(left[c]) * tap.weights.0 + Int32(right[c]) * tap.weights.1
+                        }
                     }
-                    out += channels
+                }
+                for (j, tap) in rows.enumerated() {
+                    horizontal(tap.first, into: upper)
+                    horizontal(tap.second, into: lower)
+                    let (b0, b1) = tap.weights
+                    let out = dst + j * rowLength
+                    for k in 0..<rowLength {
+                        let value = ((b0 * (upper[k] >> 4)) >> 16) + ((b1 * (lower[k] >> 4)) >> 16) + 2
+                        out[k] = UInt8(clamping: value >> 2)
+                    }
                 }
             }
         }
@@ -68,17 +70,46 @@ public func resizeBilinear(_ image: PixelImage, _ window: ResizeWindow) -> Pixel
     return output
 }
 
-/// Nearest-neighbour resize of a label map (labels are never interpolated), computing only `window`: the output
-/// pixel takes the source pixel whose area contains its centre.
+/// One output coordinate's two source samples and their 11-bit weights (OpenCV's xofs/ialpha and yofs/ibeta).
+struct LinearTap {
+    var first: Int, second: Int
+    var weights: (Int32, Int32)
+}
+
+/// Taps for output coordinates `from..<from+count` of `target` resampled from `source`. Columns clamp the position
+/// and weight at the borders (`clampWeights`); rows clamp only the row index, keeping the unclamped weights.
+func linearTaps(count: Int, from start: Int, target: Int, source: Int, clampWeights: Bool) -> [LinearTap] {
+    let scale = 1 / (Double(target) / Double(source))
+    func fixed(_ weight: Float) -> Int32 { Int32((weight * 2048).rounded(.toNearestOrEven)) }
+    return (start..<start + count).map { x in
+        var position = Float((Double(x) + 0.5) * scale - 0.5)
+        var index = Int(position.rounded(.down))
+        position -= Float(index)
+        guard clampWeights else {
+            return LinearTap(first: min(max(index, 0), source - 1), second: min(max(index + 1, 0), source - 1),
+                             weights: (fixed(1 - position), fixed(position)))
+        }
+        if index < 0 { (index, position) = (0, 0) }
+        if index + 1 >= source {
+            let last = min(index, source - 1)
+            return LinearTap(first: last, second: last, weights: (2048, 0))
+        }
+        return LinearTap(first: index, second: index + 1, weights: (fixed(1 - position), fixed(position)))
+    }
+}
+
+/// OpenCV's `cv2.resize(…, INTER_NEAREST)` of a label map (what mmcv gives mmseg for segmentation maps): output
+/// pixel x takes source pixel ⌊x·(W/targetW)⌋, clamped; computing only `window`.
 public func resizeNearest(_ label: LabelImage, _ window: ResizeWindow) -> LabelImage {
     let srcW = label.width, srcH = label.height
-    let scaleX = Double(srcW) / Double(window.targetWidth), scaleY = Double(srcH) / Double(window.targetHeight)
-    let columns = (0..<window.width).map { min(Int((Double(window.x0 + $0) + 0.5) * scaleX), srcW - 1) }
+    let scaleX = 1 / (Double(window.targetWidth) / Double(srcW)), scaleY = 1 / (Double(window.targetHeight) / Double(srcH))
+    let columns = (0..<window.width).map { min(Int((Double(window.x0 + $0) * scaleX).rounded(.down)), srcW - 1) }
     var output = LabelImage(width: window.width, height: window.height, filledWith: 0)
     label.values.withUnsafeBufferPointer { source in
         output.values.withUnsafeMutableBufferPointer { destination in
             for j in 0..<window.height {
-                let row = source.baseAddress! + min(Int((Double(window.y0 + j) + 0.5) * scaleY), srcH - 1) * srcW
+                let sourceRow = min(Int((Double(window.y0 + j) * scaleY).rounded(.down)), srcH - 1)
+                let row = source.baseAddress! + sourceRow * srcW
                 let out = destination.baseAddress! + j * window.width
                 for i in 0..<window.width { out[i] = row[columns[i]] }
             }
