@@ -33,6 +33,13 @@ Files:
   resize.safetensors   mmseg's Resize (mmcv, cv2 backend: INTER_LINEAR images, INTER_NEAREST labels), keep_ratio, on
                        random uint8 images: <case>.image (H×W×3), <case>.label (H×W), <case>.resized_image,
                        <case>.resized_label (U8); metadata <case> = JSON {"scale": [w, h]}
+  checkpoint/          a real mmseg checkpoint end to end: ocrnet_hr18s_4xb2-40k_cityscapes-512x1024 at reduced width
+                       (random init, BN statistics from the images), saved by mmengine's save_checkpoint
+                       (model.pth), converted by Tools/convert_pth.py (model.safetensors); config.yaml from
+                       Tools/mmseg_config.py with data_root here and the test Resize at (160, 80), a real ×1.25
+                       test-time resize of the 64×128 images; a Cityscapes-layout val split (leftImg8bit, gtFine
+                       labelTrainIds); predictions.safetensors: mmseg's test_step prediction per image (U8, at the
+                       image's size), from its own test pipeline reading the files
   keys.json            {"configs": {mmseg config name: key list id}, "lists": {id: [{name, shape, dtype}]}}: the
                        state_dict of every OCRNet config mmseg 1.2.2 ships, at full size
 """
@@ -399,6 +406,75 @@ def resizes():
     save(t, "resize.safetensors", metadata)
 
 
+def checkpoint_end_to_end():
+    import subprocess
+
+    import cv2
+    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.runner import save_checkpoint
+    from mmseg_config import convert_config
+
+    folder = os.path.join(OUT, "checkpoint")
+    name = "ocrnet_hr18s_4xb2-40k_cityscapes-512x1024"
+    cfg = Config.fromfile(os.path.join(mmseg_env.config_dir(), "ocrnet", name + ".py"))
+    model = plain_bn(cfg.model.to_dict())
+    model["pretrained"] = None
+    hrnet_reduced((4, 8, 16, 32), 8)(model)
+    gen = np.random.default_rng(11)
+    images, city = {}, "frankfurt"
+    for split in ("leftImg8bit", "gtFine"):
+        os.makedirs(os.path.join(folder, split, "val", city), exist_ok=True)
+    for i in range(3):
+        stem = f"{city}_{i:06d}_000019"
+        # Smooth random colour fields (block noise, blurred), so the network sees structure rather than noise.
+        image = cv2.resize(gen.integers(0, 256, (8, 16, 3), dtype=np.uint8), (128, 64), interpolation=cv2.INTER_CUBIC)
+        image = np.clip(image.astype(int) + gen.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
+        label = gen.integers(0, 19, (64, 128), dtype=np.uint8)
+        label[gen.random((64, 128)) < 0.1] = IGNORE
+        image_path = os.path.join(folder, "leftImg8bit", "val", city, f"{stem}_leftImg8bit.png")
+        label_path = os.path.join(folder, "gtFine", "val", city, f"{stem}_gtFine_labelTrainIds.png")
+        cv2.imwrite(image_path, image)
+        cv2.imwrite(label_path, label)
+        images[stem] = (image_path, label_path)
+    scale = (160, 80)
+    for step in cfg.test_pipeline:
+        if step["type"] == "Resize":
+            step["scale"] = scale
+    cfg.val_dataloader.dataset.pipeline = cfg.test_pipeline
+    cfg.test_dataloader.dataset.pipeline = cfg.test_pipeline
+    cfg.data_root = "Tests/Fixtures/mmseg/checkpoint"
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].dataset.data_root = cfg.data_root
+    cfg.model = model
+
+    net = build(model)
+    perturb_norms(net, torch.Generator().manual_seed(11))
+    pipeline = Compose(cfg.test_pipeline)
+    samples = [pipeline(dict(img_path=image, seg_map_path=label, reduce_zero_label=False, seg_fields=[]))
+               for image, label in images.values()]
+    net.train()
+    calibration = net.data_preprocessor(pseudo_collate(samples), False)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.momentum = None   # cumulative average over the calibration pass
+    with torch.no_grad():
+        net(calibration["inputs"], calibration["data_samples"], mode="tensor")
+    net.eval()
+    save_checkpoint({"state_dict": net.state_dict(), "meta": {"mmseg_version": mmseg_env.versions()["mmseg"]}},
+                    os.path.join(folder, "model.pth"))
+    subprocess.run([sys.executable, os.path.join(ROOT, "Tools", "convert_pth.py"), os.path.join(folder, "model.pth"),
+                    os.path.join(folder, "model.safetensors")], check=True)
+    with open(os.path.join(folder, "config.yaml"), "w") as fh:
+        fh.write(convert_config(cfg, name + " (reduced width, test Resize (160, 80): the end-to-end fixture)"))
+    predictions = {}
+    with torch.no_grad():
+        for stem, sample in zip(images, samples):
+            result = net.test_step(pseudo_collate([sample]))[0]
+            assert tuple(result.pred_sem_seg.data.shape[1:]) == (64, 128)
+            predictions[stem] = result.pred_sem_seg.data[0].to(torch.uint8).contiguous()
+    save(predictions, "checkpoint/predictions.safetensors", {"versions": mmseg_env.versions(), "config": name})
+
+
 def key_lists():
     configs, lists = {}, {}
     for name, _ in mmseg_env.ocrnet_configs():
@@ -429,6 +505,8 @@ def main():
         schedules()
     if not only or "resize" in only:
         resizes()
+    if not only or "checkpoint" in only:
+        checkpoint_end_to_end()
     if not only or "keys" in only:
         key_lists()
 

@@ -127,8 +127,11 @@ def split_of(dataset, splits, default, key):
 
 
 def convert(path):
-    cfg = Config.fromfile(path)
-    name = os.path.splitext(os.path.basename(path))[0]
+    return convert_config(Config.fromfile(path), os.path.splitext(os.path.basename(path))[0])
+
+
+def convert_config(cfg, name):
+    """The YAML text of a resolved mmengine Config (`name` for the header)."""
     out = {}
     model = plain(cfg.model)
     model.pop("data_preprocessor")

@@ -136,11 +136,8 @@ private final class PrefetchCore: @unchecked Sendable {
         let (image, label) = try dataset.load(ticket.datasetIndex)
         let input = AugmentedSample(image: image, label: mode == .training ? label : nil)
         let output = pipeline.apply(input, seed: seed, epoch: ticket.epoch, sampleIndex: ticket.datasetIndex)
-        let tensor = Tensor(zeros: [3, output.height, output.width])
-        pipeline.normalization.normalize(output.image, into: tensor.data, pitch: output.width,
-                                         planePitch: output.height * output.width)
-        return PreparedSample(ticket: ticket, name: dataset.samples[ticket.datasetIndex].name, image: tensor,
-                              label: output.label ?? label)
+        return PreparedSample(ticket: ticket, name: dataset.samples[ticket.datasetIndex].name,
+                              image: pipeline.normalized(output.image), label: output.label ?? label)
     }
 
     func next() throws -> Batch? {

@@ -70,6 +70,19 @@ public struct Pipeline: Equatable {
     }
 
     /// Runs the transforms on `sample`; the result has every pending resize performed.
+    /// An image as evaluation feeds it to the model: through the pipeline without its label (the evaluation
+    /// Resize), normalised. H×W×C uint8 → 3×H′×W′.
+    public func evaluationInput(_ image: PixelImage) -> Tensor {
+        normalized(apply(AugmentedSample(image: image, label: nil), seed: 0, epoch: 0, sampleIndex: 0).image)
+    }
+
+    /// 3×H×W normalised planes of an image.
+    func normalized(_ image: PixelImage) -> Tensor {
+        let tensor = Tensor(zeros: [3, image.height, image.width])
+        normalization.normalize(image, into: tensor.data, pitch: image.width, planePitch: image.height * image.width)
+        return tensor
+    }
+
     public func apply(_ sample: AugmentedSample, seed: UInt64, epoch: Int, sampleIndex: Int) -> AugmentedSample {
         var sample = sample
         for (position, transform) in transforms.enumerated() {

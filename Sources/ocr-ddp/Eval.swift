@@ -60,7 +60,7 @@ struct Eval: ParsableCommand {
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a palette PNG of predicted classes for each given image.")
+        abstract: "Write a palette PNG of predicted classes for each given image, as eval predicts them.")
 
     @Argument(help: "YAML config.") var config: String
     @Argument(help: "Checkpoint directory or model.safetensors file.") var checkpoint: String
@@ -72,29 +72,36 @@ struct Predict: ParsableCommand {
         if images.isEmpty { throw ValidationError("give at least one image") }
     }
 
+    /// Each image goes through the config's test pipeline and test_cfg (whole or slide, flip and scales) exactly as
+    /// in `eval`, and the prediction is taken at the image's own size. Under mpirun the images are dealt out to the
+    /// ranks in turn.
     func run() throws {
         let experiment = try options.load(config)
-        let model = try loadModel(experiment, checkpoint: checkpoint)
-        let inference = Inference(model: model, config: experiment)
-        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
-        let palette = experiment.data.type.classes.palette
-        let normalization = experiment.data.testPipeline.normalization
-        for path in images {
-            let image = try ImageCodec.readRGB(path)
-            let input = Tensor(zeros: [1, 3, image.height, image.width])
-            for y in 0..<image.height {
-                for x in 0..<image.width {
-                    for c in 0..<3 {
-                        let v = Double(image.pixels[(y * image.width + x) * image.channels + min(c, image.channels - 1)])
-                        input[(c * image.height + y) * image.width + x] = (Float(v) - normalization.mean[c]) / normalization.std[c]
-                    }
+        try withProcessGroup(timeout: experiment.distTimeout) { comm in
+            let model = OCRNet(config: experiment.model, seed: experiment.seed)
+            try comm.agreeing("checkpoint load") {
+                if comm.isRoot { try loadWeights(into: model, checkpoint: checkpoint) }
+            }
+            ReplicaConsistency.broadcastState(model.store, comm: comm)
+            model.training = false
+            let inference = Inference(model: model, config: experiment)
+            try comm.agreeing("output directory") {
+                if comm.isRoot { try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true) }
+            }
+            let palette = experiment.data.type.classes.palette
+            try comm.agreeing("prediction") {
+                for (index, path) in images.enumerated() where index % comm.size == comm.rank {
+                    let image = try ImageCodec.readRGB(path)
+                    let input = experiment.data.testPipeline.evaluationInput(image)
+                    let probabilities = inference.probabilities(input.reshaped([1] + input.shape),
+                                                                outHeight: image.height, outWidth: image.width)
+                    let classes = Inference.argmax(probabilities).map { UInt8(clamping: $0) }
+                    let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+                    try ImageCodec.writeLabel(LabelImage(width: image.width, height: image.height, values: classes),
+                                              to: "\(outDir)/\(name).png", palette: palette)
+                    print("\(path) → \(outDir)/\(name).png")
                 }
             }
-            let classes = Inference.argmax(inference.probabilities(input, outHeight: image.height, outWidth: image.width))
-            let label = LabelImage(width: image.width, height: image.height, values: classes.map { UInt8(clamping: $0) })
-            let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-            try ImageCodec.writeLabel(label, to: "\(outDir)/\(name).png", palette: palette)
-            print("\(path) → \(outDir)/\(name).png")
         }
     }
 }

@@ -1,0 +1,104 @@
+import Foundation
+import OCRData
+import OCRTensor
+import OCRTestSupport
+import XCTest
+
+/// A checkpoint saved by real mmseg (mmengine's save_checkpoint), converted by Tools/convert_pth.py, through the
+/// user's commands (Tests/Fixtures/mmseg/checkpoint, Tools/make_golden_mmseg.py): `predict` on 2 ranks agrees with
+/// mmseg's test_step on its own test pipeline (a ×1.25 test-time resize), and equals `eval`'s prediction.
+final class MMSegCheckpointTests: XCTestCase {
+    var fixture: URL { Fixtures.url("mmseg/checkpoint") }
+    var directory: URL!
+
+    override func setUpWithError() throws { directory = try makeTemporaryDirectory("ocr-ddp-mmseg-checkpoint") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    var images: [String] {
+        let folder = fixture.appendingPathComponent("leftImg8bit/val/frankfurt")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).sorted()
+            .map { folder.appendingPathComponent($0).path }
+    }
+
+    var configOptions: [String] { ["--cfg-options", "data.data_root=\(fixture.path)"] }
+
+    /// Our predictions of the fixture's images, written by `predict` (on `ranks`, 0 = no launcher).
+    func predict(ranks: Int) throws -> [String: [UInt8]] {
+        let out = directory.appendingPathComponent("pred\(ranks)").path
+        let args = ["predict", fixture.appendingPathComponent("config.yaml").path,
+                    fixture.appendingPathComponent("model.safetensors").path] + images + ["--out-dir", out] + configOptions
+        let r = ranks == 0 ? try runProcess(OCRDDPBinary.path, args) : try mpirun(ranks, [OCRDDPBinary.path] + args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        var predictions: [String: [UInt8]] = [:]
+        for image in images {
+            let name = ((image as NSString).lastPathComponent as NSString).deletingPathExtension
+            predictions[name] = try ImageCodec.readLabel("\(out)/\(name).png").values
+        }
+        return predictions
+    }
+
+    func testPredictionsAgreeWithMMSegsTestStep() throws {
+        let f = try Fixtures.file("mmseg/checkpoint/predictions.safetensors")
+        let ours = try predict(ranks: 2)
+        XCTAssertEqual(ours.count, 3)
+        var (agree, total) = (0, 0)
+        for (name, values) in ours {
+            let stem = String(name.dropLast("_leftImg8bit".count))
+            let theirs = Array(try f.entry(stem).bytes)
+            XCTAssertEqual(values.count, theirs.count, name)
+            agree += zip(values, theirs).filter { $0 == $1 }.count
+            total += theirs.count
+        }
+        print("predictions agree with mmseg's test_step on \(agree) of \(total) pixels")
+        XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.999)
+    }
+
+    /// `predict` runs the test pipeline and test_cfg as `eval` does: eval's per-class IoU equals the IoU of
+    /// predict's outputs against the labels, for every class present.
+    func testPredictEqualsEval() throws {
+        let ours = try predict(ranks: 0)
+        let r = try runProcess(OCRDDPBinary.path, ["eval", fixture.appendingPathComponent("config.yaml").path,
+                                                   fixture.appendingPathComponent("model.safetensors").path] + configOptions)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+        let evalIoU = json["IoU"] as! [String: Any]
+        let names = ClassInfo.cityscapes.names
+        var intersection = [Int](repeating: 0, count: 19), union = [Int](repeating: 0, count: 19)
+        for image in images {
+            let name = ((image as NSString).lastPathComponent as NSString).deletingPathExtension
+            let labelPath = image.replacingOccurrences(of: "leftImg8bit/", with: "gtFine/")
+                .replacingOccurrences(of: "_leftImg8bit.png", with: "_gtFine_labelTrainIds.png")
+            let label = try ImageCodec.readLabel(labelPath).values
+            for (p, t) in zip(ours[name]!, label) where t != 255 {
+                if p == t { intersection[Int(t)] += 1; union[Int(t)] += 1 } else { union[Int(t)] += 1; union[Int(p)] += 1 }
+            }
+        }
+        var compared = 0
+        for c in 0..<19 where union[c] > 0 {
+            guard let reported = evalIoU[names[c]] as? Double else { continue }
+            // eval reports percentages rounded to 2 decimals, as mmseg prints them.
+            let iou = 100 * Double(intersection[c]) / Double(union[c])
+            XCTAssertEqual(reported, (iou * 100).rounded() / 100, names[c])
+            compared += 1
+        }
+        XCTAssertGreaterThan(compared, 5, "classes compared")
+    }
+
+    /// Tools/convert_pth.py turns the mmengine checkpoint into exactly the committed safetensors (needs torch, which
+    /// the fixture script has and CI does not install).
+    func testConverterReproducesTheCommittedWeights() throws {
+        let probe = try runProcess("/usr/bin/env", ["python3", "-c", "import torch, safetensors"])
+        try XCTSkipIf(probe.status != 0, "python3 with torch and safetensors is not installed here")
+        let out = directory.appendingPathComponent("converted.safetensors").path
+        let root = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent()
+        let r = try runProcess("/usr/bin/env", ["python3", root.appendingPathComponent("Tools/convert_pth.py").path,
+                                                fixture.appendingPathComponent("model.pth").path, out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (converted, committed) = (try SafetensorsFile(path: out),
+                                      try SafetensorsFile(path: fixture.appendingPathComponent("model.safetensors").path))
+        XCTAssertEqual(converted.names.sorted(), committed.names.sorted())
+        for name in committed.names {
+            XCTAssertEqual(try converted.entry(name).bytes, try committed.entry(name).bytes, name)
+        }
+    }
+}
