@@ -1,4 +1,4 @@
-/// The config's `data:` block (INTERFACE.md) as plain values, and the loaders it describes:
+/// The config's `data:` block (docs/INTERFACE.md) as plain values, and the loaders it describes:
 ///
 /// ```yaml
 /// data:

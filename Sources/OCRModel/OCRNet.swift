@@ -41,7 +41,7 @@ public final class OCRNet {
     public private(set) var auxLogits: Tensor?
     public private(set) var ocrLogits: Tensor?
 
-    /// Builds the network with freshly initialised weights (MODEL.md); `seed` also seeds the dropout masks.
+    /// Builds the network with freshly initialised weights (docs/MODEL.md); `seed` also seeds the dropout masks.
     public init(config: ModelConfig, seed: UInt64 = 0) {
         self.config = config
         let root = store.root

@@ -1,6 +1,6 @@
 import OCRTensor
 
-/// How a parameter is filled before training when no checkpoint is loaded (MODEL.md "Initialisation").
+/// How a parameter is filled before training when no checkpoint is loaded (docs/MODEL.md "Initialisation").
 public enum Initializer {
     /// Kaiming normal, mode fan_out, gain √2 (ReLU): std = √(2 / (out_channels·kh·kw)).
     case kaimingNormalFanOut

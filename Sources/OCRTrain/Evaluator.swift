@@ -98,7 +98,7 @@ public struct Evaluator {
         return lines.joined(separator: "\n")
     }
 
-    /// The JSON object of INTERFACE.md: {"aAcc", "mIoU", "mAcc", "IoU": {class: value}} in percent (null = nan).
+    /// The JSON object of docs/INTERFACE.md: {"aAcc", "mIoU", "mAcc", "IoU": {class: value}} in percent (null = nan).
     public static func jsonObject(_ counts: SegmentationCounts, classNames: [String]) -> [String: Any] {
         let m = counts.metrics
         var iou: [String: Any] = [:]

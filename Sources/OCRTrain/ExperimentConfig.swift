@@ -4,7 +4,7 @@ import OCRModel
 import OCRNN
 import OCRTensor
 
-/// Everything a run needs, read from the YAML of INTERFACE.md (key paths are a contract) plus `--cfg-options`.
+/// Everything a run needs, read from the YAML of docs/INTERFACE.md (key paths are a contract) plus `--cfg-options`.
 /// Keys a file leaves out take the defaults below (mmseg's OCRNet R50-D8 Cityscapes recipe); a key that nothing
 /// reads is an error naming it.
 public struct ExperimentConfig {

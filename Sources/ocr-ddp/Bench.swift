@@ -7,7 +7,7 @@ import OCRTensor
 import OCRTrain
 
 /// `ocr-ddp bench`: timed training steps (forward, both losses, backward, gradient all-reduce, SGD) on random
-/// tensors of the configured crop — no dataset — under any rank count; prints the JSON line of INTERFACE.md last.
+/// tensors of the configured crop — no dataset — under any rank count; prints the JSON line of docs/INTERFACE.md last.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training iterations on random data of the config's crop and print one JSON line.")

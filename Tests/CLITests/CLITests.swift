@@ -77,7 +77,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(shown.count, 5, "one overlay per val image across both ranks")
     }
 
-    /// `bench` prints the JSON line of INTERFACE.md last, on one rank and on two.
+    /// `bench` prints the JSON line of docs/INTERFACE.md last, on one rank and on two.
     func testBenchPrintsTheInterfaceJSONLine() throws {
         let args = ["bench", "--iters", "2", "--warmup", "1", "--crop", "32x64"] + small
         for ranks in [0, 2] {

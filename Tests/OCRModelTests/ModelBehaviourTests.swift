@@ -5,7 +5,7 @@ import OCRTensor
 import OCRTestSupport
 import XCTest
 
-/// Initialisation of MODEL.md, layout facts the distributed layer relies on, and train/eval behaviour.
+/// Initialisation of docs/MODEL.md, layout facts the distributed layer relies on, and train/eval behaviour.
 final class ModelBehaviourTests: XCTestCase {
     func parameter(_ model: OCRNet, _ name: String) -> Parameter {
         model.store.parameters.first { $0.name == name }!
