@@ -39,7 +39,8 @@ Files:
                        Tools/mmseg_config.py with data_root here and the test Resize at (160, 80), a real ×1.25
                        test-time resize of the 64×128 images; a Cityscapes-layout val split (leftImg8bit, gtFine
                        labelTrainIds); predictions.safetensors: mmseg's test_step prediction per image (U8, at the
-                       image's size), from its own test pipeline reading the files
+                       image's size), from its own test pipeline reading the files, and as tta.<stem> its --tta
+                       prediction (SegTTAModel over the tta_pipeline's 6 ratios × 2 flips)
   keys.json            {"configs": {mmseg config name: key list id}, "lists": {id: [{name, shape, dtype}]}}: the
                        state_dict of every OCRNet config mmseg 1.2.2 ships, at full size
 """
@@ -472,6 +473,14 @@ def checkpoint_end_to_end():
             result = net.test_step(pseudo_collate([sample]))[0]
             assert tuple(result.pred_sem_seg.data.shape[1:]) == (64, 128)
             predictions[stem] = result.pred_sem_seg.data[0].to(torch.uint8).contiguous()
+    # mmseg's tools/test.py --tta: the tta_pipeline's views through SegTTAModel.
+    tta = MODELS.build(dict(cfg.tta_model, module=net))
+    tta_pipeline = Compose(cfg.tta_pipeline)
+    with torch.no_grad():
+        for stem, (image, label) in images.items():
+            views = tta_pipeline(dict(img_path=image, seg_map_path=label, reduce_zero_label=False, seg_fields=[]))
+            result = tta.test_step(pseudo_collate([views]))[0]
+            predictions[f"tta.{stem}"] = result.pred_sem_seg.data[0].to(torch.uint8).contiguous()
     save(predictions, "checkpoint/predictions.safetensors", {"versions": mmseg_env.versions(), "config": name})
 
 

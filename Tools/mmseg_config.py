@@ -159,6 +159,11 @@ def convert_config(cfg, name):
             "mmseg's OCRNet configs keep every checkpoint")
     out["checkpoint"] = dict(interval=hooks.checkpoint.interval, max_keep=3)
     out["log"] = dict(interval=hooks.logger.interval)
+    # `--tta` (mmseg's tools/test.py --tta): the views and their merge; img_ratios is already inside the pipeline.
+    if cfg.get("tta_pipeline"):
+        require(cfg.get("tta_model", {}).get("type") == "SegTTAModel", "tta_model.type", "only SegTTAModel")
+        out["tta_model"] = plain(cfg.tta_model)
+        out["tta_pipeline"] = plain(cfg.tta_pipeline)
 
     versions = mmseg_env.versions()
     header = [
@@ -167,9 +172,9 @@ def convert_config(cfg, name):
         "# model: mmseg's dict as it resolves (its data_preprocessor is data.mean/std and the RandomCrop padding).",
         "# Differences by design: checkpoint.max_keep 3 (mmseg keeps every checkpoint); ranks communicate over",
         "# MPI, not env_cfg's nccl; model.pretrained names mmseg's ImageNet weights, which ocr-ddp loads from a",
-        "# converted file (--load-from, README \"Pretrained weights\"). Not carried over: visualizer and vis_backends,",
-        "# log_processor, cudnn and worker start settings, and mmseg's optional --tta pipeline (ocr-ddp's test-time",
-        "# augmentation is model.test_cfg flip/scales).",
+        "# converted file (--load-from, README \"Pretrained backbones\"); under `eval --tta` ADE20K labels keep their",
+        "# reduce_zero_label (mmseg's tta_pipeline leaves it out). Not carried over: visualizer and vis_backends,",
+        "# log_processor, cudnn and worker start settings.",
     ]
     body = yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=118)
     return "\n".join(header) + "\n" + body

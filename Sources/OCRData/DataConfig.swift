@@ -100,10 +100,13 @@ public struct DataConfig {
     }
 
     /// This rank's share of the validation split, one image per batch (whole images differ in size), labels at
-    /// their original resolution.
-    public func evalLoader(_ dataset: SegmentationDataset, rank: Int, ranks: Int) -> PrefetchLoader {
+    /// their original resolution; with `augmentation`, each image as its test-time views.
+    public func evalLoader(_ dataset: SegmentationDataset, rank: Int, ranks: Int,
+                           augmentation: TestTimeAugmentation? = nil) -> PrefetchLoader {
         PrefetchLoader(dataset: dataset, pipeline: testPipeline,
                        schedule: EvaluationSchedule(count: dataset.count, ranks: ranks, rank: rank), batchSize: 1,
-                       seed: 0, mode: .evaluation, workers: workers)
+                       seed: 0, mode: augmentation.map { .testTimeAugmentation($0) } ?? .evaluation, workers: workers,
+                       // An image's views are many times its size: keep one image ready, not three.
+                       prefetchBatches: augmentation == nil ? 2 : 0)
     }
 }

@@ -9,6 +9,8 @@ public struct Batch {
     /// evaluation they are at their original size (H×W of the labels may then differ from the images').
     public let labels: LabelMap
     public let tickets: [SampleTicket]
+    /// Per sample, with test-time augmentation: every view of its decoded image (empty lists otherwise).
+    public let views: [[TestTimeAugmentation.View]]
     /// Per sample: its file name stem (for prediction outputs), its image size and label size before padding.
     public let names: [String]
     public let imageSizes: [(height: Int, width: Int)]
@@ -17,11 +19,14 @@ public struct Batch {
     public let state: SamplerState
 }
 
-public enum LoaderMode {
+public enum LoaderMode: Equatable {
     /// Labels follow their images through the pipeline.
     case training
     /// Only images go through the pipeline (an evaluation Resize); labels keep their original size.
     case evaluation
+    /// As evaluation, but each image becomes the augmentation's views of the decoded image (mmseg's tta_pipeline
+    /// replaces the test pipeline); the batch's `images` hold the first view.
+    case testTimeAugmentation(TestTimeAugmentation)
 }
 
 /// Decodes and augments samples on background threads, ahead of the consumer, into a bounded buffer
@@ -83,6 +88,7 @@ private final class PrefetchCore: @unchecked Sendable {
         let name: String
         let image: Tensor // 3×h×w normalised
         let label: LabelImage
+        let views: [TestTimeAugmentation.View]
     }
 
     init(dataset: SegmentationDataset, pipeline: Pipeline, schedule: SampleSchedule, batchSize: Int, seed: UInt64,
@@ -134,10 +140,15 @@ private final class PrefetchCore: @unchecked Sendable {
     /// Decode, augment, normalise one sample (runs on a worker thread).
     func prepare(_ ticket: SampleTicket) throws -> PreparedSample {
         let (image, label) = try dataset.load(ticket.datasetIndex)
+        let name = dataset.samples[ticket.datasetIndex].name
+        if case .testTimeAugmentation(let augmentation) = mode {
+            let views = augmentation.views(of: image, normalization: pipeline.normalization)
+            return PreparedSample(ticket: ticket, name: name, image: views[0].image, label: label, views: views)
+        }
         let input = AugmentedSample(image: image, label: mode == .training ? label : nil)
         let output = pipeline.apply(input, seed: seed, epoch: ticket.epoch, sampleIndex: ticket.datasetIndex)
-        return PreparedSample(ticket: ticket, name: dataset.samples[ticket.datasetIndex].name,
-                              image: pipeline.normalized(output.image), label: output.label ?? label)
+        return PreparedSample(ticket: ticket, name: name, image: pipeline.normalized(output.image),
+                              label: output.label ?? label, views: [])
     }
 
     func next() throws -> Batch? {
@@ -187,7 +198,7 @@ private final class PrefetchCore: @unchecked Sendable {
             }
         }
         return Batch(images: images, labels: LabelMap(shape: [n, labelHeight, labelWidth], values: labels),
-                     tickets: samples.map(\.ticket), names: samples.map(\.name),
+                     tickets: samples.map(\.ticket), views: samples.map(\.views), names: samples.map(\.name),
                      imageSizes: samples.map { ($0.image.shape[1], $0.image.shape[2]) },
                      labelSizes: samples.map { ($0.label.height, $0.label.width) }, state: state)
     }

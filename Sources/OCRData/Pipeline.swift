@@ -21,6 +21,13 @@ public struct Normalization: Equatable {
 
     /// H×W×3 uint8 → 3×H×W float written at `destination` with row pitch `pitch` and plane pitch `planePitch`
     /// (so a sample can go straight into its slot of a padded batch tensor).
+    /// 3×H×W normalised planes of an image.
+    func planes(_ image: PixelImage) -> Tensor {
+        let tensor = Tensor(zeros: [3, image.height, image.width])
+        normalize(image, into: tensor.data, pitch: image.width, planePitch: image.height * image.width)
+        return tensor
+    }
+
     func normalize(_ image: PixelImage, into destination: UnsafeMutablePointer<Float>, pitch: Int, planePitch: Int) {
         // One table per channel: 3×256 floats replace a subtract and a divide per value.
         var table = [Float](repeating: 0, count: 3 * 256)
@@ -77,11 +84,7 @@ public struct Pipeline: Equatable {
     }
 
     /// 3×H×W normalised planes of an image.
-    func normalized(_ image: PixelImage) -> Tensor {
-        let tensor = Tensor(zeros: [3, image.height, image.width])
-        normalization.normalize(image, into: tensor.data, pitch: image.width, planePitch: image.height * image.width)
-        return tensor
-    }
+    func normalized(_ image: PixelImage) -> Tensor { normalization.planes(image) }
 
     public func apply(_ sample: AugmentedSample, seed: UInt64, epoch: Int, sampleIndex: Int) -> AugmentedSample {
         var sample = sample
@@ -257,5 +260,39 @@ private struct EntryReader {
     func range(_ pair: (Double, Double), _ key: String) throws -> ClosedRange<Double> {
         guard pair.0 <= pair.1 else { throw DataConfigError("\(context): '\(key)' must be [low, high], got \(pair)") }
         return pair.0...pair.1
+    }
+}
+
+/// mmseg's test-time augmentation (`tta_pipeline`: TestTimeAug over Resize(scale_factor=r, keep_ratio=True) for each
+/// ratio and RandomFlip(prob=0 / 1)): every (ratio, flip) view of the decoded image, in mmseg's order (ratios outer,
+/// flips inner). mmseg's tta_pipeline has no base Resize, so views scale the image as decoded; the sizes follow
+/// mmcv (scale = ⌊w·r + ½⌋ × ⌊h·r + ½⌋, then the keep-ratio fit of the image to it) and the pixels cv2's bilinear.
+public struct TestTimeAugmentation: Equatable, Sendable {
+    public var ratios: [Double]
+    public var flips: [Bool]
+
+    public init(ratios: [Double], flips: [Bool]) {
+        self.ratios = ratios
+        self.flips = flips
+    }
+
+    /// One view: 3×h×w normalised, and whether it is mirrored (its logits are mirrored back).
+    public struct View {
+        public let image: Tensor
+        public let flipped: Bool
+    }
+
+    public func views(of image: PixelImage, normalization: Normalization) -> [View] {
+        ratios.flatMap { ratio -> [View] in
+            let scale = (width: Int(Double(image.width) * ratio + 0.5), height: Int(Double(image.height) * ratio + 0.5))
+            let size = rescaledSize(width: image.width, height: image.height, toFit: scale)
+            let resized = size.width == image.width && size.height == image.height ? image
+                : resizeBilinear(image, ResizeWindow(targetWidth: size.width, targetHeight: size.height))
+            return flips.map { flip in
+                var sample = AugmentedSample(image: resized, label: nil)
+                if flip { sample.flipHorizontally() }
+                return View(image: normalization.planes(sample.image), flipped: flip)
+            }
+        }
     }
 }

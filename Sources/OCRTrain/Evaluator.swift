@@ -19,9 +19,11 @@ public struct Evaluator {
     /// through the split in rounds of one image each (a rank whose shard is shorter joins the last round with none)
     /// and agree after every round on whether any rank failed or was asked to stop: a stop is honoured within one
     /// image, and a corrupt image on one rank ends evaluation on all with that rank's one-line reason.
+    /// With `augmentation` (mmseg's tta_pipeline, `eval --tta`) each image is scored on its merged views.
     public func evaluate(model: OCRNet, dataset: SegmentationDataset, data: DataConfig, showDir: String? = nil,
+                         augmentation: TestTimeAugmentation? = nil,
                          stopRequested: () -> Bool = { false }) throws -> SegmentationCounts? {
-        let loader = data.evalLoader(dataset, rank: comm.rank, ranks: comm.size)
+        let loader = data.evalLoader(dataset, rank: comm.rank, ranks: comm.size, augmentation: augmentation)
         defer { loader.stop() }
         let inference = Inference(model: model, config: config)
         var counts = SegmentationCounts(numClasses: config.model.numClasses)
@@ -51,7 +53,9 @@ public struct Evaluator {
     private func score(_ batch: Batch, _ inference: Inference, _ dataset: SegmentationDataset, _ showDir: String?,
                        into counts: inout SegmentationCounts) throws {
         let (lh, lw) = (batch.labelSizes[0].height, batch.labelSizes[0].width)
-        let probabilities = inference.probabilities(batch.images, outHeight: lh, outWidth: lw)
+        let probabilities = batch.views[0].isEmpty
+            ? inference.probabilities(batch.images, outHeight: lh, outWidth: lw)
+            : inference.probabilities(views: batch.views[0], outHeight: lh, outWidth: lw)
         let prediction = Inference.argmax(probabilities)
         let label = Array(batch.labels.values.prefix(lh * lw))
         for (i, y) in label.enumerated() where y != 255 && Int(y) >= config.model.numClasses {

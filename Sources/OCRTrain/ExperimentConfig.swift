@@ -19,6 +19,8 @@ public struct ExperimentConfig {
     /// Flip and multi-scale test-time augmentation (softmax averaged); empty scales = just 1.0.
     public var testFlip = false
     public var testScales: [Double] = [1.0]
+    /// mmseg's `tta_pipeline` (used by `eval --tta` / `predict --tta`, as mmseg's `tools/test.py --tta`).
+    public var testTimeAugmentation: TestTimeAugmentation?
 
     /// The `data:` block (dataset, root, batch size per rank, pipelines, splits, loader workers).
     public var data: DataConfig
@@ -176,6 +178,7 @@ public struct ExperimentConfig {
         case let other:
             throw ConfigError("config key 'model.test_cfg.mode': '\(other)' is not whole or slide")
         }
+        testTimeAugmentation = try Self.testTimeAugmentation(r)
         testFlip = try r.bool("model.test_cfg.flip", default: false)
         testScales = try r.doubles("model.test_cfg.scales", default: [1.0]) ?? [1.0]
         do { try model.validate() } catch { throw ConfigError("\(error)") }
@@ -317,6 +320,55 @@ public struct ExperimentConfig {
                                             minKept: try r.int("\(s).min_kept", default: 100000))
         }
         return loss
+    }
+
+    /// `tta_pipeline` as mmseg writes it: [LoadImageFromFile, TestTimeAug(transforms: [[Resize(scale_factor=r,
+    /// keep_ratio=True)…], [RandomFlip(prob=0 or 1)…], [LoadAnnotations], [PackSegInputs]])]; `tta_model:
+    /// {type: SegTTAModel}` (softmax averaged over the views).
+    static func testTimeAugmentation(_ r: ConfigReader) throws -> TestTimeAugmentation? {
+        try r.require("tta_model.type", equals: .string("SegTTAModel"), "SegTTAModel")
+        guard r.has("tta_pipeline") else { return nil }
+        var (ratios, flips): ([Double], [Bool]) = ([], [])
+        for i in 0..<r.count("tta_pipeline") {
+            let p = "tta_pipeline.\(i)"
+            switch try r.string("\(p).type", default: "") {
+            case "LoadImageFromFile":
+                try r.require("\(p).backend_args", equals: .null, "null")
+            case "TestTimeAug":
+                for g in 0..<r.count("\(p).transforms") {
+                    for k in 0..<r.count("\(p).transforms.\(g)") {
+                        let t = "\(p).transforms.\(g).\(k)"
+                        switch try r.string("\(t).type", default: "") {
+                        case "Resize":
+                            try r.require("\(t).keep_ratio", equals: .bool(true), "true")
+                            let ratio = try r.double("\(t).scale_factor", default: .nan)
+                            guard ratio > 0 && ratio.isFinite else {
+                                throw ConfigError("config key '\(t).scale_factor': must be a positive number")
+                            }
+                            ratios.append(ratio)
+                        case "RandomFlip":
+                            try r.require("\(t).direction", equals: .string("horizontal"), "horizontal")
+                            let prob = try r.double("\(t).prob", default: .nan)
+                            guard prob == 0 || prob == 1 else {
+                                throw ConfigError("config key '\(t).prob': test-time flips are 0 or 1")
+                            }
+                            flips.append(prob == 1)
+                        // Labels are read as the dataset type reads them (ADE20K with reduce_zero_label).
+                        case "LoadAnnotations":
+                            _ = try r.bool("\(t).reduce_zero_label", default: false)
+                        case "PackSegInputs":
+                            break
+                        case let other:
+                            throw ConfigError("config key '\(t).type': '\(other)' is not supported in tta_pipeline")
+                        }
+                    }
+                }
+            case let other:
+                throw ConfigError("config key '\(p).type': '\(other)' is not LoadImageFromFile or TestTimeAug")
+            }
+        }
+        guard !ratios.isEmpty || !flips.isEmpty else { return nil }
+        return TestTimeAugmentation(ratios: ratios.isEmpty ? [1] : ratios, flips: flips.isEmpty ? [false] : flips)
     }
 
     /// mmseg's HRNet `extra` block: stage1..stage4, each {num_modules, num_branches, block, num_blocks, num_channels}.

@@ -20,27 +20,42 @@ public struct Inference {
         flip = config.testFlip
     }
 
-    /// image: 1×3×H×W (normalised) → class probabilities 1×K×outH×outW averaged over the augmentations.
+    /// image: 1×3×H×W (normalised) → class probabilities 1×K×outH×outW averaged over `model.test_cfg`'s views
+    /// (scales of this image, flipped or not).
     public func probabilities(_ image: Tensor, outHeight: Int, outWidth: Int) -> Tensor {
-        model.training = false
-        let k = model.config.numClasses
-        let sum = Tensor(zeros: [1, k, outHeight, outWidth])
-        var views = 0
-        for scale in scales {
-            let (h, w) = (image.shape[2], image.shape[3])
+        let (h, w) = (image.shape[2], image.shape[3])
+        let flips = flip ? [false, true] : [false]
+        // Views are made one at a time: at six scales of a 2048×1024 image they would not all fit at once.
+        return averagedProbabilities(count: scales.count * flips.count, outHeight: outHeight, outWidth: outWidth) { i in
+            let (scale, flipped) = (scales[i / flips.count], flips[i % flips.count])
             let scaled = scale == 1 ? image : BilinearResize(alignCorners: model.config.alignCorners)
                 .forward(image, height: Int((Double(h) * scale).rounded()), width: Int((Double(w) * scale).rounded())).clone()
-            for flipped in flip ? [false, true] : [false] {
-                let input = flipped ? horizontallyFlipped(scaled) : scaled
-                var logits = self.logits(input)
-                if flipped { logits = horizontallyFlipped(logits) }
-                let resized = BilinearResize(alignCorners: model.config.alignCorners)
-                    .forward(logits, height: outHeight, width: outWidth)
-                addInPlace(sum, Softmax(axis: 1).forward(resized))
-                views += 1
-            }
+            return (flipped ? horizontallyFlipped(scaled) : scaled, flipped)
         }
-        let inv = 1 / Float(views)
+    }
+
+    /// mmseg's SegTTAModel: each view (3×h×w normalised, mirrored or not; TestTimeAugmentation) gives logits at its
+    /// size, mirrored back, resized to outH×outW, softmax; the probabilities are averaged. → 1×K×outH×outW.
+    public func probabilities(views: [TestTimeAugmentation.View], outHeight: Int, outWidth: Int) -> Tensor {
+        averagedProbabilities(count: views.count, outHeight: outHeight, outWidth: outWidth) { i in
+            (views[i].image.reshaped([1] + views[i].image.shape), views[i].flipped)
+        }
+    }
+
+    /// The mean over `count` views (1×3×h×w, mirrored) of softmax(resize(unmirror(logits))), 1×K×outH×outW.
+    private func averagedProbabilities(count: Int, outHeight: Int, outWidth: Int,
+                                       view: (Int) -> (Tensor, Bool)) -> Tensor {
+        model.training = false
+        let sum = Tensor(zeros: [1, model.config.numClasses, outHeight, outWidth])
+        for i in 0..<count {
+            let (input, flipped) = view(i)
+            var logits = self.logits(input)
+            if flipped { logits = horizontallyFlipped(logits) }
+            let resized = BilinearResize(alignCorners: model.config.alignCorners)
+                .forward(logits, height: outHeight, width: outWidth)
+            addInPlace(sum, Softmax(axis: 1).forward(resized))
+        }
+        let inv = 1 / Float(count)
         for i in 0..<sum.count { sum[i] *= inv }
         return sum
     }

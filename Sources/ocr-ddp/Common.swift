@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OCRData
 import OCRDistributed
 import OCRTensor
 import OCRTrain
@@ -48,4 +49,19 @@ func withProcessGroup(timeout: Double = Launcher.defaultTimeout, _ body: (Commun
         throw error
     }
     MPICommunicator.finalize()
+}
+
+/// `--tta`: mmseg's `tools/test.py --tta`, the config's `tta_pipeline` (every ratio × flip view, softmax averaged)
+/// in place of its test pipeline.
+struct TestTimeAugmentationOption: ParsableArguments {
+    @Flag(help: "Test-time augmentation as mmseg's --tta: the config's tta_pipeline views, softmax averaged.")
+    var tta = false
+
+    func views(_ experiment: ExperimentConfig) throws -> TestTimeAugmentation? {
+        guard tta else { return nil }
+        guard let augmentation = experiment.testTimeAugmentation else {
+            throw ValidationError("--tta: the config has no tta_pipeline")
+        }
+        return augmentation
+    }
 }

@@ -32,10 +32,12 @@ struct Eval: ParsableCommand {
     @Argument(help: "Checkpoint directory (WORK_DIR/iter_<N>) or model.safetensors file.") var checkpoint: String
     @Option(help: "Work directory (for the synthetic dataset when it has to be generated).") var workDir: String?
     @Option(help: "Write colour predictions blended with the images here.") var showDir: String?
+    @OptionGroup var augmentation: TestTimeAugmentationOption
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
         let experiment = try options.load(config)
+        let views = try augmentation.views(experiment)
         try withProcessGroup(timeout: experiment.distTimeout) { comm in
             // Rank 0 reads the checkpoint and hands it to the others, which need no access to it.
             let model = OCRNet(config: experiment.model, seed: experiment.seed)
@@ -48,7 +50,8 @@ struct Eval: ParsableCommand {
             data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
             let dataset = try Trainer.agreedDataset(data, split: .val, comm: comm)
             guard let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
-                                                                                      data: data, showDir: showDir),
+                                                                                      data: data, showDir: showDir,
+                                                                                      augmentation: views),
                   comm.isRoot else { return }
             print(Evaluator.table(counts, classNames: dataset.classes.names))
             let json = try JSONSerialization.data(withJSONObject: Evaluator.jsonObject(counts, classNames: dataset.classes.names),
@@ -66,17 +69,19 @@ struct Predict: ParsableCommand {
     @Argument(help: "Checkpoint directory or model.safetensors file.") var checkpoint: String
     @Argument(help: "Images (PNG or JPEG).") var images: [String]
     @Option(help: "Directory for the <image name>.png predictions.") var outDir: String
+    @OptionGroup var augmentation: TestTimeAugmentationOption
     @OptionGroup var options: ConfigOptions
 
     func validate() throws {
         if images.isEmpty { throw ValidationError("give at least one image") }
     }
 
-    /// Each image goes through the config's test pipeline and test_cfg (whole or slide, flip and scales) exactly as
-    /// in `eval`, and the prediction is taken at the image's own size. Under mpirun the images are dealt out to the
+    /// Each image goes through the config's test pipeline and test_cfg (whole or slide, flip and scales), or with
+    /// `--tta` its tta_pipeline, exactly as in `eval`, and the prediction is taken at the image's own size. Under mpirun the images are dealt out to the
     /// ranks in turn.
     func run() throws {
         let experiment = try options.load(config)
+        let views = try augmentation.views(experiment)
         try withProcessGroup(timeout: experiment.distTimeout) { comm in
             let model = OCRNet(config: experiment.model, seed: experiment.seed)
             try comm.agreeing("checkpoint load") {
@@ -92,9 +97,16 @@ struct Predict: ParsableCommand {
             try comm.agreeing("prediction") {
                 for (index, path) in images.enumerated() where index % comm.size == comm.rank {
                     let image = try ImageCodec.readRGB(path)
-                    let input = experiment.data.testPipeline.evaluationInput(image)
-                    let probabilities = inference.probabilities(input.reshaped([1] + input.shape),
+                    let probabilities: Tensor
+                    if let views {
+                        probabilities = inference.probabilities(
+                            views: views.views(of: image, normalization: experiment.data.testPipeline.normalization),
+                            outHeight: image.height, outWidth: image.width)
+                    } else {
+                        let input = experiment.data.testPipeline.evaluationInput(image)
+                        probabilities = inference.probabilities(input.reshaped([1] + input.shape),
                                                                 outHeight: image.height, outWidth: image.width)
+                    }
                     let classes = Inference.argmax(probabilities).map { UInt8(clamping: $0) }
                     let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
                     try ImageCodec.writeLabel(LabelImage(width: image.width, height: image.height, values: classes),

@@ -23,10 +23,11 @@ final class MMSegCheckpointTests: XCTestCase {
     var configOptions: [String] { ["--cfg-options", "data.data_root=\(fixture.path)"] }
 
     /// Our predictions of the fixture's images, written by `predict` (on `ranks`, 0 = no launcher).
-    func predict(ranks: Int) throws -> [String: [UInt8]] {
-        let out = directory.appendingPathComponent("pred\(ranks)").path
+    func predict(ranks: Int, _ extra: [String] = []) throws -> [String: [UInt8]] {
+        let out = directory.appendingPathComponent("pred\(ranks)\(extra.joined())").path
         let args = ["predict", fixture.appendingPathComponent("config.yaml").path,
-                    fixture.appendingPathComponent("model.safetensors").path] + images + ["--out-dir", out] + configOptions
+                    fixture.appendingPathComponent("model.safetensors").path] + images + ["--out-dir", out] + extra
+            + configOptions
         let r = ranks == 0 ? try runProcess(OCRDDPBinary.path, args) : try mpirun(ranks, [OCRDDPBinary.path] + args)
         XCTAssertEqual(r.status, 0, r.stderr)
         var predictions: [String: [UInt8]] = [:]
@@ -38,27 +39,40 @@ final class MMSegCheckpointTests: XCTestCase {
     }
 
     func testPredictionsAgreeWithMMSegsTestStep() throws {
+        try assertAgreesWithMMSeg(try predict(ranks: 2), prefix: "", "test_step")
+    }
+
+    /// `--tta` as mmseg's tools/test.py --tta: the tta_pipeline's 6 ratios × 2 flips merged by SegTTAModel.
+    func testTestTimeAugmentationAgreesWithMMSegsTTA() throws {
+        try assertAgreesWithMMSeg(try predict(ranks: 2, ["--tta"]), prefix: "tta.", "--tta")
+    }
+
+    func assertAgreesWithMMSeg(_ ours: [String: [UInt8]], prefix: String, _ what: String) throws {
         let f = try Fixtures.file("mmseg/checkpoint/predictions.safetensors")
-        let ours = try predict(ranks: 2)
         XCTAssertEqual(ours.count, 3)
         var (agree, total) = (0, 0)
         for (name, values) in ours {
             let stem = String(name.dropLast("_leftImg8bit".count))
-            let theirs = Array(try f.entry(stem).bytes)
+            let theirs = Array(try f.entry(prefix + stem).bytes)
             XCTAssertEqual(values.count, theirs.count, name)
             agree += zip(values, theirs).filter { $0 == $1 }.count
             total += theirs.count
         }
-        print("predictions agree with mmseg's test_step on \(agree) of \(total) pixels")
-        XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.999)
+        print("predictions agree with mmseg's \(what) on \(agree) of \(total) pixels")
+        XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.999, what)
     }
 
     /// `predict` runs the test pipeline and test_cfg as `eval` does: eval's per-class IoU equals the IoU of
     /// predict's outputs against the labels, for every class present.
-    func testPredictEqualsEval() throws {
-        let ours = try predict(ranks: 0)
+    func testPredictEqualsEval() throws { try assertPredictEqualsEval([]) }
+
+    func testPredictEqualsEvalWithTestTimeAugmentation() throws { try assertPredictEqualsEval(["--tta"]) }
+
+    func assertPredictEqualsEval(_ extra: [String]) throws {
+        let ours = try predict(ranks: 0, extra)
         let r = try runProcess(OCRDDPBinary.path, ["eval", fixture.appendingPathComponent("config.yaml").path,
-                                                   fixture.appendingPathComponent("model.safetensors").path] + configOptions)
+                                                   fixture.appendingPathComponent("model.safetensors").path] + extra
+                                                   + configOptions)
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
         let evalIoU = json["IoU"] as! [String: Any]
@@ -78,7 +92,7 @@ final class MMSegCheckpointTests: XCTestCase {
             guard let reported = evalIoU[names[c]] as? Double else { continue }
             // eval reports percentages rounded to 2 decimals, as mmseg prints them.
             let iou = 100 * Double(intersection[c]) / Double(union[c])
-            XCTAssertEqual(reported, (iou * 100).rounded() / 100, names[c])
+            XCTAssertEqual(reported, (iou * 100).rounded() / 100, "\(names[c]) \(extra)")
             compared += 1
         }
         XCTAssertGreaterThan(compared, 5, "classes compared")

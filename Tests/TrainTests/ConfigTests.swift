@@ -1,4 +1,5 @@
 import Foundation
+import OCRData
 import OCRTestSupport
 import OCRTrain
 import XCTest
@@ -41,6 +42,13 @@ final class ConfigTests: XCTestCase {
         let voc = try ExperimentConfig.load(path: dir.appendingPathComponent("ocrnet_hr18s_4xb4-20k_voc12aug-512x512.yaml").path,
                                             overrides: [])
         XCTAssertEqual(voc.data.trainSplit, "train+aug", "mmseg's ConcatDataset of the VOC train and aug lists")
+        XCTAssertEqual(voc.testTimeAugmentation, TestTimeAugmentation(ratios: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
+                                                                      flips: [false, true]), "mmseg's tta_pipeline")
+        let path = dir.appendingPathComponent("ocrnet_hr18s_4xb4-20k_voc12aug-512x512.yaml").path
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: path, overrides: [
+            "tta_pipeline.1.transforms.1.1.prob=0.5"]) }.contains("tta_pipeline.1.transforms.1.1.prob"))
+        XCTAssertTrue(error { _ = try ExperimentConfig.load(path: path, overrides: [
+            "tta_model.type=OtherTTA"]) }.contains("tta_model.type"))
     }
 
     func testOverridesWithDottedPathsAndListIndices() throws {
