@@ -28,12 +28,15 @@ final class MMSegParityTests: XCTestCase {
     func testResNet101D8TrainStepMatchesMMSeg() throws { try assertMatchesMMSeg("r101") }
     func testHRNetW18SmallTrainStepMatchesMMSeg() throws { try assertMatchesMMSeg("hr18s") }
     func testHRNetW48TrainStepMatchesMMSeg() throws { try assertMatchesMMSeg("hr48") }
+    /// OHEMPixelSampler on both heads, by loss rank (FCN) and by threshold (OCR), as mmseg's decode heads run it.
+    func testHardPixelMiningTrainStepMatchesMMSeg() throws { try assertMatchesMMSeg("r101_ohem") }
 
     func assertMatchesMMSeg(_ name: String) throws {
         let f = try Fixtures.file("mmseg/\(name).safetensors")
         print("\(name): reference \(f.metadata["versions"]!)")
         let config = try experiment(f)
         XCTAssertEqual(config.model.auxLoss.averageOverNonIgnored, false, "mmseg's default avg_non_ignore")
+        XCTAssertEqual(config.model.ocrLoss.sampler != nil, name.hasSuffix("_ohem"))
         XCTAssertEqual(config.model.fcnPasses, 2)
         let model = OCRNet(config: config.model)
         let report = try model.store.loadStateDict(from: f, prefix: "param.")
