@@ -98,7 +98,7 @@ public final class ChannelConcat {
         let (n, total, hw) = (dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
         var result: [Tensor] = []
         var channel = 0
-        for (k, c) in channelCounts.enumerated() {
+        for c in channelCounts {
             let d = Tensor.transient(shape: [n, c, dy.shape[2], dy.shape[3]])
             for i in 0..<n {
                 d.data.advanced(by: i * c * hw).update(from: dy.data + (i * total + channel) * hw, count: c * hw)
