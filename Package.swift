@@ -3,6 +3,9 @@ import PackageDescription
 
 // Layers from the metal up (see README "Layout"): OCRTensor → OCRNN → OCRModel; OCRDistributed is the only module
 // that knows MPI, and the NN layers reach it only through the `ReplicaReducer` protocol they own.
+// `numeric` (-Ounchecked: no bounds, overflow or precondition checks) is for the kernels alone, which run on shapes
+// validated before them. Whatever reads input from outside (file formats, images and datasets, configs, trainer
+// state, the CLI) is built with every check on: OCRFiles, OCRData, OCRTrain and ocr-ddp.
 let numeric: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -23,28 +26,28 @@ let package = Package(
         // bf16 GEMM (AMX-BF16, AVX512-BF16 or portable C, chosen at run time by CPUID); its standalone test and
         // microbenchmark are Tools/bf16_kernel.
         .target(name: "COCRBF16", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
-        .target(name: "OCRTensor", dependencies: ["CBLAS", "COCRBF16"], swiftSettings: numeric),
+        // The safetensors format: parsed with checks, every claimed size compared with the bytes present.
+        .target(name: "OCRFiles"),
+        .target(name: "OCRTensor", dependencies: ["CBLAS", "COCRBF16", "OCRFiles"], swiftSettings: numeric),
         .target(name: "OCRNN", dependencies: ["OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRModel", dependencies: ["OCRNN", "OCRTensor"], swiftSettings: numeric),
         .target(name: "OCRDistributed", dependencies: ["CMPI", "OCRNN", "OCRTensor"], swiftSettings: numeric),
         // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
-        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"], swiftSettings: numeric),
+        .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"]),
         .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
-                                                 .product(name: "Yams", package: "Yams")],
-                swiftSettings: numeric),
+                                                 .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "ocr-ddp",
             dependencies: [
                 "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData", "OCRTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            swiftSettings: numeric),
+            ]),
         // Comparison against PyTorch fixtures and finite differences, shared by the test targets.
         .target(name: "OCRTestSupport", dependencies: ["OCRTensor"], path: "Tests/OCRTestSupport"),
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRNNTests", dependencies: ["OCRNN", "OCRTensor", "OCRTestSupport"]),
         .testTarget(name: "OCRModelTests", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRTestSupport"]),
-        .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"], swiftSettings: numeric),
+        .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"]),
         // Launch the ocr-ddp executable (under mpirun where they say so).
         .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
         .testTarget(name: "TrainTests", dependencies: ["OCRTrain", "OCRModel", "OCRData", "OCRTensor", "OCRTestSupport"]),

@@ -16,29 +16,33 @@ public enum ImageCodec {
     // MARK: Reading
 
     /// Any PNG or JPEG as 3-channel RGB (gray replicated, alpha dropped, palette expanded, 16-bit scaled to 8).
-    public static func readRGB(_ path: String) throws -> PixelImage {
-        let bytes = try readFile(path)
-        if isPNG(bytes) { return try decodePNGAsRGB(bytes, path: path) }
-        if isJPEG(bytes) { return try decodeJPEG(bytes, path: path) }
-        throw DataError(path, "not a PNG or JPEG image (unrecognised signature)")
-    }
+    public static func readRGB(_ path: String) throws -> PixelImage { try decodeRGB(try readFile(path), path: path) }
 
     /// A label map: an 8-bit (or lower depth) gray PNG, or a palette PNG whose indices are the labels (VOC).
-    public static func readLabel(_ path: String) throws -> LabelImage {
-        let bytes = try readFile(path)
-        guard isPNG(bytes) else { throw DataError(path, "label is not a PNG file") }
-        let decoded = try decodePNG(bytes, path: path)
-        guard decoded.image.channels == 1 else {
-            throw DataError(path, "label must be a single-channel (gray or palette) PNG, found \(decoded.image.channels) channels")
-        }
-        return LabelImage(width: decoded.image.width, height: decoded.image.height, values: decoded.image.pixels)
-    }
+    public static func readLabel(_ path: String) throws -> LabelImage { try decodeLabel(try readFile(path), path: path) }
 
     /// A PNG in its own layout (see `DecodedPNG`); 16-bit PNGs are refused since nothing here stores them.
     public static func readPNG(_ path: String) throws -> DecodedPNG {
         let bytes = try readFile(path)
         guard isPNG(bytes) else { throw DataError(path, "not a PNG file") }
         return try decodePNG(bytes, path: path)
+    }
+
+    /// `readRGB` on bytes in memory (`path` names them in errors).
+    public static func decodeRGB(_ bytes: [UInt8], path: String) throws -> PixelImage {
+        if isPNG(bytes) { return try decodePNGAsRGB(bytes, path: path) }
+        if isJPEG(bytes) { return try decodeJPEG(bytes, path: path) }
+        throw DataError(path, "not a PNG or JPEG image (unrecognised signature)")
+    }
+
+    /// `readLabel` on bytes in memory.
+    public static func decodeLabel(_ bytes: [UInt8], path: String) throws -> LabelImage {
+        guard isPNG(bytes) else { throw DataError(path, "label is not a PNG file") }
+        let decoded = try decodePNG(bytes, path: path)
+        guard decoded.image.channels == 1 else {
+            throw DataError(path, "label must be a single-channel (gray or palette) PNG, found \(decoded.image.channels) channels")
+        }
+        return LabelImage(width: decoded.image.width, height: decoded.image.height, values: decoded.image.pixels)
     }
 
     static func readFile(_ path: String) throws -> [UInt8] {
@@ -70,6 +74,7 @@ public enum ImageCodec {
             try check(spng_set_png_buffer(context, buffer.baseAddress, buffer.count), path, "PNG")
             var header = spng_ihdr()
             try check(spng_get_ihdr(context, &header), path, "PNG header")
+            try checkSize(width: Int(header.width), height: Int(header.height), path: path, format: "PNG")
             return try body(context, header)
         }
     }
@@ -137,6 +142,17 @@ public enum ImageCodec {
         return out
     }
 
+    /// Images beyond this many pixels are refused before anything is allocated (16384 × 16384; a Cityscapes
+    /// frame has 2 million): a header claiming 2³¹ × 2³¹ must give an error, not a 4.6e18-byte allocation.
+    public static let maximumPixels = 1 << 28
+
+    static func checkSize(width: Int, height: Int, path: String, format: String) throws {
+        guard width <= maximumPixels, height <= maximumPixels, width * height <= maximumPixels else {
+            throw DataError(path, "\(format) header claims \(width)×\(height) pixels, more than the "
+                                + "\(maximumPixels)-pixel limit")
+        }
+    }
+
     private static func check(_ code: Int32, _ path: String, _ what: String) throws {
         guard code != 0 else { return }
         let message = spng_strerror(code).map { String(cString: $0) } ?? "error \(code)"
@@ -162,6 +178,7 @@ public enum ImageCodec {
             guard width > 0, height > 0 else {
                 throw DataError(path, "corrupt JPEG: header gives a \(width)×\(height) image")
             }
+            try checkSize(width: Int(width), height: Int(height), path: path, format: "JPEG")
             var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * 3)
             let status = pixels.withUnsafeMutableBufferPointer { out in
                 tjDecompress2(decoder, jpeg.baseAddress, UInt(jpeg.count), out.baseAddress, width, 0, height,

@@ -55,6 +55,9 @@ public struct Normalization: Equatable {
 /// `sampleIndex` is the sample's index in the dataset: the augmentation of a sample depends on nothing else (not
 /// the rank count, not the worker thread, not where a resumed run restarted).
 public struct Pipeline: Equatable {
+    /// The longest image side a config may ask for (scales, crops, pad sizes): larger values are typos or attacks.
+    public static let maximumSide = 1 << 14
+
     public var transforms: [Transform]
     public var normalization: Normalization
     /// Minimum (height, width) of a batch; nil = pad only to the largest sample of the batch.
@@ -133,6 +136,10 @@ public struct Pipeline: Equatable {
                 try reader.allow(["scale", "ratio_range", "keep_ratio"])
                 let scale = try reader.pair("scale", required: true)!
                 let ratio = try reader.doublePair("ratio_range") ?? (0.5, 2.0)
+                guard ratio.0 > 0, Double(max(scale.0, scale.1)) * ratio.1 <= Double(Pipeline.maximumSide) else {
+                    throw DataConfigError(reader.context + ": 'ratio_range' \(ratio) must be > 0 and keep scale × ratio "
+                                          + "within \(Pipeline.maximumSide) pixels")
+                }
                 transforms.append(.randomResize(RandomResize(
                     scale: (scale.0, scale.1), ratioRange: try reader.range(ratio, "ratio_range"),
                     keepRatio: try reader.bool("keep_ratio") ?? true)))
@@ -143,7 +150,8 @@ public struct Pipeline: Equatable {
             case "RandomCrop":
                 try reader.allow(["crop_size", "cat_max_ratio", "ignore_index"])
                 let size = try reader.pair("crop_size", required: true)!
-                let crop = RandomCrop(cropSize: (size.0, size.1), catMaxRatio: try reader.double("cat_max_ratio") ?? 1.0,
+                let crop = RandomCrop(cropSize: (size.0, size.1),
+                                      catMaxRatio: try reader.double("cat_max_ratio", in: 0...1) ?? 1.0,
                                       ignoreIndex: UInt8(try reader.int("ignore_index", in: 0...255) ?? 255))
                 transforms.append(.randomCrop(crop))
                 if !explicitPad { padSize = (size.0, size.1) }
@@ -152,12 +160,12 @@ public struct Pipeline: Equatable {
                 if let direction = entry["direction"], direction as? String != "horizontal" {
                     throw DataConfigError(reader.context + ": only direction 'horizontal' is supported, got \(direction)")
                 }
-                transforms.append(.randomFlip(RandomFlip(prob: try reader.double("prob") ?? 0.5)))
+                transforms.append(.randomFlip(RandomFlip(prob: try reader.double("prob", in: 0...1) ?? 0.5)))
             case "PhotoMetricDistortion":
                 try reader.allow(["brightness_delta", "contrast_range", "saturation_range", "hue_delta"])
                 let defaults = PhotoMetricDistortion()
                 transforms.append(.photoMetricDistortion(PhotoMetricDistortion(
-                    brightnessDelta: try reader.double("brightness_delta") ?? defaults.brightnessDelta,
+                    brightnessDelta: try reader.double("brightness_delta", in: 0...255) ?? defaults.brightnessDelta,
                     contrastRange: try reader.doublePair("contrast_range").map { try reader.range($0, "contrast_range") }
                         ?? defaults.contrastRange,
                     saturationRange: try reader.doublePair("saturation_range").map { try reader.range($0, "saturation_range") }
@@ -174,7 +182,7 @@ public struct Pipeline: Equatable {
                 try reader.allow(["size", "pad_val", "seg_pad_val"])
                 if let size = try reader.pair("size") { padSize = (size.0, size.1) }
                 explicitPad = true
-                padValue = Float(try reader.double("pad_val") ?? 0)
+                padValue = Float(try reader.double("pad_val", in: -1e6...1e6) ?? 0)
                 labelPadValue = UInt8(try reader.int("seg_pad_val", in: 0...255) ?? 255)
             case "LoadImageFromFile", "LoadAnnotations", "PackSegInputs":
                 continue
@@ -210,13 +218,25 @@ private struct EntryReader {
 
     func double(_ key: String) throws -> Double? {
         guard let value = entry[key] else { return nil }
-        guard let v = number(value) else { throw DataConfigError("\(context): '\(key)' must be a number, got \(value)") }
+        guard let v = number(value), v.isFinite else {
+            throw DataConfigError("\(context): '\(key)' must be a finite number, got \(value)")
+        }
         return v
+    }
+
+    /// A number within `range`, naming the key otherwise.
+    func double(_ key: String, in range: ClosedRange<Double>) throws -> Double? {
+        guard let value = try double(key) else { return nil }
+        guard range.contains(value) else {
+            throw DataConfigError("\(context): '\(key)' must be in \(range), got \(value)")
+        }
+        return value
     }
 
     func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
         guard let value = try double(key) else { return nil }
-        guard value == value.rounded(), range.contains(Int(value)) else {
+        // Compared as doubles first: converting 1e308 to Int would trap.
+        guard value == value.rounded(), value >= Double(range.lowerBound), value <= Double(range.upperBound) else {
             throw DataConfigError("\(context): '\(key)' must be an integer in \(range), got \(value)")
         }
         return Int(value)
@@ -237,24 +257,33 @@ private struct EntryReader {
         return values
     }
 
-    /// Two positive integers, e.g. scale [w, h] or crop_size [h, w].
+    /// Two integers in 1…maximumSide, e.g. scale [w, h] or crop_size [h, w].
     func pair(_ key: String, required: Bool = false) throws -> (Int, Int)? {
         guard let values = try numbers(key, count: 2) else {
             if required { throw DataConfigError("\(context): '\(key)' is required") }
             return nil
         }
-        guard values.allSatisfy({ $0 >= 1 && $0 == $0.rounded() }) else {
-            throw DataConfigError("\(context): '\(key)' must be two positive integers, got \(values)")
+        guard values.allSatisfy({ $0 >= 1 && $0 <= Double(Pipeline.maximumSide) && $0 == $0.rounded() }) else {
+            throw DataConfigError("\(context): '\(key)' must be two integers in 1…\(Pipeline.maximumSide), got \(values)")
         }
         return (Int(values[0]), Int(values[1]))
     }
 
+    /// Two finite numbers ≥ 0 (ratio, contrast and saturation ranges).
     func doublePair(_ key: String) throws -> (Double, Double)? {
-        try numbers(key, count: 2).map { ($0[0], $0[1]) }
+        guard let values = try numbers(key, count: 2) else { return nil }
+        guard values.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+            throw DataConfigError("\(context): '\(key)' must be two finite numbers ≥ 0, got \(values)")
+        }
+        return (values[0], values[1])
     }
 
     func triple(_ key: String) throws -> [Float]? {
-        try numbers(key, count: 3).map { $0.map(Float.init) }
+        guard let values = try numbers(key, count: 3) else { return nil }
+        guard values.allSatisfy({ abs($0) <= 1e6 }) else {
+            throw DataConfigError("\(context): '\(key)' must be three finite numbers, got \(values)")
+        }
+        return values.map(Float.init)
     }
 
     func range(_ pair: (Double, Double), _ key: String) throws -> ClosedRange<Double> {

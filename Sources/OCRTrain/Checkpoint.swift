@@ -20,6 +20,21 @@ public struct TrainerState: Codable, Equatable {
     /// resumed from this checkpoint evaluates before it trains on. Absent in older checkpoints.
     public var pendingEvaluation: Bool?
 
+    /// What makes a state read from a file unusable, naming the field; nil when it can be resumed from.
+    public var problem: String? {
+        if iteration < 0 { return "iteration \(iteration) is negative" }
+        if samplerEpoch < 0 || samplerConsumed < 0 {
+            return "sampler position (samplerEpoch \(samplerEpoch), samplerConsumed \(samplerConsumed)) is negative"
+        }
+        if dropoutCalls.count != 2 { return "dropoutCalls has \(dropoutCalls.count) entries, not 2 (one per head)" }
+        if worldSize < 1 { return "worldSize \(worldSize) is not a rank count" }
+        if let bestMIoU, !(0...100).contains(bestMIoU) { return "bestMIoU \(bestMIoU) is not a percentage" }
+        if let bestIteration, !(0...iteration).contains(bestIteration) {
+            return "bestIteration \(bestIteration) is not an iteration up to \(iteration)"
+        }
+        return nil
+    }
+
     public init(iteration: Int, samplerEpoch: Int, samplerConsumed: Int, seed: UInt64, dropoutCalls: [UInt64],
                 bestMIoU: Double?, bestIteration: Int?, worldSize: Int, configHash: String) {
         self.iteration = iteration; self.samplerEpoch = samplerEpoch; self.samplerConsumed = samplerConsumed
@@ -166,9 +181,17 @@ public struct CheckpointStore {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CheckpointError("\(path): cannot read trainer state")
         }
-        do { return try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+        return try parseState(data, path: path)
+    }
+
+    /// A trainer_state.json's bytes as a state that can be resumed from (`path` names them in errors).
+    public static func parseState(_ data: Data, path: String) throws -> TrainerState {
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
             throw CheckpointError("\(path): not a valid trainer state (\(error))")
         }
+        if let problem = state.problem { throw CheckpointError("\(path): \(problem)") }
+        return state
     }
 
     /// Loads momentum buffers saved under parameter keys into the flat `momentum` tensor.

@@ -187,6 +187,12 @@ public struct ExperimentConfig {
             throw ConfigError("config key 'data': missing (needs at least type and data_root)")
         }
         do { data = try DataConfig(block) } catch { throw ConfigError("config key \(error)") }
+        // Padded label pixels must be ignored or a real class: any other value would index past the logits.
+        let labelPad = Int(data.trainPipeline.labelPadValue)
+        guard labelPad == 255 || labelPad < model.numClasses else {
+            throw ConfigError("config key 'data.train_pipeline' (Pad seg_pad_val): \(labelPad) is neither 255 (ignored) "
+                              + "nor a class below num_classes \(model.numClasses)")
+        }
 
         // mmengine nests the optimizer in optim_wrapper; mmseg's files also keep a top-level copy, and ours use that.
         let optimizerKeys = r.has("optim_wrapper.optimizer") ? ["optim_wrapper.optimizer", "optimizer"] : ["optimizer"]

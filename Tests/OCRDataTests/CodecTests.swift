@@ -101,6 +101,24 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(Array(colours.pixels[3..<6]), palette[Int(label.values[1])])
     }
 
+    /// Headers claiming 65535², 60000² or 2³¹×2³¹ pixels (Tests/Fixtures/bad, a few dozen bytes each) are errors
+    /// naming the file, before anything of that size is allocated: ours (the 2²⁸-pixel limit) where the decoder
+    /// library's own limit does not come first.
+    func testImagesClaimingHugeSizesAreRefused() throws {
+        let cases = [("png_65535x65535.png", "65535×65535 pixels, more than the 268435456-pixel limit"),
+                     ("jpeg_60000x60000.jpg", "60000×60000 pixels, more than the 268435456-pixel limit"),
+                     ("png_2147483647x2147483647.png", "corrupt or truncated PNG header")]
+        for (name, needle) in cases {
+            let path = Fixtures.url("bad/\(name)").path
+            do { _ = try ImageCodec.readRGB(path); XCTFail("\(name) was accepted") } catch {
+                XCTAssertTrue("\(error)".hasPrefix(path) && "\(error)".contains(needle), "\(error)")
+            }
+        }
+        do { _ = try ImageCodec.readLabel(Fixtures.url("bad/png_65535x65535.png").path); XCTFail("accepted") } catch {
+            XCTAssertTrue("\(error)".contains("pixel limit"), "\(error)")
+        }
+    }
+
     func testTruncatedAndCorruptFilesAreErrorsNamingTheFile() throws {
         let dir = try temporaryDirectory(self)
         let png = try Data(contentsOf: Fixtures.url("images/rgb.png"))

@@ -64,4 +64,42 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertThrowsError(try ok.tensor("missing")) { XCTAssertTrue("\($0)".contains("no tensor named 'missing'")) }
         XCTAssertThrowsError(try ok.int64s("w")) { XCTAssertTrue("\($0)".contains("expected I64")) }
     }
+
+    /// Files that lie about their sizes get an error naming the problem, never a crash or an allocation of what
+    /// they claim.
+    func testLyingHeadersAreErrors() {
+        func file(headerLength: UInt64, _ header: String, body: Int = 0) -> Data {
+            var length = headerLength.littleEndian
+            var data = Data(bytes: &length, count: 8)
+            data.append(Data(header.utf8))
+            data.append(Data(count: body))
+            return data
+        }
+        func error(_ data: Data) -> String {
+            do { _ = try SafetensorsFile(path: "x.safetensors", contents: data); return "no error" } catch { return "\(error)" }
+        }
+        let entry = #"{"t":{"dtype":"F32","shape":SHAPE,"data_offsets":OFFSETS}}"#
+        func header(_ shape: String, _ offsets: String) -> String {
+            entry.replacingOccurrences(of: "SHAPE", with: shape).replacingOccurrences(of: "OFFSETS", with: offsets)
+        }
+        let cases: [(Data, String)] = [
+            (file(headerLength: UInt64(Int64.max), "{}"), "truncated: header of 9223372036854775807 bytes"),
+            (file(headerLength: UInt64.max, "{}"), "truncated: header of 18446744073709551615 bytes"),
+            (file(headerLength: 0, ""), "truncated"),
+            (Data([1, 2, 3]), "no header length"),
+            (file(headerLength: 200_000, String(repeating: "[", count: 200_000)), "nests deeper than 16"),
+            (file(headerLength: 2, "[]"), "not a JSON object"),
+            // 2^62 × 4 bytes overflows; negative dimensions; offsets past the data; reversed offsets.
+            ({ let h = header("[4611686018427387904, 4]", "[0, 16]"); return file(headerLength: UInt64(h.utf8.count), h, body: 16) }(),
+             "does not fit shape"),
+            ({ let h = header("[-4]", "[0, 16]"); return file(headerLength: UInt64(h.utf8.count), h, body: 16) }(), "does not fit shape"),
+            ({ let h = header("[4]", "[0, 16]"); return file(headerLength: UInt64(h.utf8.count), h, body: 8) }(), "does not fit shape"),
+            ({ let h = header("[0]", "[16, 0]"); return file(headerLength: UInt64(h.utf8.count), h, body: 16) }(), "does not fit shape"),
+            ({ let h = #"{"__metadata__":{"a":1}}"#; return file(headerLength: UInt64(h.utf8.count), h) }(), "__metadata__"),
+        ]
+        for (data, needle) in cases {
+            let message = error(data)
+            XCTAssertTrue(message.hasPrefix("x.safetensors: ") && message.contains(needle), "\(needle): \(message)")
+        }
+    }
 }

@@ -83,4 +83,30 @@ final class CheckpointTests: XCTestCase {
             XCTAssertTrue("\($0)".contains(file), "\($0)")
         }
     }
+
+    /// trainer_state.json values that would crash or mislead a resume are errors naming the file and the field.
+    func testImpossibleTrainerStatesAreRefused() throws {
+        let good = TrainerState(iteration: 8, samplerEpoch: 1, samplerConsumed: 4, seed: 0, dropoutCalls: [8, 8],
+                                bestMIoU: 50, bestIteration: 8, worldSize: 2, configHash: "x")
+        XCTAssertNil(good.problem)
+        var states: [(TrainerState, String)] = []
+        var s = good; s.samplerEpoch = -1; states.append((s, "sampler position"))
+        s = good; s.samplerConsumed = -1; states.append((s, "sampler position"))
+        s = good; s.iteration = -1; s.bestIteration = nil; states.append((s, "iteration -1"))
+        s = good; s.dropoutCalls = []; states.append((s, "dropoutCalls"))
+        s = good; s.worldSize = 0; states.append((s, "worldSize"))
+        s = good; s.bestMIoU = 250; states.append((s, "bestMIoU"))
+        s = good; s.bestIteration = 9; states.append((s, "bestIteration"))
+        for (state, needle) in states {
+            let data = try JSONEncoder().encode(state)
+            do { _ = try CheckpointStore.parseState(data, path: "w/iter_8/trainer_state.json"); XCTFail(needle) } catch {
+                XCTAssertTrue("\(error)".hasPrefix("w/iter_8/trainer_state.json: ") && "\(error)".contains(needle),
+                              "\(error)")
+            }
+        }
+        XCTAssertNoThrow(try CheckpointStore.parseState(try JSONEncoder().encode(good), path: "p"))
+        do { _ = try CheckpointStore.parseState(Data("{\"iteration\": 1}".utf8), path: "p"); XCTFail() } catch {
+            XCTAssertTrue("\(error)".hasPrefix("p: not a valid trainer state"), "\(error)")
+        }
+    }
 }

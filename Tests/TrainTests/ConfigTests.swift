@@ -142,4 +142,30 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: [
             "param_scheduler=[{type: PolyLR, by_epoch: true}]"]) }.contains("param_scheduler.0.by_epoch"))
     }
+
+    /// Values, not only keys: each bad value is an error naming its key (what a mutation run found accepted or
+    /// crashing before these checks).
+    func testBadValuesNameTheirKey() {
+        let cases: [(String, String)] = [
+            ("optimizer.lr=-.inf", "optimizer.lr"),
+            ("optimizer.momentum=.nan", "optimizer.momentum"),
+            ("optimizer.weight_decay=.nan", "optimizer.weight_decay"),
+            ("data.train_pipeline.0.scale=[4611686018427387904, 256]", "data.train_pipeline: pipeline entry 0 (Resize): 'scale'"),
+            ("data.train_pipeline.0.scale=[1e308, 256]", "'scale'"),
+            ("data.train_pipeline.0.scale=[0, 256]", "'scale'"),
+            ("data.train_pipeline=[{type: RandomResize, scale: [2048, 1024], ratio_range: [0.5, 1000]}]", "'ratio_range'"),
+            ("data.train_pipeline=[{type: RandomCrop, crop_size: [64, 64], cat_max_ratio: 2}]", "'cat_max_ratio'"),
+            ("data.train_pipeline=[{type: RandomFlip, prob: 1.5}]", "'prob'"),
+            ("data.train_pipeline=[{type: Pad, size: [64, 64], seg_pad_val: 200}]", "seg_pad_val"),
+            ("model.class_weight=[1, 2]", "class_weight"),
+            ("model.decode_head.0.in_index=7", "model.decode_head.0.in_index"),
+            ("model.decode_head.1.sampler={type: OHEMPixelSampler, min_kept: 0}", "sampler.min_kept"),
+            ("model.decode_head.1.loss_decode={type: CrossEntropyLoss, loss_weight: .inf}", "loss_weight"),
+            ("param_scheduler=[{type: LinearLR, start_factor: 2, by_epoch: false}]", "start_factor"),
+        ]
+        for (override, needle) in cases {
+            let message = error { _ = try ExperimentConfig.load(path: nil, overrides: [override]) }
+            XCTAssertTrue(message.contains(needle), "\(override): \(message)")
+        }
+    }
 }

@@ -2,7 +2,8 @@ import Foundation
 
 /// The safetensors format (as Hugging Face defines it): an 8-byte little-endian header length, a JSON header
 /// `{name: {"dtype", "shape", "data_offsets": [begin, end)}, "__metadata__": {str: str}}` padded with spaces to a
-/// multiple of 8 bytes, then the raw little-endian tensor data. Checkpoints and test fixtures use it.
+/// multiple of 8 bytes, then the raw little-endian tensor data. Checkpoints and test fixtures use it. This module
+/// parses files from anywhere, so it is built with every check on (Package.swift); OCRTensor adds the Tensor views.
 public enum SafetensorsDType: String, Sendable {
     case f32 = "F32", f64 = "F64", i64 = "I64", i32 = "I32", u8 = "U8"
 
@@ -34,17 +35,55 @@ public struct SafetensorsFile {
     public private(set) var names: [String] = []
     public private(set) var entries: [String: SafetensorsEntry] = [:]
 
+    /// Headers beyond this are refused: a checkpoint of a few thousand tensors needs well under a megabyte.
+    public static let maximumHeaderBytes = 100 << 20
+
+    /// A safetensors header is two levels deep (three with a shape list); the JSON parser recurses per level.
+    static let maximumNesting = 16
+
+    /// The deepest bracket nesting of JSON text, strings skipped.
+    static func nestingDepth(of json: Data) -> Int {
+        var (depth, deepest, inString, escaped) = (0, 0, false, false)
+        for byte in json {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true }
+                else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1; deepest = max(deepest, depth)
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        return deepest
+    }
+
     public init(path: String) throws {
-        self.path = path
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SafetensorsError(path, "cannot read file")
         }
+        try self.init(path: path, contents: data)
+    }
+
+    /// Parses a file's bytes. Every size the header claims is checked against the bytes present before anything is
+    /// allocated, so a file that lies gets an error naming it, never an allocation of its claimed size.
+    public init(path: String, contents data: Data) throws {
+        self.path = path
         guard data.count >= 8 else { throw SafetensorsError(path, "truncated: no header length") }
-        let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard headerLength > 0, 8 + headerLength <= data.count else {
-            throw SafetensorsError(path, "truncated: header of \(headerLength) bytes in a \(data.count)-byte file")
+        let claimed = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard claimed > 0, claimed <= UInt64(data.count - 8) else {
+            throw SafetensorsError(path, "truncated: header of \(claimed) bytes in a \(data.count)-byte file")
+        }
+        let headerLength = Int(claimed)
+        guard headerLength <= Self.maximumHeaderBytes else {
+            throw SafetensorsError(path, "header of \(headerLength) bytes exceeds the \(Self.maximumHeaderBytes)-byte limit")
         }
         let header = data.subdata(in: 8..<(8 + headerLength))
+        guard Self.nestingDepth(of: header) <= Self.maximumNesting else {
+            throw SafetensorsError(path, "header nests deeper than \(Self.maximumNesting) levels")
+        }
         guard let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
             throw SafetensorsError(path, "header is not a JSON object")
         }
@@ -52,7 +91,10 @@ public struct SafetensorsFile {
         var located: [(String, Int)] = []
         for (name, value) in json {
             if name == "__metadata__" {
-                metadata = (value as? [String: String]) ?? [:]
+                guard let strings = value as? [String: String] else {
+                    throw SafetensorsError(path, "__metadata__ is not a map of strings")
+                }
+                metadata = strings
                 continue
             }
             guard let info = value as? [String: Any],
@@ -63,10 +105,17 @@ public struct SafetensorsFile {
             guard let dtype = SafetensorsDType(rawValue: dtypeName) else {
                 throw SafetensorsError(path, "tensor '\(name)' has unsupported dtype \(dtypeName)")
             }
-            let expected = shape.reduce(1, *) * dtype.byteSize
-            guard offsets[0] >= 0, offsets[1] - offsets[0] == expected, offsets[1] <= body.count else {
+            // The byte count of the shape, without overflow, must be the span of its offsets inside the data.
+            var expected: Int? = dtype.byteSize
+            for dimension in shape {
+                guard dimension >= 0, let product = expected?.multipliedReportingOverflow(by: dimension),
+                      !product.overflow else { expected = nil; break }
+                expected = product.partialValue
+            }
+            guard let expected, offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= body.count,
+                  offsets[1] - offsets[0] == expected else {
                 throw SafetensorsError(path, "tensor '\(name)' data \(offsets) does not fit shape \(shape) "
-                                           + "(\(expected) bytes) in a \(body.count)-byte data section")
+                                           + "(\(dtype.rawValue)) in a \(body.count)-byte data section")
             }
             entries[name] = SafetensorsEntry(dtype: dtype, shape: shape, bytes: body.subdata(in: offsets[0]..<offsets[1]))
             located.append((name, offsets[0]))
@@ -79,21 +128,23 @@ public struct SafetensorsFile {
         return e
     }
 
-    /// A float tensor (F32 as stored, F64 rounded to float32).
-    public func tensor(_ name: String) throws -> Tensor {
+    /// The values of a float tensor (F32 as stored, F64 rounded to float32), in row-major order.
+    public func floats(_ name: String) throws -> [Float] {
         let e = try entry(name)
-        let t = Tensor(zeros: e.shape)
-        try e.bytes.withUnsafeBytes { raw in
+        return try e.bytes.withUnsafeBytes { raw in
             switch e.dtype {
             case .f32:
-                for i in 0..<t.count { t.data[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+                return (0..<e.elementCount).map {
+                    Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+                }
             case .f64:
-                for i in 0..<t.count { t.data[i] = Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+                return (0..<e.elementCount).map {
+                    Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))))
+                }
             default:
                 throw SafetensorsError(path, "tensor '\(name)' is \(e.dtype.rawValue), expected a float dtype")
             }
         }
-        return t
     }
 
     public func int64s(_ name: String) throws -> [Int64] {
@@ -115,9 +166,9 @@ public struct SafetensorsWriter {
 
     public init() {}
 
-    public mutating func add(_ name: String, _ tensor: Tensor) {
-        let bytes = Data(bytes: tensor.data, count: tensor.count * 4)   // little-endian hosts only (x86_64, arm64)
-        items.append((name, .f32, tensor.shape, bytes))
+    /// float32 values in row-major order (little-endian hosts only: x86_64, arm64).
+    public mutating func add(_ name: String, float32 bytes: Data, shape: [Int]) {
+        items.append((name, .f32, shape, bytes))
     }
 
     public mutating func add(_ name: String, int64s values: [Int64], shape: [Int]) {
