@@ -42,6 +42,15 @@ let package = Package(
                 "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData", "OCRTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // libFuzzer targets (Launch/fuzz.sh builds them with -sanitize=fuzzer,address); a normal build makes them
+        // replayers of the inputs named on their command line (the corpus, the crash regressions).
+        .target(name: "CFuzzer", path: "Fuzz/CFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzer"], path: "Fuzz/Support"),
+        .executableTarget(name: "fuzz-safetensors", dependencies: ["OCRFiles", "FuzzSupport"], path: "Fuzz/Safetensors"),
+        .executableTarget(name: "fuzz-png", dependencies: ["OCRData", "FuzzSupport"], path: "Fuzz/PNG"),
+        .executableTarget(name: "fuzz-jpeg", dependencies: ["OCRData", "FuzzSupport"], path: "Fuzz/JPEG"),
+        .executableTarget(name: "fuzz-config", dependencies: ["OCRTrain", "FuzzSupport"], path: "Fuzz/Config"),
+        .executableTarget(name: "fuzz-trainer-state", dependencies: ["OCRTrain", "FuzzSupport"], path: "Fuzz/TrainerState"),
         // Comparison against PyTorch fixtures and finite differences, shared by the test targets.
         .target(name: "OCRTestSupport", dependencies: ["OCRTensor"], path: "Tests/OCRTestSupport"),
         .testTarget(name: "OCRTensorTests", dependencies: ["OCRTensor", "OCRTestSupport"]),

@@ -74,7 +74,8 @@ public enum ImageCodec {
             try check(spng_set_png_buffer(context, buffer.baseAddress, buffer.count), path, "PNG")
             var header = spng_ihdr()
             try check(spng_get_ihdr(context, &header), path, "PNG header")
-            try checkSize(width: Int(header.width), height: Int(header.height), path: path, format: "PNG")
+            try checkSize(width: Int(header.width), height: Int(header.height), path: path, format: "PNG",
+                          fileBytes: bytes.count, expansion: deflateExpansion)
             return try body(context, header)
         }
     }
@@ -145,11 +146,19 @@ public enum ImageCodec {
     /// Images beyond this many pixels are refused before anything is allocated (16384 × 16384; a Cityscapes
     /// frame has 2 million): a header claiming 2³¹ × 2³¹ must give an error, not a 4.6e18-byte allocation.
     public static let maximumPixels = 1 << 28
+    /// No file holds more pixels than its compression can expand to: deflate stops at 1032:1 (PNG), and a JPEG
+    /// spends at least a few bits on each 8×8 block (4096:1 is far beyond any real one). A header claiming more
+    /// than that is lying about its size, and is refused before the pixels are allocated.
+    static let deflateExpansion = 1040, jpegExpansion = 4096
 
-    static func checkSize(width: Int, height: Int, path: String, format: String) throws {
+    static func checkSize(width: Int, height: Int, path: String, format: String, fileBytes: Int, expansion: Int) throws {
         guard width <= maximumPixels, height <= maximumPixels, width * height <= maximumPixels else {
             throw DataError(path, "\(format) header claims \(width)×\(height) pixels, more than the "
                                 + "\(maximumPixels)-pixel limit")
+        }
+        guard width * height <= expansion * fileBytes + (1 << 16) else {
+            throw DataError(path, "\(format) header claims \(width)×\(height) pixels, more than a \(fileBytes)-byte "
+                                + "file can hold")
         }
     }
 
@@ -178,7 +187,8 @@ public enum ImageCodec {
             guard width > 0, height > 0 else {
                 throw DataError(path, "corrupt JPEG: header gives a \(width)×\(height) image")
             }
-            try checkSize(width: Int(width), height: Int(height), path: path, format: "JPEG")
+            try checkSize(width: Int(width), height: Int(height), path: path, format: "JPEG",
+                          fileBytes: bytes.count, expansion: jpegExpansion)
             var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * 3)
             let status = pixels.withUnsafeMutableBufferPointer { out in
                 tjDecompress2(decoder, jpeg.baseAddress, UInt(jpeg.count), out.baseAddress, width, 0, height,

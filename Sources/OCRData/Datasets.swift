@@ -41,6 +41,27 @@ public enum LabelEncoding: Equatable {
             return table
         }
     }
+
+    /// A label file's values as train ids, each one checked: below `classCount` or 255 (ignore). The first value
+    /// outside is an error naming the file and the pixel.
+    public func trainIds(_ raw: LabelImage, classCount: Int, path: String) throws -> LabelImage {
+        var label = raw
+        let table = lookup
+        var firstBad: (offset: Int, raw: UInt8, mapped: UInt8)?
+        for i in 0..<label.values.count {
+            let mapped = table[Int(label.values[i])]
+            if Int(mapped) >= classCount, mapped != LabelImage.ignore, firstBad == nil {
+                firstBad = (i, label.values[i], mapped)
+            }
+            label.values[i] = mapped
+        }
+        if let bad = firstBad {
+            let encoded = self == .identity ? "" : " (file value \(bad.raw))"
+            throw DataError(path, "label value \(bad.mapped)\(encoded) at x=\(bad.offset % label.width), "
+                                + "y=\(bad.offset / label.width) is outside 0..<\(classCount) and not 255 (ignore)")
+        }
+        return label
+    }
 }
 
 /// One image and its label file.
@@ -111,27 +132,7 @@ public struct SegmentationDataset {
     /// The label of sample `index` in train ids, range-checked.
     public func loadLabel(_ index: Int) throws -> LabelImage {
         let files = samples[index]
-        var label = try ImageCodec.readLabel(files.label)
-        let lookup = files.encoding.lookup
-        let classCount = numClasses
-        var firstBad: (offset: Int, raw: UInt8, mapped: UInt8)?
-        label.values.withUnsafeMutableBufferPointer { values in
-            lookup.withUnsafeBufferPointer { table in
-                for i in 0..<values.count {
-                    let mapped = table[Int(values[i])]
-                    if Int(mapped) >= classCount, mapped != LabelImage.ignore, firstBad == nil {
-                        firstBad = (i, values[i], mapped)
-                    }
-                    values[i] = mapped
-                }
-            }
-        }
-        if let bad = firstBad {
-            let encoded = files.encoding == .identity ? "" : " (file value \(bad.raw))"
-            throw DataError(files.label, "label value \(bad.mapped)\(encoded) at x=\(bad.offset % label.width), "
-                                       + "y=\(bad.offset / label.width) is outside 0..<\(classCount) and not 255 (ignore)")
-        }
-        return label
+        return try files.encoding.trainIds(try ImageCodec.readLabel(files.label), classCount: numClasses, path: files.label)
     }
 
     // MARK: Layouts

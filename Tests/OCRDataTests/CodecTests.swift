@@ -101,20 +101,27 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(Array(colours.pixels[3..<6]), palette[Int(label.values[1])])
     }
 
-    /// Headers claiming 65535², 60000² or 2³¹×2³¹ pixels (Tests/Fixtures/bad, a few dozen bytes each) are errors
-    /// naming the file, before anything of that size is allocated: ours (the 2²⁸-pixel limit) where the decoder
-    /// library's own limit does not come first.
+    /// Headers claiming 16000², 65535², 60000² or 2³¹×2³¹ pixels (Fuzz/Regressions, files of 69 and 631 bytes) are
+    /// errors naming the file, before anything of that size is allocated: ours (the 2²⁸-pixel limit, or more pixels
+    /// than the file's bytes can expand to) where the decoder library's own limit does not come first.
     func testImagesClaimingHugeSizesAreRefused() throws {
+        func regression(_ name: String) -> URL {
+            Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Fuzz/Regressions/\(name.hasPrefix("png") ? "png" : "jpeg")/\(name)")
+        }
         let cases = [("png_65535x65535.png", "65535×65535 pixels, more than the 268435456-pixel limit"),
                      ("jpeg_60000x60000.jpg", "60000×60000 pixels, more than the 268435456-pixel limit"),
-                     ("png_2147483647x2147483647.png", "corrupt or truncated PNG header")]
+                     ("png_2147483647x2147483647.png", "corrupt or truncated PNG header"),
+                     // Under the pixel limit, but more than the file's compressed data can expand to.
+                     ("png_16000x16000.png", "16000×16000 pixels, more than a 69-byte file can hold"),
+                     ("jpeg_16000x16000.jpg", "16000×16000 pixels, more than a 631-byte file can hold")]
         for (name, needle) in cases {
-            let path = Fixtures.url("bad/\(name)").path
+            let path = regression(name).path
             do { _ = try ImageCodec.readRGB(path); XCTFail("\(name) was accepted") } catch {
                 XCTAssertTrue("\(error)".hasPrefix(path) && "\(error)".contains(needle), "\(error)")
             }
         }
-        do { _ = try ImageCodec.readLabel(Fixtures.url("bad/png_65535x65535.png").path); XCTFail("accepted") } catch {
+        do { _ = try ImageCodec.readLabel(regression("png_65535x65535.png").path); XCTFail("accepted") } catch {
             XCTAssertTrue("\(error)".contains("pixel limit"), "\(error)")
         }
     }
