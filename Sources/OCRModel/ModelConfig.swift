@@ -81,6 +81,14 @@ public struct ModelConfig: Equatable, Sendable {
         }
     }
 
+    /// The side of the smallest feature map for an input side (ResNet-D8: c4 at stride 8; HRNet: its stride-32
+    /// branch), as the stride-2 convolutions round: ⌈x/2⌉ per halving.
+    public func smallestFeatureSide(_ side: Int) -> Int {
+        var x = side
+        for _ in 0..<(hrnet == nil ? 3 : 5) { x = (x + 1) / 2 }
+        return x
+    }
+
     public var usesBottleneck: Bool { depth >= 50 }
     public var expansion: Int { usesBottleneck ? 4 : 1 }
     /// Output channels of layer1..layer4 (of the four HRNet branches when `hrnet` is set).
@@ -104,7 +112,8 @@ public struct ModelConfig: Equatable, Sendable {
         guard [1, 3].contains(fcnKernelSize) else {
             throw Invalid(description: "model.decode_head.0.kernel_size: \(fcnKernelSize) is not 1 or 3")
         }
-        guard numClasses >= 1 else { throw Invalid(description: "model.num_classes: \(numClasses) must be ≥ 1") }
+        // The OCR head's key/value BN normalises over N·K values, and softmax cross-entropy needs two classes.
+        guard numClasses >= 2 else { throw Invalid(description: "model.num_classes: \(numClasses) must be ≥ 2") }
         for (key, value) in [("decode_head.0.dropout_ratio", fcnDropout), ("decode_head.1.dropout_ratio", ocrDropout)]
         where !(0..<1).contains(value) {
             throw Invalid(description: "model.\(key): \(value) must be in [0, 1) (≤ 0 in a config means none)")

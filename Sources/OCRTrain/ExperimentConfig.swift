@@ -187,6 +187,16 @@ public struct ExperimentConfig {
             throw ConfigError("config key 'data': missing (needs at least type and data_root)")
         }
         do { data = try DataConfig(block) } catch { throw ConfigError("config key \(error)") }
+        // Batch norm in training needs two values per channel: a batch of one image whose smallest feature map is
+        // 1×1 has one (its statistics would be NaN).
+        if let pad = data.trainPipeline.padSize {
+            let (h, w) = (model.smallestFeatureSide(pad.height), model.smallestFeatureSide(pad.width))
+            guard data.batchSize * h * w >= 2 else {
+                throw ConfigError("config key 'data.batch_size': \(data.batchSize) image(s) of \(pad.height)×\(pad.width) "
+                                  + "give a \(h)×\(w) smallest feature map, one value per channel for batch norm: "
+                                  + "use a larger crop or batch")
+            }
+        }
         // Padded label pixels must be ignored or a real class: any other value would index past the logits.
         let labelPad = Int(data.trainPipeline.labelPadValue)
         guard labelPad == 255 || labelPad < model.numClasses else {

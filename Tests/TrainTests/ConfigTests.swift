@@ -162,9 +162,12 @@ final class ConfigTests: XCTestCase {
             ("model.decode_head.1.sampler={type: OHEMPixelSampler, min_kept: 0}", "sampler.min_kept"),
             ("model.decode_head.1.loss_decode={type: CrossEntropyLoss, loss_weight: .inf}", "loss_weight"),
             ("param_scheduler=[{type: LinearLR, start_factor: 2, by_epoch: false}]", "start_factor"),
+            ("model.num_classes=1", "model.num_classes: 1 must be ≥ 2"),
+            ("data.batch_size=1 ; data.train_pipeline=[{type: RandomCrop, crop_size: [8, 8]}]", "data.batch_size"),
         ]
         for (override, needle) in cases {
-            let message = error { _ = try ExperimentConfig.load(path: nil, overrides: [override]) }
+            let overrides = override.components(separatedBy: " ; ")
+            let message = error { _ = try ExperimentConfig.load(path: nil, overrides: overrides) }
             XCTAssertTrue(message.contains(needle), "\(override): \(message)")
         }
     }
