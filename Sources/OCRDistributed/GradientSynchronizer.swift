@@ -39,6 +39,8 @@ public final class GradientSynchronizer {
     private var completed = 0
     private var stopping = false
     private var thread: Thread?
+    /// Signalled by the communication thread after its last use of self.
+    private let threadExited = DispatchSemaphore(value: 0)
     private var inFlight: [PendingCollective] = []
 
     /// Seconds of the last step: all-reduce work on the communication thread, and compute-thread waiting in finish.
@@ -68,7 +70,13 @@ public final class GradientSynchronizer {
         self.buckets = buckets
         pending = buckets.map(\.parameterCount)
         if worldSize > 1 && overlap == .thread {
-            let t = Thread { [unowned self] in self.communicationLoop() }
+            // unowned(unsafe): deinit waits for `exited` before the memory goes, and the loop's last use of self
+            // comes before that signal (a checked unowned reference would trap once deinit has begun).
+            let exited = threadExited
+            let t = Thread { [unowned(unsafe) self] in
+                self.communicationLoop()
+                exited.signal()
+            }
             t.name = "ocr-ddp gradient allreduce"
             thread = t
             t.start()
@@ -80,6 +88,7 @@ public final class GradientSynchronizer {
         stopping = true
         condition.signal()
         condition.unlock()
+        if thread != nil { threadExited.wait() }
     }
 
     /// Arms the hooks for a backward whose gradients are to be averaged now; `microBatches` backward passes have
@@ -167,8 +176,11 @@ public final class GradientSynchronizer {
     /// Waits until every bucket is averaged on this rank and disarms the hooks.
     public func finish() {
         store.gradientReady = nil
-        precondition(nextToLaunch == buckets.count,
-                     "backward did not report every gradient (bucket \(nextToLaunch) of \(buckets.count) incomplete)")
+        // fatalError, not precondition: the check must survive -Ounchecked (the thread mode would wait forever, the
+        // polling mode skip a bucket).
+        if nextToLaunch != buckets.count {
+            fatalError("backward did not report every gradient (bucket \(nextToLaunch + 1) of \(buckets.count) incomplete)")
+        }
         let start = DispatchTime.now().uptimeNanoseconds
         if !inFlight.isEmpty {
             for (index, request) in inFlight.enumerated() {
