@@ -147,7 +147,7 @@ private final class PrefetchCore: @unchecked Sendable {
         }
         let input = AugmentedSample(image: image, label: mode == .training ? label : nil)
         let output = pipeline.apply(input, seed: seed, epoch: ticket.epoch, sampleIndex: ticket.datasetIndex)
-        return PreparedSample(ticket: ticket, name: name, image: pipeline.normalized(output.image),
+        return PreparedSample(ticket: ticket, name: name, image: pipeline.normalization.planes(output.image),
                               label: output.label ?? label, views: [])
     }
 

@@ -19,32 +19,26 @@ public struct Normalization: Equatable {
         self.std = std
     }
 
-    /// H×W×3 uint8 → 3×H×W float written at `destination` with row pitch `pitch` and plane pitch `planePitch`
-    /// (so a sample can go straight into its slot of a padded batch tensor).
-    /// 3×H×W normalised planes of an image.
+    /// H×W×3 uint8 → 3×H×W normalised planes.
     func planes(_ image: PixelImage) -> Tensor {
-        let tensor = Tensor(zeros: [3, image.height, image.width])
-        normalize(image, into: tensor.data, pitch: image.width, planePitch: image.height * image.width)
-        return tensor
-    }
-
-    func normalize(_ image: PixelImage, into destination: UnsafeMutablePointer<Float>, pitch: Int, planePitch: Int) {
+        let planes = Tensor(zeros: [3, image.height, image.width])
+        let (width, planePitch) = (image.width, image.height * image.width)
         // One table per channel: 3×256 floats replace a subtract and a divide per value.
         var table = [Float](repeating: 0, count: 3 * 256)
         for c in 0..<3 { for v in 0..<256 { table[c * 256 + v] = (Float(v) - mean[c]) / std[c] } }
-        let width = image.width
         image.pixels.withUnsafeBufferPointer { source in
             table.withUnsafeBufferPointer { lookup in
                 for y in 0..<image.height {
                     let row = source.baseAddress! + y * width * 3
                     for c in 0..<3 {
-                        let out = destination + c * planePitch + y * pitch
+                        let out = planes.data + c * planePitch + y * width
                         let channelTable = lookup.baseAddress! + c * 256
                         for x in 0..<width { out[x] = channelTable[Int(row[x * 3 + c])] }
                     }
                 }
             }
         }
+        return planes
     }
 }
 
@@ -83,11 +77,9 @@ public struct Pipeline: Equatable {
     /// An image as evaluation feeds it to the model: through the pipeline without its label (the evaluation
     /// Resize), normalised. H×W×C uint8 → 3×H′×W′.
     public func evaluationInput(_ image: PixelImage) -> Tensor {
-        normalized(apply(AugmentedSample(image: image, label: nil), seed: 0, epoch: 0, sampleIndex: 0).image)
+        normalization.planes(apply(AugmentedSample(image: image, label: nil), seed: 0, epoch: 0, sampleIndex: 0).image)
     }
 
-    /// 3×H×W normalised planes of an image.
-    func normalized(_ image: PixelImage) -> Tensor { normalization.planes(image) }
 
     public func apply(_ sample: AugmentedSample, seed: UInt64, epoch: Int, sampleIndex: Int) -> AugmentedSample {
         var sample = sample

@@ -6,10 +6,14 @@ import OCRModel
 import OCRTensor
 import OCRTrain
 
-/// Loads weights for evaluation or prediction: CHECKPOINT is a checkpoint directory or a model.safetensors file.
-func loadModel(_ experiment: ExperimentConfig, checkpoint: String) throws -> OCRNet {
+/// The model for evaluation or prediction, in eval mode on every rank: rank 0 reads CHECKPOINT (a checkpoint
+/// directory or a model.safetensors file) and hands the weights to the others, which need no access to it.
+func loadModel(_ experiment: ExperimentConfig, checkpoint: String, comm: Communicator) throws -> OCRNet {
     let model = OCRNet(config: experiment.model, seed: experiment.seed)
-    try loadWeights(into: model, checkpoint: checkpoint)
+    try comm.agreeing("checkpoint load") {
+        if comm.isRoot { try loadWeights(into: model, checkpoint: checkpoint) }
+    }
+    ReplicaConsistency.broadcastState(model.store, comm: comm)
     model.training = false
     return model
 }
@@ -39,13 +43,7 @@ struct Eval: ParsableCommand {
         let experiment = try options.load(config)
         let views = try augmentation.views(experiment)
         try withProcessGroup(timeout: experiment.distTimeout) { comm in
-            // Rank 0 reads the checkpoint and hands it to the others, which need no access to it.
-            let model = OCRNet(config: experiment.model, seed: experiment.seed)
-            try comm.agreeing("checkpoint load") {
-                if comm.isRoot { try loadWeights(into: model, checkpoint: checkpoint) }
-            }
-            ReplicaConsistency.broadcastState(model.store, comm: comm)
-            model.training = false
+            let model = try loadModel(experiment, checkpoint: checkpoint, comm: comm)
             var data = experiment.data
             data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
             let dataset = try Trainer.agreedDataset(data, split: .val, comm: comm)
@@ -83,12 +81,7 @@ struct Predict: ParsableCommand {
         let experiment = try options.load(config)
         let views = try augmentation.views(experiment)
         try withProcessGroup(timeout: experiment.distTimeout) { comm in
-            let model = OCRNet(config: experiment.model, seed: experiment.seed)
-            try comm.agreeing("checkpoint load") {
-                if comm.isRoot { try loadWeights(into: model, checkpoint: checkpoint) }
-            }
-            ReplicaConsistency.broadcastState(model.store, comm: comm)
-            model.training = false
+            let model = try loadModel(experiment, checkpoint: checkpoint, comm: comm)
             let inference = Inference(model: model, config: experiment)
             try comm.agreeing("output directory") {
                 if comm.isRoot { try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true) }
