@@ -118,6 +118,13 @@ public struct Pipeline: Equatable {
         var padSize: (height: Int, width: Int)?
         var explicitPad = false
         var padValue: Float = 0, labelPadValue: UInt8 = 255
+        // The largest (height, width) the last resize can produce: a crop beyond it in either side is always padding.
+        var largestResized: (height: Double, width: Double)?
+        func resizeBound(scale: (Int, Int), keepRatio: Bool, largestRatio: Double) -> (height: Double, width: Double) {
+            // keep_ratio fits the image's long side to the scale's long side, in either orientation.
+            let longSide = Double(max(scale.0, scale.1)) * largestRatio
+            return keepRatio ? (longSide, longSide) : (Double(scale.1) * largestRatio, Double(scale.0) * largestRatio)
+        }
         for (position, entry) in config.enumerated() {
             guard let type = entry["type"] as? String else {
                 throw DataConfigError("pipeline entry \(position) has no 'type'")
@@ -132,16 +139,24 @@ public struct Pipeline: Equatable {
                     throw DataConfigError(reader.context + ": 'ratio_range' \(ratio) must be > 0 and keep scale × ratio "
                                           + "within \(Pipeline.maximumSide) pixels")
                 }
+                let keepRatio = try reader.bool("keep_ratio") ?? true
                 transforms.append(.randomResize(RandomResize(
-                    scale: (scale.0, scale.1), ratioRange: try reader.range(ratio, "ratio_range"),
-                    keepRatio: try reader.bool("keep_ratio") ?? true)))
+                    scale: (scale.0, scale.1), ratioRange: try reader.range(ratio, "ratio_range"), keepRatio: keepRatio)))
+                largestResized = resizeBound(scale: scale, keepRatio: keepRatio, largestRatio: ratio.1)
             case "Resize":
                 try reader.allow(["scale", "keep_ratio"])
                 let scale = try reader.pair("scale", required: true)!
-                transforms.append(.resize(Resize(scale: (scale.0, scale.1), keepRatio: try reader.bool("keep_ratio") ?? true)))
+                let keepRatio = try reader.bool("keep_ratio") ?? true
+                transforms.append(.resize(Resize(scale: (scale.0, scale.1), keepRatio: keepRatio)))
+                largestResized = resizeBound(scale: scale, keepRatio: keepRatio, largestRatio: 1)
             case "RandomCrop":
                 try reader.allow(["crop_size", "cat_max_ratio", "ignore_index"])
                 let size = try reader.pair("crop_size", required: true)!
+                if let largest = largestResized, Double(size.0) > largest.height.rounded() || Double(size.1) > largest.width.rounded() {
+                    throw DataConfigError(reader.context + ": 'crop_size' [\(size.0), \(size.1)] is larger than any image the "
+                                          + "resize before it produces (at most \(Int(largest.height.rounded()))×"
+                                          + "\(Int(largest.width.rounded())) pixels, height × width), so every crop would be padded")
+                }
                 let crop = RandomCrop(cropSize: (size.0, size.1),
                                       catMaxRatio: try reader.double("cat_max_ratio", in: 0...1) ?? 1.0,
                                       ignoreIndex: UInt8(try reader.int("ignore_index", in: 0...255) ?? 255))

@@ -56,6 +56,9 @@ public struct HRNetConfig: Equatable, Sendable {
     /// Channels of the four backbone outputs (strides 4, 8, 16, 32).
     public var outChannels: [Int] { stages.last?.branchChannels ?? [] }
 
+    /// The most modules per stage or blocks per branch a config may ask for (mmseg's HRNets use at most 4).
+    public static let maximumRepeats = 64
+
     /// Checks what a config file could get wrong; the message names the offending field.
     public func validate() throws {
         struct Invalid: Error, CustomStringConvertible { let description: String }
@@ -71,9 +74,11 @@ public struct HRNetConfig: Equatable, Sendable {
             guard stage.numBlocks.count == stage.numBranches, stage.numChannels.count == stage.numBranches else {
                 throw Invalid(description: "\(key): num_blocks and num_channels need \(stage.numBranches) entries")
             }
-            guard stage.numModules >= 1, stage.numBlocks.allSatisfy({ $0 >= 1 }),
-                  stage.numChannels.allSatisfy({ $0 >= 1 }) else {
-                throw Invalid(description: "\(key): num_modules, num_blocks and num_channels must be ≥ 1")
+            guard (1...Self.maximumRepeats).contains(stage.numModules),
+                  stage.numBlocks.allSatisfy({ (1...Self.maximumRepeats).contains($0) }),
+                  stage.numChannels.allSatisfy({ (1...ModelConfig.maximumWidth).contains($0) }) else {
+                throw Invalid(description: "\(key): num_modules and num_blocks must be in 1…\(Self.maximumRepeats), "
+                              + "num_channels in 1…\(ModelConfig.maximumWidth)")
             }
             // mmseg feeds every transition the last branch of the previous stage, which only type-checks when the
             // branches that continue keep their width (always so in stages 3 and 4 of published configs).

@@ -89,12 +89,21 @@ public struct ModelConfig: Equatable, Sendable {
         return x
     }
 
+    /// The backbone as mmseg's config names say it: "HRNetV2-W18" (the first branch's width) or "ResNetV1c-50-D8".
+    public var backboneName: String {
+        if let hrnet { return "HRNetV2-W\(hrnet.outChannels.first ?? 0)" }
+        return "ResNetV1c-\(depth)-D8"
+    }
+
     public var usesBottleneck: Bool { depth >= 50 }
     public var expansion: Int { usesBottleneck ? 4 : 1 }
     /// Output channels of layer1..layer4 (of the four HRNet branches when `hrnet` is set).
     public var stageChannels: [Int] {
         hrnet?.outChannels ?? (0..<4).map { baseChannels * (1 << $0) * expansion }
     }
+
+    /// The widest layer a config may ask for (mmseg's widest is 2048): a typo must not allocate terabytes.
+    public static let maximumWidth = 1 << 14
 
     /// Checks what a config file could get wrong; the message names the offending field.
     public func validate() throws {
@@ -109,6 +118,12 @@ public struct ModelConfig: Equatable, Sendable {
             throw Invalid(description: "model.backbone.stem_channels: \(stemChannels) must be an even number ≥ 2")
         }
         try hrnet?.validate()
+        for (key, width) in [("backbone.base_channels", baseChannels), ("backbone.stem_channels", stemWidth),
+                             ("decode_head.0.channels", fcnChannels), ("decode_head.1.channels", ocrChannels),
+                             ("decode_head.1.ocr_channels", ocrMidChannels)]
+        where !(1...Self.maximumWidth).contains(width) {
+            throw Invalid(description: "model.\(key): \(width) must be in 1…\(Self.maximumWidth)")
+        }
         guard [1, 3].contains(fcnKernelSize) else {
             throw Invalid(description: "model.decode_head.0.kernel_size: \(fcnKernelSize) is not 1 or 3")
         }

@@ -107,6 +107,19 @@ public indirect enum ConfigValue: Equatable {
         }
     }
 
+    /// One line of YAML flow style, for error messages: `[1, 1, 2, 4]`, `{type: BN}`.
+    public var inline: String {
+        switch self {
+        case .map(let entries): return "{" + entries.map { "\($0.key): \($0.value.inline)" }.joined(separator: ", ") + "}"
+        case .list(let items): return "[" + items.map(\.inline).joined(separator: ", ") + "]"
+        case .int(let i): return String(i)
+        case .double(let d): return String(d)
+        case .bool(let b): return b ? "true" : "false"
+        case .string(let s): return "'\(s)'"
+        case .null: return "null"
+        }
+    }
+
     /// YAML text of this value (block style, keys in order).
     public var yaml: String {
         func node(_ v: ConfigValue) -> Node {
@@ -152,7 +165,7 @@ public final class ConfigReader {
     func has(_ path: String) -> Bool { root[path.split(separator: ".").map(String.init)] != nil }
 
     private func mismatch(_ path: String, _ expected: String, _ got: ConfigValue) -> ConfigError {
-        ConfigError("config key '\(path)': expected \(expected), got \(got.yaml.trimmingCharacters(in: .whitespacesAndNewlines))")
+        ConfigError("config key '\(path)': expected \(expected), got \(got.inline)")
     }
 
     public func int(_ path: String, default fallback: Int) throws -> Int {

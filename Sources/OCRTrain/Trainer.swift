@@ -48,10 +48,16 @@ public final class Trainer {
     /// Lists a split on every rank and makes sure all ranks see the same files: node-local copies of a dataset can
     /// differ, and ranks training on different data would silently disagree. The ranks compare a hash of the
     /// sorted "path size" list; on a difference every rank fails with one line naming the first differing file.
-    public static func agreedDataset(_ data: DataConfig, split: Split, comm: Communicator) throws
+    /// A dataset type whose class count is not the model's `numClasses` is refused.
+    public static func agreedDataset(_ data: DataConfig, split: Split, numClasses: Int, comm: Communicator) throws
         -> SegmentationDataset {
         let dataset = try comm.agreeing("dataset listing (\(split))") {
-            try split == .train ? data.trainDataset() : data.valDataset()
+            let dataset = try split == .train ? data.trainDataset() : data.valDataset()
+            guard dataset.numClasses == numClasses else {
+                throw ConfigError("config key 'model.num_classes': \(numClasses), but the \(data.type.rawValue) "
+                                  + "dataset has \(dataset.numClasses) classes")
+            }
+            return dataset
         }
         guard comm.size > 1 else { return dataset }
         let listing = dataset.listing
@@ -94,12 +100,8 @@ public final class Trainer {
         }
         var data = config.data
         data.dataRoot = try Self.dataRoot(config, workDir: workDir, comm: comm)
-        let trainSet = try Self.agreedDataset(data, split: .train, comm: comm)
-        let valSet = try Self.agreedDataset(data, split: .val, comm: comm)
-        guard trainSet.numClasses == config.model.numClasses else {
-            throw ConfigError("config key 'model.num_classes': \(config.model.numClasses), but the \(data.type.rawValue) "
-                              + "dataset has \(trainSet.numClasses) classes")
-        }
+        let trainSet = try Self.agreedDataset(data, split: .train, numClasses: config.model.numClasses, comm: comm)
+        let valSet = try Self.agreedDataset(data, split: .val, numClasses: config.model.numClasses, comm: comm)
 
         let model = OCRNet(config: config.model, seed: config.seed)
         let (precision, precisionNote) = config.availablePrecision
@@ -143,7 +145,7 @@ public final class Trainer {
         let loader = data.trainLoader(trainSet, rank: comm.rank, ranks: comm.size, seed: config.seed,
                                       start: SamplerState(epoch: state.samplerEpoch, consumed: state.samplerConsumed))
         defer { loader.stop() }
-        log.info("training \(config.model.depth)-layer OCRNet on \(trainSet.count) images, \(comm.size) rank(s) × "
+        log.info("training OCRNet (\(config.model.backboneName)) on \(trainSet.count) images, \(comm.size) rank(s) × "
                  + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)"
                  + (precision == .bfloat16 ? ", bf16 GEMM operands (\(BF16.kernelName))" : ""))
 
@@ -167,6 +169,7 @@ public final class Trainer {
             let stepStart = Date()
             sgd.learningRate = Float(learningRates[iter])
             guard let batch = try loader.next() else { throw DataError(data.dataRoot, "the training schedule ended") }
+            if data.trainPipeline.padSize == nil { try checkBatchNormValues(batch) }
             let dataSeconds = Date().timeIntervalSince(stepStart)
             let losses = ddp.step([(batch.images, batch.labels)])
             guard losses.total.isFinite else {
@@ -271,6 +274,24 @@ public final class Trainer {
     /// Evaluation runs on whole images, larger than training crops (Cityscapes: 1024×2048 against 512×1024), so
     /// its scratch and recycled blocks would stay mapped for the rest of the run, unused by training: free them.
     /// Layers' cached outputs are replaced by the next step.
+    /// Batch norm in training needs two values per channel (else its statistics are NaN; PyTorch raises). Without
+    /// a pad size a batch is as large as its largest image, so small enough images leave one value; the config
+    /// check covers pipelines with a pad size. With sync BN the values of all ranks count together.
+    private func checkBatchNormValues(_ batch: Batch) throws {
+        let (h, w) = (config.model.smallestFeatureSide(batch.images.shape[2]),
+                      config.model.smallestFeatureSide(batch.images.shape[3]))
+        let local = batch.images.shape[0] * h * w
+        let values = config.syncBN && comm.size > 1
+            ? Int(comm.allgather(UInt64(local), phase: "batch norm value count").reduce(0, +)) : local
+        try comm.agreeing("batch norm value count") {
+            guard values >= 2 else {
+                throw DataError(batch.names[0], "a training batch of \(batch.images.shape[0]) image(s) of "
+                                + "\(batch.images.shape[2])×\(batch.images.shape[3]) gives a \(h)×\(w) smallest feature "
+                                + "map, one value per channel for batch norm: add a RandomCrop or Pad, or a larger batch")
+            }
+        }
+    }
+
     private func releaseEvaluationMemory(_ model: OCRNet) {
         TensorPool.shared.releaseFree()
         model.store.workspace.release()

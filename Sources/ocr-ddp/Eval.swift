@@ -46,7 +46,8 @@ struct Eval: ParsableCommand {
             let model = try loadModel(experiment, checkpoint: checkpoint, comm: comm)
             var data = experiment.data
             data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
-            let dataset = try Trainer.agreedDataset(data, split: .val, comm: comm)
+            let dataset = try Trainer.agreedDataset(data, split: .val, numClasses: experiment.model.numClasses,
+                                                      comm: comm)
             guard let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
                                                                                       data: data, showDir: showDir,
                                                                                       augmentation: views),

@@ -202,6 +202,8 @@ final class CLITests: XCTestCase {
             (["eval", "Configs/quickstart.yaml", "/nonexistent/iter_4"], "/nonexistent/iter_4"),
             (["train", "--work-dir", directory.appendingPathComponent("r").path, "--resume"] + small, "no complete checkpoint"),
             (["bench", "--crop", "abc"], "--crop 'abc'"),
+            (["train", "--work-dir", directory.appendingPathComponent("k").path] + small + ["model.num_classes=5"],
+             "config key 'model.num_classes': 5, but the synthetic dataset has 8 classes"),
         ]
         for (args, needle) in cases {
             let r = try runProcess(OCRDDPBinary.path, args)
@@ -210,6 +212,23 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(lines.count, 1, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains(needle), "\(args): \(r.stderr)")
         }
+        // Without crop or pad a 1×1 image is a 1×1 batch: batch norm would see one value per channel.
+        let tiny = directory.appendingPathComponent("tiny")
+        for split in ["train", "val"] {
+            let images = tiny.appendingPathComponent("leftImg8bit/\(split)/t"), labels = tiny.appendingPathComponent("gtFine/\(split)/t")
+            try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: labels, withIntermediateDirectories: true)
+            try ImageCodec.writeRGB(PixelImage(width: 1, height: 1, channels: 3, filledWith: 90),
+                                    to: images.appendingPathComponent("t_000000_000019_leftImg8bit.png").path)
+            try ImageCodec.writeLabel(LabelImage(width: 1, height: 1, filledWith: 1),
+                                      to: labels.appendingPathComponent("t_000000_000019_gtFine_labelTrainIds.png").path)
+        }
+        let t = try runProcess(OCRDDPBinary.path, ["train", "--work-dir", directory.appendingPathComponent("t").path]
+                               + small + ["data.data_root=\(tiny.path)", "data.train_pipeline=[]"])
+        XCTAssertNotEqual(t.status, 0)
+        XCTAssertEqual(t.stderr.split(separator: "\n").filter { !$0.isEmpty }.count, 1, t.stderr)
+        XCTAssertTrue(t.stderr.contains("t_000000_000019: a training batch of 1 image(s) of 1×1 gives a 1×1 smallest"),
+                      t.stderr)
         // A corrupt weights file names itself.
         let bad = directory.appendingPathComponent("bad.safetensors").path
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: bad))

@@ -156,6 +156,10 @@ final class ConfigTests: XCTestCase {
             ("data.train_pipeline=[{type: RandomResize, scale: [2048, 1024], ratio_range: [0.5, 1000]}]", "'ratio_range'"),
             ("data.train_pipeline=[{type: RandomCrop, crop_size: [64, 64], cat_max_ratio: 2}]", "'cat_max_ratio'"),
             ("data.train_pipeline=[{type: RandomFlip, prob: 1.5}]", "'prob'"),
+            ("data.train_pipeline=[{type: RandomResize, scale: [256, 128], ratio_range: [0.5, 2.0]}, "
+             + "{type: RandomCrop, crop_size: [600, 64]}]", "'crop_size' [600, 64] is larger than any image"),
+            ("data.train_pipeline=[{type: Resize, scale: [256, 128], keep_ratio: false}, "
+             + "{type: RandomCrop, crop_size: [129, 64]}]", "at most 128×256 pixels"),
             ("data.train_pipeline=[{type: Pad, size: [64, 64], seg_pad_val: 200}]", "seg_pad_val"),
             ("model.class_weight=[1, 2]", "class_weight"),
             ("model.decode_head.0.in_index=7", "model.decode_head.0.in_index"),
@@ -163,6 +167,9 @@ final class ConfigTests: XCTestCase {
             ("model.decode_head.1.loss_decode={type: CrossEntropyLoss, loss_weight: .inf}", "loss_weight"),
             ("param_scheduler=[{type: LinearLR, start_factor: 2, by_epoch: false}]", "start_factor"),
             ("model.num_classes=1", "model.num_classes: 1 must be ≥ 2"),
+            ("model.decode_head.1.ocr_channels=-1", "model.decode_head.1.ocr_channels: -1 must be in 1…16384"),
+            ("model.decode_head.0.channels=100000", "model.decode_head.0.channels: 100000 must be in 1…16384"),
+            ("model.backbone.dilations=[1, 1, 2, 400000]", "expected [1, 1, 2, 4] (output stride 8), got [1, 1, 2, 400000]"),
             ("data.batch_size=1 ; data.train_pipeline=[{type: RandomCrop, crop_size: [8, 8]}]", "data.batch_size"),
         ]
         for (override, needle) in cases {
