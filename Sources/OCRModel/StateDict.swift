@@ -20,6 +20,20 @@ public struct LoadReport: CustomStringConvertible {
         for m in mismatched { lines.append("shape mismatch for \(m.key): file \(m.file), model \(m.model)") }
         return lines.joined(separator: "\n")
     }
+
+    /// One line for an error message: the counts, with the first few keys of each kind.
+    public var summary: String {
+        func firstFew(_ items: [String]) -> String {
+            items.prefix(3).joined(separator: ", ") + (items.count > 3 ? ", …" : "")
+        }
+        var parts = ["loaded \(loaded.count) tensors"]
+        if !missing.isEmpty { parts.append("\(missing.count) missing (\(firstFew(missing)))") }
+        if !unexpected.isEmpty { parts.append("\(unexpected.count) unexpected (\(firstFew(unexpected)))") }
+        if !mismatched.isEmpty {
+            parts.append("\(mismatched.count) of other shapes (\(firstFew(mismatched.map { "\($0.key): file \($0.file), model \($0.model)" })))")
+        }
+        return parts.joined(separator: "; ")
+    }
 }
 
 extension ParameterStore {

@@ -121,7 +121,7 @@ public final class Trainer {
                     throw CheckpointError("\(workDir): --resume found no complete checkpoint to resume from")
                 }
                 let report = try model.store.loadStateDict(from: SafetensorsFile(path: "\(checkpoint)/\(CheckpointStore.modelFile)"))
-                guard report.isComplete else { throw CheckpointError("\(checkpoint): \(report)") }
+                guard report.isComplete else { throw CheckpointError("\(checkpoint): \(report.summary)") }
                 try CheckpointStore.loadMomentum(checkpoint, store: model.store, into: sgd.momentumBuffer)
                 state = try CheckpointStore.readState(checkpoint)
                 if state.configHash != config.hash {

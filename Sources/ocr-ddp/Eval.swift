@@ -25,7 +25,7 @@ func loadWeights(into model: OCRNet, checkpoint: String) throws {
     }
     let file = isDirectory.boolValue ? "\(checkpoint)/\(CheckpointStore.modelFile)" : checkpoint
     let report = try model.store.loadStateDict(from: SafetensorsFile(path: file))
-    guard report.isComplete else { throw CheckpointError("\(file) does not fit the config's model: \(report)") }
+    guard report.isComplete else { throw CheckpointError("\(file) does not fit the config's model: \(report.summary)") }
 }
 
 struct Eval: ParsableCommand {

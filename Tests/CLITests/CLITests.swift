@@ -202,6 +202,8 @@ final class CLITests: XCTestCase {
             (["eval", "Configs/quickstart.yaml", "/nonexistent/iter_4"], "/nonexistent/iter_4"),
             (["train", "--work-dir", directory.appendingPathComponent("r").path, "--resume"] + small, "no complete checkpoint"),
             (["bench", "--crop", "abc"], "--crop 'abc'"),
+            (["eval", "Configs/quickstart.yaml", "Tests/Fixtures/mmseg/checkpoint/model.safetensors"],
+             "model.safetensors does not fit the config's model: loaded 31 tensors; 108 missing (backbone.stem.0.weight, "),
             (["train", "--work-dir", directory.appendingPathComponent("k").path] + small + ["model.num_classes=5"],
              "config key 'model.num_classes': 5, but the synthetic dataset has 8 classes"),
         ]
