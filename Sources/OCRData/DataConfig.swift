@@ -90,13 +90,15 @@ public struct DataConfig {
         try SegmentationDataset(type: type, root: dataRoot, split: valSplit)
     }
 
-    /// This rank's endless training stream from `start` (the saved sampler state, or the beginning).
-    public func trainLoader(_ dataset: SegmentationDataset, rank: Int, ranks: Int, seed: UInt64,
+    /// This rank's endless training stream from `start` (the saved sampler state, or the beginning), in micro-batches
+    /// of `layout.batchSize` (which may differ from `batchSize` when a resume on another rank count keeps the global
+    /// batch).
+    public func trainLoader(_ dataset: SegmentationDataset, layout: StepLayout, rank: Int, seed: UInt64,
                             start: SamplerState = SamplerState()) -> PrefetchLoader {
-        let sampler = DistributedSampler(count: dataset.count, ranks: ranks, rank: rank, seed: seed)
-        return PrefetchLoader(dataset: dataset, pipeline: trainPipeline,
-                              schedule: TrainingSchedule(sampler: sampler, start: start), batchSize: batchSize,
-                              seed: seed, mode: .training, workers: workers)
+        PrefetchLoader(dataset: dataset, pipeline: trainPipeline,
+                       schedule: TrainingSchedule(order: EpochPermutation(count: dataset.count, seed: seed),
+                                                  layout: layout, rank: rank, start: start),
+                       batchSize: layout.batchSize, seed: seed, mode: .training, workers: workers)
     }
 
     /// This rank's share of the validation split, one image per batch (whole images differ in size), labels at

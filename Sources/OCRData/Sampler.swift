@@ -1,14 +1,23 @@
 import OCRTensor
 
-/// Which sample comes next, and under which epoch's augmentation.
+/// Which sample comes next, and under which epoch's augmentation. `position` is the sample's place in the run's
+/// global stream (training) or in the split (evaluation): the same whatever the rank count, so draws keyed on it
+/// (dropout masks) do not depend on how the ranks share the work.
 public struct SampleTicket: Equatable {
     public let epoch: Int
     public let datasetIndex: Int
+    public let position: Int
+
+    public init(epoch: Int, datasetIndex: Int, position: Int) {
+        self.epoch = epoch
+        self.datasetIndex = datasetIndex
+        self.position = position
+    }
 }
 
-/// Where a training stream stands: `epoch` and how many entries of that epoch's padded global order
-/// (`DistributedSampler.epochOrder`) all ranks together have consumed — a multiple of the rank count, identical
-/// on every rank, so rank 0 can save it for everyone. Part of the trainer state: a resume continues mid-epoch.
+/// Where the global training stream stands: `epoch` and how many samples of that epoch's permutation all ranks
+/// together have consumed (0..<count). Identical on every rank, so rank 0 saves it for everyone; part of the trainer
+/// state, so a resume (on any rank count) continues at the next global sample.
 public struct SamplerState: Codable, Equatable {
     public var epoch: Int
     public var consumed: Int
@@ -17,33 +26,30 @@ public struct SamplerState: Codable, Equatable {
         self.epoch = epoch
         self.consumed = consumed
     }
+
+    /// Samples consumed since the start of the run; a position past the epoch (an older checkpoint, whose epochs
+    /// were padded to a multiple of the ranks) starts the next epoch.
+    public func absolute(count: Int) -> Int {
+        consumed >= count ? (epoch + 1) * count : epoch * count + consumed
+    }
 }
 
-/// PyTorch's DistributedSampler: each epoch a permutation of 0..<count from (seed, epoch), padded by repeating its
-/// head to a multiple of `ranks`; rank r takes entries r, r+p, r+2p, … so every rank has `perRank` samples and
-/// runs the same number of steps.
-public struct DistributedSampler: Equatable {
+/// The run's global sample order, as mmengine's InfiniteSampler makes it: permutations of 0..<count back to back
+/// (epoch e from (seed, e); the identity without shuffle), no padding, no end.
+public struct EpochPermutation: Equatable {
     public let count: Int
-    public let ranks: Int
-    public let rank: Int
     public let seed: UInt64
     public let shuffle: Bool
 
-    public init(count: Int, ranks: Int, rank: Int, seed: UInt64, shuffle: Bool = true) {
+    public init(count: Int, seed: UInt64, shuffle: Bool = true) {
         precondition(count > 0, "a sampler needs at least one sample")
-        precondition(ranks > 0 && (0..<ranks).contains(rank), "rank \(rank) of \(ranks)")
         self.count = count
-        self.ranks = ranks
-        self.rank = rank
         self.seed = seed
         self.shuffle = shuffle
     }
 
-    public var perRank: Int { (count + ranks - 1) / ranks }
-
-    /// The epoch's global order, length perRank·ranks: a Fisher–Yates permutation of 0..<count (identity without
-    /// shuffle) followed by its first entries again (cycled when the padding exceeds `count`).
-    public func epochOrder(_ epoch: Int) -> [Int] {
+    /// Fisher–Yates from (seed, epoch).
+    public func order(epoch: Int) -> [Int] {
         var order = Array(0..<count)
         if shuffle {
             var rng = SplitMix64(seed: seed, UInt64(epoch))
@@ -51,15 +57,34 @@ public struct DistributedSampler: Equatable {
                 order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
             }
         }
-        let padded = perRank * ranks
-        for i in count..<padded { order.append(order[i % count]) }
         return order
     }
+}
 
-    /// This rank's dataset indices for `epoch`.
-    public func indices(epoch: Int) -> [Int] {
-        let order = epochOrder(epoch)
-        return Array(stride(from: rank, to: order.count, by: ranks).map { order[$0] })
+/// How one optimizer step's global batch is cut: `ranks` × `accumulation` micro-batches of `batchSize` consecutive
+/// samples of the global stream. Micro-step m of rank r takes group m·ranks + r, so the groups batch norm sees are
+/// the same for one process with K micro-batches and K ranks (plain BN: one group; sync BN: the ranks' groups of
+/// one micro-step together).
+public struct StepLayout: Equatable, Codable {
+    public var ranks: Int
+    public var batchSize: Int
+    public var accumulation: Int
+
+    public init(ranks: Int, batchSize: Int, accumulation: Int = 1) {
+        self.ranks = ranks
+        self.batchSize = batchSize
+        self.accumulation = accumulation
+    }
+
+    /// Samples per optimizer step over all ranks.
+    public var globalBatch: Int { ranks * batchSize * accumulation }
+    /// Samples per optimizer step on one rank.
+    public var perRank: Int { batchSize * accumulation }
+
+    /// The place within its step of the `i`-th sample a rank delivers within that step.
+    func offsetInStep(rank: Int, _ i: Int) -> Int {
+        let (microStep, j) = i.quotientAndRemainder(dividingBy: batchSize)
+        return (microStep * ranks + rank) * batchSize + j
     }
 }
 
@@ -72,37 +97,42 @@ public protocol SampleSchedule {
     func state(afterDelivering delivered: Int) -> SamplerState
 }
 
-/// Training: epochs of `sampler` back to back from `start`, forever; batches run across epoch boundaries so no
-/// sample is dropped and every rank makes the same number of steps.
+/// Training: this rank's share of the global stream from `start`, step by step as `layout` cuts it; batches run
+/// across epoch boundaries, so no sample is dropped or repeated and every rank makes the same number of steps.
 public final class TrainingSchedule: SampleSchedule {
-    public let sampler: DistributedSampler
+    public let order: EpochPermutation
+    public let layout: StepLayout
+    public let rank: Int
     public let start: SamplerState
+    private let startPosition: Int
     private var cachedEpoch = -1
-    private var cachedIndices: [Int] = []
+    private var cachedOrder: [Int] = []
 
-    public init(sampler: DistributedSampler, start: SamplerState = SamplerState()) {
-        self.sampler = sampler
+    public init(order: EpochPermutation, layout: StepLayout, rank: Int, start: SamplerState = SamplerState()) {
+        precondition(layout.ranks > 0 && (0..<layout.ranks).contains(rank), "rank \(rank) of \(layout.ranks)")
+        self.order = order
+        self.layout = layout
+        self.rank = rank
         self.start = start
+        startPosition = start.absolute(count: order.count)
     }
-
-    /// The first position of this rank within the start epoch: a state saved with another rank count is
-    /// rounded down to a whole step of this one.
-    private var startOffset: Int { start.consumed / sampler.ranks }
 
     public func ticket(at position: Int) -> SampleTicket? {
-        let absolute = startOffset + position
-        let epoch = start.epoch + absolute / sampler.perRank
+        let (step, i) = position.quotientAndRemainder(dividingBy: layout.perRank)
+        let global = startPosition + step * layout.globalBatch + layout.offsetInStep(rank: rank, i)
+        let (epoch, index) = global.quotientAndRemainder(dividingBy: order.count)
         if epoch != cachedEpoch {
-            cachedIndices = sampler.indices(epoch: epoch)
+            cachedOrder = order.order(epoch: epoch)
             cachedEpoch = epoch
         }
-        return SampleTicket(epoch: epoch, datasetIndex: cachedIndices[absolute % sampler.perRank])
+        return SampleTicket(epoch: epoch, datasetIndex: cachedOrder[index], position: global)
     }
 
+    /// The stream's state after the whole steps among `delivered` samples (checkpoints fall between steps).
     public func state(afterDelivering delivered: Int) -> SamplerState {
-        let absolute = startOffset + delivered
-        return SamplerState(epoch: start.epoch + absolute / sampler.perRank,
-                            consumed: (absolute % sampler.perRank) * sampler.ranks)
+        let global = startPosition + delivered / layout.perRank * layout.globalBatch
+        let (epoch, consumed) = global.quotientAndRemainder(dividingBy: order.count)
+        return SamplerState(epoch: epoch, consumed: consumed)
     }
 }
 
@@ -117,7 +147,7 @@ public struct EvaluationSchedule: SampleSchedule {
     }
 
     public func ticket(at position: Int) -> SampleTicket? {
-        position < indices.count ? SampleTicket(epoch: 0, datasetIndex: indices[position]) : nil
+        position < indices.count ? SampleTicket(epoch: 0, datasetIndex: indices[position], position: indices[position]) : nil
     }
 
     public func state(afterDelivering delivered: Int) -> SamplerState { SamplerState(epoch: 0, consumed: delivered) }

@@ -28,20 +28,23 @@ final class FCNHead {
         dropout = Dropout2d(scope, probability: config.fcnDropout, seed: seed)
     }
 
-    func forward(_ c3: Tensor) -> (aux: Tensor, regions: Tensor) {
+    /// Sample keys of the second pass: the first pass's with the top bit set (stream positions stay below 2⁶³).
+    static func secondPassKeys(_ keys: [UInt64]) -> [UInt64] { keys.map { $0 | (1 << 63) } }
+
+    func forward(_ c3: Tensor, sampleKeys: [UInt64]) -> (aux: Tensor, regions: Tensor) {
         let y = conv.forward(c3)
         let secondPass = store.training && passes == 2
         if secondPass { conv.bn.repeatRunningStatisticsUpdate() }
         twoMasks = secondPass && dropout.probability > 0
         guard twoMasks else {
-            let logits = convSeg.forward(dropout.forward(y))
+            let logits = convSeg.forward(dropout.forward(y, sampleKeys: sampleKeys))
             return (logits, logits)
         }
         let n = y.shape[0]
         let pair = Tensor.transient(shape: [2 * n] + y.shape.dropFirst())
         pair.data.update(from: y.data, count: y.count)
         (pair.data + y.count).update(from: y.data, count: y.count)
-        let logits = convSeg.forward(dropout.forward(pair))
+        let logits = convSeg.forward(dropout.forward(pair, sampleKeys: sampleKeys + Self.secondPassKeys(sampleKeys)))
         let half = [n] + logits.shape.dropFirst()
         return (Tensor(viewOf: logits, offset: 0, shape: half), Tensor(viewOf: logits, offset: logits.count / 2, shape: half))
     }
@@ -108,7 +111,7 @@ final class OCRHead {
         similarity = BatchedMatMul(transA: true, alpha: 1 / Float(m).squareRoot())
     }
 
-    func forward(_ c4: Tensor, regions: Tensor) -> Tensor {
+    func forward(_ c4: Tensor, regions: Tensor, sampleKeys: [UInt64]) -> Tensor {
         let x = bottleneck.forward(c4)
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let k = regions.shape[1]
@@ -129,7 +132,7 @@ final class OCRHead {
         let context = attend.forward(value, a, batch: n, m: m, n: h * w, k: k, outputShape: [n, m, h, w],
                                      precision: precision)
         let y = fuse.forward(concat.forward([outProject.forward(context), x]))
-        return convSeg.forward(dropout.forward(y))
+        return convSeg.forward(dropout.forward(y, sampleKeys: sampleKeys))
     }
 
     /// dlogits → (dc4, dL): the OCR loss reaches the soft regions through the gather (they are not detached).

@@ -84,11 +84,8 @@ public final class OCRNet {
         features = []; auxLogits = nil; ocrLogits = nil
     }
 
-    /// Dropout masks drawn so far by the FCN and OCR heads; a resumed run restores them to continue the sequence.
-    public var dropoutCalls: [UInt64] {
-        get { [fcnHead.dropout.calls, ocrHead.dropout.calls] }
-        set { fcnHead.dropout.calls = newValue[0]; ocrHead.dropout.calls = newValue[1] }
-    }
+    /// Training forwards run without sample keys (benchmarks, tests): each draws fresh dropout masks.
+    private var unkeyedForwards: UInt64 = 0
 
     public var training: Bool {
         get { store.training }
@@ -96,17 +93,22 @@ public final class OCRNet {
     }
 
     /// images: N×3×H×W → (soft-region logits, OCR logits), both N×K×H/8×W/8 (N×K×H/4×W/4 on HRNet).
+    /// `sampleKeys` (N, the images' global stream positions) key the dropout masks; without them a training forward
+    /// keys them by its own count.
     @discardableResult
-    public func forward(_ images: Tensor) -> (aux: Tensor, ocr: Tensor) {
+    public func forward(_ images: Tensor, sampleKeys: [UInt64]? = nil) -> (aux: Tensor, ocr: Tensor) {
+        let n = images.shape[0]
+        let keys = sampleKeys ?? (0..<UInt64(n)).map { (unkeyedForwards << 32) | $0 }
+        if sampleKeys == nil && training { unkeyedForwards += 1 }
         features = backbone.forward(images)
         let fcn: (aux: Tensor, regions: Tensor), logits: Tensor
         if let headInput {
             let x = headInput.forward(features)
-            fcn = fcnHead.forward(x)
-            logits = ocrHead.forward(x, regions: fcn.regions)
+            fcn = fcnHead.forward(x, sampleKeys: keys)
+            logits = ocrHead.forward(x, regions: fcn.regions, sampleKeys: keys)
         } else {
-            fcn = fcnHead.forward(features[2])
-            logits = ocrHead.forward(features[3], regions: fcn.regions)
+            fcn = fcnHead.forward(features[2], sampleKeys: keys)
+            logits = ocrHead.forward(features[3], regions: fcn.regions, sampleKeys: keys)
         }
         auxLogits = fcn.aux
         ocrLogits = logits

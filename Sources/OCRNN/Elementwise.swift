@@ -111,12 +111,12 @@ public final class ChannelConcat {
 }
 
 /// Dropout2d: zeroes whole channels with probability p and scales the kept ones by 1/(1−p), in training only.
-/// x: N×C×H×W → y: same. The mask of call k is drawn from (seed, k), so a run is reproducible and a resumed run can
-/// continue the sequence by restoring `calls`.
+/// x: N×C×H×W → y: same. Sample i's C channel masks are drawn from (seed, sampleKeys[i]): a key names the sample's
+/// place in the run (its global stream position), so a mask does not depend on which rank or micro-batch holds the
+/// sample, and a resumed run draws what the uninterrupted one would.
 public final class Dropout2d {
     public let probability: Float
     public let seed: UInt64
-    public var calls: UInt64 = 0
     private let store: ParameterStore
     private var mask: [Float] = []
     private var active = false
@@ -128,17 +128,19 @@ public final class Dropout2d {
         self.store = scope.store
     }
 
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor, sampleKeys: [UInt64]) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("Dropout2d.forward", timing) }
         active = store.training && probability > 0
         guard active else { return x }
-        let (planes, hw) = (x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
-        var rng = SplitMix64(seed: seed, calls)
-        calls += 1
+        let (n, channels, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        precondition(sampleKeys.count == n, "\(sampleKeys.count) sample keys for a batch of \(n)")
         let scale = 1 / (1 - probability)
-        mask = (0..<planes).map { _ in rng.uniform() < Double(probability) ? 0 : scale }
+        mask = sampleKeys.flatMap { key in
+            var rng = SplitMix64(seed: seed, key)
+            return (0..<channels).map { _ in rng.uniform() < Double(probability) ? 0 : scale }
+        }
         let y = Tensor.transient(shape: x.shape)
-        for p in 0..<planes {
+        for p in 0..<n * channels {
             let m = mask[p]
             for j in 0..<hw { y.data[p * hw + j] = x.data[p * hw + j] * m }
         }

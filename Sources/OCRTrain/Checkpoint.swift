@@ -1,4 +1,5 @@
 import Foundation
+import OCRData
 import OCRNN
 import OCRTensor
 
@@ -6,15 +7,22 @@ import OCRTensor
 public struct TrainerState: Codable, Equatable {
     /// Optimizer steps completed.
     public var iteration: Int
-    /// Sampler position after the last step (epoch, samples consumed in it over all ranks).
+    /// Position in the global sample stream after the last step (epoch, samples of it consumed over all ranks).
     public var samplerEpoch: Int
     public var samplerConsumed: Int
     public var seed: UInt64
-    /// Dropout draws made so far by each head (their masks come from (seed, draw)).
-    public var dropoutCalls: [UInt64]
+    /// Written by older versions, whose dropout masks came from a per-head draw count; masks are now keyed by the
+    /// samples' stream positions, so it is read and ignored.
+    public var dropoutCalls: [UInt64]?
     public var bestMIoU: Double?
     public var bestIteration: Int?
     public var worldSize: Int
+    /// How the run cut its global batch: ranks × batch per rank × accumulation. Absent in older checkpoints
+    /// (then worldSize × the config's batch).
+    public var layout: StepLayout?
+    /// Peak resident memory of a rank (MB) when the checkpoint was written: a resume on fewer ranks judges from it
+    /// whether a larger per-rank batch fits.
+    public var peakMemoryMB: Double?
     public var configHash: String
     /// True when the evaluation due at `iteration` has not run to the end (a stop request came first); a run
     /// resumed from this checkpoint evaluates before it trains on. Absent in older checkpoints.
@@ -26,8 +34,15 @@ public struct TrainerState: Codable, Equatable {
         if samplerEpoch < 0 || samplerConsumed < 0 {
             return "sampler position (samplerEpoch \(samplerEpoch), samplerConsumed \(samplerConsumed)) is negative"
         }
-        if dropoutCalls.count != 2 { return "dropoutCalls has \(dropoutCalls.count) entries, not 2 (one per head)" }
         if worldSize < 1 { return "worldSize \(worldSize) is not a rank count" }
+        if let layout {
+            guard layout.ranks == worldSize else { return "layout.ranks \(layout.ranks) is not worldSize \(worldSize)" }
+            guard (1...Pipeline.maximumSide).contains(layout.batchSize),
+                  (1...ExperimentConfig.maximumAccumulation).contains(layout.accumulation) else {
+                return "layout (batch \(layout.batchSize), accumulation \(layout.accumulation)) is out of range"
+            }
+        }
+        if let peakMemoryMB, !(peakMemoryMB.isFinite && peakMemoryMB >= 0) { return "peakMemoryMB \(peakMemoryMB) is not a size" }
         if let bestMIoU, !(0...100).contains(bestMIoU) { return "bestMIoU \(bestMIoU) is not a percentage" }
         if let bestIteration, !(0...iteration).contains(bestIteration) {
             return "bestIteration \(bestIteration) is not an iteration up to \(iteration)"
@@ -35,11 +50,11 @@ public struct TrainerState: Codable, Equatable {
         return nil
     }
 
-    public init(iteration: Int, samplerEpoch: Int, samplerConsumed: Int, seed: UInt64, dropoutCalls: [UInt64],
-                bestMIoU: Double?, bestIteration: Int?, worldSize: Int, configHash: String) {
+    public init(iteration: Int, samplerEpoch: Int, samplerConsumed: Int, seed: UInt64, bestMIoU: Double?,
+                bestIteration: Int?, layout: StepLayout, configHash: String) {
         self.iteration = iteration; self.samplerEpoch = samplerEpoch; self.samplerConsumed = samplerConsumed
-        self.seed = seed; self.dropoutCalls = dropoutCalls; self.bestMIoU = bestMIoU
-        self.bestIteration = bestIteration; self.worldSize = worldSize; self.configHash = configHash
+        self.seed = seed; self.bestMIoU = bestMIoU; self.bestIteration = bestIteration
+        self.worldSize = layout.ranks; self.layout = layout; self.configHash = configHash
     }
 }
 

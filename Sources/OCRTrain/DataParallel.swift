@@ -39,10 +39,14 @@ public final class DataParallel {
                                             bucketBytes: bucketBytes, overlap: overlap)
     }
 
+    /// One micro-batch of a rank: images N×3×H×W, labels N×H×W, and the samples' global stream positions that key
+    /// their dropout masks (nil: the model counts its own forwards).
+    public typealias MicroBatch = (images: Tensor, labels: LabelMap, sampleKeys: [UInt64]?)
+
     /// One optimizer step over `microBatches` (this rank's share; a rank may hold an empty batch). Returns the loss
     /// terms averaged over micro-batches and over the ranks that had data.
     @discardableResult
-    public func step(_ microBatches: [(images: Tensor, labels: LabelMap)]) -> Losses {
+    public func step(_ microBatches: [MicroBatch]) -> Losses {
         precondition(!microBatches.isEmpty, "a step needs at least one micro-batch")
         let clock = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
         model.store.zeroGrad()
@@ -52,7 +56,7 @@ public final class DataParallel {
         for (i, batch) in microBatches.enumerated() {
             if i == microBatches.count - 1 { synchronizer.beginSynchronizedBackward(microBatches: microBatches.count) }
             let forwardStart = clock()
-            model.forward(batch.images)
+            model.forward(batch.images, sampleKeys: batch.sampleKeys)
             let losses = model.loss(batch.labels)
             forwardSeconds += clock() - forwardStart
             model.backward()

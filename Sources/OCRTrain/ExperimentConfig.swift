@@ -30,6 +30,14 @@ public struct ExperimentConfig {
     /// GEMM operand precision of training steps: `optim_wrapper: {type: AmpOptimWrapper, dtype: bfloat16}` (or
     /// `train --amp`) asks for bf16; evaluation is fp32 either way.
     public var precision = Precision.float32
+    /// mmengine `optim_wrapper.accumulative_counts`: micro-batches of `data.batch_size` per optimizer step, with
+    /// communication only on the last.
+    public var accumulation = 1
+    public static let maximumAccumulation = 1024
+    /// mmengine `auto_scale_lr: {enable: true, base_batch_size: B}`: every learning rate times (global batch / B).
+    /// mmengine's global batch is ranks × batch_size; ours counts accumulation too (the batch an optimizer step
+    /// averages over). nil when not enabled.
+    public var autoScaleBaseBatch: Int?
     /// `param_scheduler`; the default is mmseg's PolyLR(power 0.9, eta_min 1e-4) over the whole run.
     public var schedule = LearningRateSchedule(phases: [])
 
@@ -241,6 +249,20 @@ public struct ExperimentConfig {
         case let other:
             throw ConfigError("config key 'optim_wrapper.type': '\(other)' is not OptimWrapper or AmpOptimWrapper")
         }
+        accumulation = try r.int("optim_wrapper.accumulative_counts", default: 1)
+        guard (1...Self.maximumAccumulation).contains(accumulation) else {
+            throw ConfigError("config key 'optim_wrapper.accumulative_counts': \(accumulation) is not in "
+                              + "1…\(Self.maximumAccumulation)")
+        }
+        if try r.bool("auto_scale_lr.enable", default: false) {
+            let base = try r.int("auto_scale_lr.base_batch_size", default: 0)
+            guard base >= 1 else {
+                throw ConfigError("config key 'auto_scale_lr.base_batch_size': needs a positive batch size when enabled")
+            }
+            autoScaleBaseBatch = base
+        } else if r.has("auto_scale_lr.base_batch_size") {
+            _ = try r.int("auto_scale_lr.base_batch_size", default: 0)   // read, so that it is not an unknown key
+        }
         maxIters = try r.int("train_cfg.max_iters", default: maxIters)
         schedule = r.has("param_scheduler") ? try LearningRateSchedule.read(r, maxIters: maxIters)
             : LearningRateSchedule(phases: [.init(rule: .poly(power: 0.9, etaMin: 0.0001), begin: 0, end: maxIters)])
@@ -407,7 +429,12 @@ public struct ExperimentConfig {
     }
 
     /// The learning rate of each iteration 0..<maxIters (`schedule` applied to `optimizer.lr`).
-    public func learningRates() -> [Double] { schedule.rates(base: learningRate, count: maxIters) }
+    /// The learning rate of every iteration; with auto_scale_lr and a `globalBatch`, the base rate times
+    /// globalBatch / base_batch_size.
+    public func learningRates(globalBatch: Int? = nil) -> [Double] {
+        let scale = autoScaleBaseBatch.flatMap { base in globalBatch.map { Double($0) / Double(base) } } ?? 1
+        return schedule.rates(base: learningRate * scale, count: maxIters)
+    }
 
     /// The precision training runs in on this machine, and, when bf16 was asked for on a CPU without a bf16
     /// dot-product instruction, the one line that says it runs fp32 instead.

@@ -109,9 +109,9 @@ public final class Trainer {
         if let precisionNote, comm.isRoot { log.warning(precisionNote) }
         let sgd = SGD(store: model.store, learningRate: Float(config.learningRate), momentum: Float(config.momentum),
                       weightDecay: Float(config.weightDecay))
+        let configLayout = StepLayout(ranks: comm.size, batchSize: data.batchSize, accumulation: config.accumulation)
         var state = TrainerState(iteration: 0, samplerEpoch: 0, samplerConsumed: 0, seed: config.seed,
-                                 dropoutCalls: [0, 0], bestMIoU: nil, bestIteration: nil, worldSize: comm.size,
-                                 configHash: config.hash)
+                                 bestMIoU: nil, bestIteration: nil, layout: configLayout, configHash: config.hash)
         // Rank 0 reads checkpoints and weights; DataParallel and the broadcasts below hand them to every rank, so
         // the other ranks need no access to the work dir.
         let stateJSON = try comm.agreeing("starting weights") { () -> String in
@@ -128,6 +128,17 @@ public final class Trainer {
                     log.warning("resuming \(checkpoint) with a config that differs from the one it was trained with")
                 }
                 log.info("resumed from \(checkpoint) at iteration \(state.iteration)")
+                // The layout that wrote it (older checkpoints: their rank count × this config's batch), re-cut for
+                // this run's ranks; rank 0 chooses (memory is judged here) and the state carries it to every rank.
+                let saved = state.layout ?? StepLayout(ranks: state.worldSize, batchSize: data.batchSize,
+                                                       accumulation: config.accumulation)
+                let plan = try ElasticPlan.choose(
+                    config: configLayout, saved: saved, syncBN: config.syncBN, autoScaleLR: config.autoScaleBaseBatch != nil,
+                    fits: { batchFitsInMemory($0, savedBatch: saved.batchSize, savedPeakMB: state.peakMemoryMB,
+                                              ranksOnNode: comm.localSize) })
+                if let note = plan.note { log.info(note) }
+                state.layout = plan.layout
+                state.worldSize = comm.size
             } else if let loadFrom {
                 let report = try model.store.loadStateDict(from: SafetensorsFile(path: loadFrom))
                 guard !report.loaded.isEmpty else { throw CheckpointError("\(loadFrom): no tensor matches a model key") }
@@ -141,15 +152,21 @@ public final class Trainer {
         let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: config.syncBN, optimizer: sgd)
         comm.broadcast(UnsafeMutableBufferPointer(start: sgd.momentumBuffer.data, count: sgd.momentumBuffer.count),
                        phase: "broadcast of rank 0's momentum")
-        model.dropoutCalls = state.dropoutCalls
-        let loader = data.trainLoader(trainSet, rank: comm.rank, ranks: comm.size, seed: config.seed,
+        let layout = state.layout ?? configLayout
+        state.dropoutCalls = nil
+        let loader = data.trainLoader(trainSet, layout: layout, rank: comm.rank, seed: config.seed,
                                       start: SamplerState(epoch: state.samplerEpoch, consumed: state.samplerConsumed))
         defer { loader.stop() }
-        log.info("training OCRNet (\(config.model.backboneName)) on \(trainSet.count) images, \(comm.size) rank(s) × "
-                 + "batch \(data.batchSize), iterations \(state.iteration)..<\(config.maxIters)"
+        let learningRates = config.learningRates(globalBatch: layout.globalBatch)
+        log.info("training OCRNet (\(config.model.backboneName)) on \(trainSet.count) images, "
+                 + "\(ElasticPlan.describe(layout)) (global batch \(layout.globalBatch)), "
+                 + "iterations \(state.iteration)..<\(config.maxIters)"
+                 + (config.autoScaleBaseBatch.map { ", LR × \(layout.globalBatch)/\($0) (auto_scale_lr)" } ?? "")
                  + (precision == .bfloat16 ? ", bf16 GEMM operands (\(BF16.kernelName))" : ""))
 
-        if state.pendingEvaluation == true {
+        // The process's peak memory after its first steps is training's own, unless an evaluation ran first.
+        let evaluatesFirst = state.pendingEvaluation == true
+        if evaluatesFirst {
             log.info("evaluating iteration \(state.iteration) first: the run that checkpointed it stopped before its "
                      + "evaluation ended")
             comm.stage = "evaluation after iteration \(state.iteration)"
@@ -162,31 +179,34 @@ public final class Trainer {
         var lastSaveSeconds: Double?
         let runStart = Date()
         let startIteration = state.iteration
-        let learningRates = config.learningRates()
         while state.iteration < config.maxIters {
             let iter = state.iteration
             comm.stage = "iteration \(iter + 1)"
             let stepStart = Date()
             sgd.learningRate = Float(learningRates[iter])
-            guard let batch = try loader.next() else { throw DataError(data.dataRoot, "the training schedule ended") }
-            if data.trainPipeline.padSize == nil { try checkBatchNormValues(batch) }
+            let batches = try (0..<layout.accumulation).map { _ in
+                guard let batch = try loader.next() else { throw DataError(data.dataRoot, "the training schedule ended") }
+                if data.trainPipeline.padSize == nil { try checkBatchNormValues(batch) }
+                return batch
+            }
             let dataSeconds = Date().timeIntervalSince(stepStart)
-            let losses = ddp.step([(batch.images, batch.labels)])
+            let losses = ddp.step(batches.map { ($0.images, $0.labels, $0.tickets.map { UInt64($0.position) }) })
             guard losses.total.isFinite else {
                 // The loss is averaged over the ranks, so every rank stops here together.
                 throw AgreedFailure("loss is \(losses.total) at iteration \(iter + 1); stopping. The last good checkpoint "
                                     + "is \(checkpoints.latest() ?? "none (none was written yet)")")
             }
             state.iteration = iter + 1
-            state.samplerEpoch = batch.state.epoch
-            state.samplerConsumed = batch.state.consumed
-            state.dropoutCalls = model.dropoutCalls
+            state.samplerEpoch = batches.last!.state.epoch
+            state.samplerConsumed = batches.last!.state.consumed
             let stepSeconds = Date().timeIntervalSince(stepStart)
             window.seconds += stepSeconds
             window.data += dataSeconds
             window.steps += 1
             if state.iteration == startIteration + min(2, config.maxIters - startIteration) {
                 warnIfKillGraceIsShort(stepSeconds: stepSeconds, saveSeconds: lastSaveSeconds, model: model)
+                // Kept for a resume on fewer ranks (batchFitsInMemory).
+                if !evaluatesFirst { state.peakMemoryMB = peakResidentMB() }
             }
 
             let done = state.iteration == config.maxIters

@@ -73,7 +73,7 @@ struct Bench: ParsableCommand {
                 let start = Date()
                 nextBatch(i)
                 let drawn = Date()
-                ddp.step([(images, labels)])
+                ddp.step([(images, labels, nil)])
                 if i >= warmup {
                     stepSeconds.append(Date().timeIntervalSince(start))
                     dataSeconds.append(drawn.timeIntervalSince(start))

@@ -71,10 +71,11 @@ struct DDPCheck: ParsableCommand {
         var losses: [[Float]] = []
         var timings: [DataParallel.Timing] = []
         for step in 0..<steps {
-            var micro: [(images: Tensor, labels: LabelMap)] = []
+            var micro: [DataParallel.MicroBatch] = []
             for m in 0..<accumulate {
                 let first = (step * accumulate + m) * globalBatch + myStart
-                micro.append(sampleBatch(globalIndices: first..<(first + myCount)))
+                let sample = sampleBatch(globalIndices: first..<(first + myCount))
+                micro.append((sample.images, sample.labels, (first..<(first + myCount)).map(UInt64.init)))
             }
             let l = ddp.step(micro)
             losses.append([l.total, l.aux, l.ocr])

@@ -30,31 +30,18 @@ final class DataParallelTests: XCTestCase {
         return (try JSONSerialization.jsonObject(with: data) as! [String: Any])["losses"] as! [[Double]]
     }
 
-    /// Every tensor of `a` within `tolerance` relative of `b`, counters equal. Relative means max |diff| over
-    /// max(max |b|, 0.01): tensors that sit near zero (biases that started at 0 and moved by 1e-4, a BN bias before the
-    /// softmax over objects whose gradient is ~1e-12) are judged against a typical weight scale, not against their
-    /// own rounding noise. Two ranks reproduce one process bit for bit; 4 ranks and accumulation sum the same
-    /// gradients in another order (MPI's reduction tree, micro-batch order), ~1e-7 per step, which 3 steps through
-    /// batch norms over 10 values (key/value projections) amplify to ≤ 1e-8 absolute.
+    /// Every tensor of `a` within `tolerance` relative of `b` (StateDictDifference), counters equal. Two ranks
+    /// reproduce one process bit for bit; 4 ranks and accumulation sum the same gradients in another order (MPI's
+    /// reduction tree, micro-batch order), ~1e-7 per step, which 3 steps through batch norms over 10 values
+    /// (key/value projections) amplify to ≤ 1e-8 absolute.
     func assertSameState(_ a: URL, _ b: URL, file: String = "model.safetensors", tolerance: Double,
                          _ message: String, sourceFile: StaticString = #filePath, line: UInt = #line) throws {
-        let fa = try SafetensorsFile(path: a.appendingPathComponent(file).path)
-        let fb = try SafetensorsFile(path: b.appendingPathComponent(file).path)
-        XCTAssertEqual(fa.names, fb.names, message, file: sourceFile, line: line)
-        var worst: Comparison?
-        for name in fb.names {
-            if try fb.entry(name).dtype == .i64 {
-                XCTAssertEqual(try fa.int64s(name), try fb.int64s(name), "\(message): \(name)", file: sourceFile, line: line)
-                continue
-            }
-            let c = compare(name, try fa.tensor(name), try fb.tensor(name))
-            if worst == nil || flooredRelative(c) > flooredRelative(worst!) { worst = c }
-        }
-        print("\(message): worst \(worst!)")
-        XCTAssertLessThanOrEqual(flooredRelative(worst!), tolerance, "\(message): \(worst!)", file: sourceFile, line: line)
+        let difference = try StateDictDifference(a.appendingPathComponent(file).path, b.appendingPathComponent(file).path)
+        XCTAssertEqual(difference.names.actual, difference.names.expected, message, file: sourceFile, line: line)
+        XCTAssertEqual(difference.differingCounters, [], message, file: sourceFile, line: line)
+        print("\(message): \(difference)")
+        XCTAssertLessThanOrEqual(difference.worstRelative, tolerance, "\(message): \(difference)", file: sourceFile, line: line)
     }
-
-    func flooredRelative(_ c: Comparison) -> Double { c.maxAbsDiff / max(c.referenceScale, 0.01) }
 
     func assertSameLosses(_ a: URL, _ b: URL, tolerance: Double = 1e-5, _ message: String,
                           file: StaticString = #filePath, line: UInt = #line) throws {

@@ -27,14 +27,16 @@ final class LoaderTests: XCTestCase {
     func trainLoader(ranks: Int = 1, rank: Int = 0, start: SamplerState = SamplerState(), workers: Int = 2,
                      batchSize: Int = 3) throws -> PrefetchLoader {
         let dataset = try SegmentationDataset(type: .synthetic, root: syntheticRoot, split: "train")
-        let sampler = DistributedSampler(count: dataset.count, ranks: ranks, rank: rank, seed: 6)
-        return PrefetchLoader(dataset: dataset, pipeline: pipeline, schedule: TrainingSchedule(sampler: sampler, start: start),
-                              batchSize: batchSize, seed: 6, mode: .training, workers: workers)
+        let schedule = TrainingSchedule(order: EpochPermutation(count: dataset.count, seed: 6),
+                                        layout: StepLayout(ranks: ranks, batchSize: batchSize), rank: rank, start: start)
+        return PrefetchLoader(dataset: dataset, pipeline: pipeline, schedule: schedule, batchSize: batchSize, seed: 6,
+                              mode: .training, workers: workers)
     }
 
     func testBatchesFollowTheScheduleWithTheirShapes() throws {
         let loader = try trainLoader()
-        let schedule = TrainingSchedule(sampler: DistributedSampler(count: 10, ranks: 1, rank: 0, seed: 6))
+        let schedule = TrainingSchedule(order: EpochPermutation(count: 10, seed: 6), layout: StepLayout(ranks: 1, batchSize: 3),
+                                        rank: 0)
         for step in 0..<5 {
             let batch = try XCTUnwrap(try loader.next())
             XCTAssertEqual(batch.images.shape, [3, 3, 64, 96])
@@ -179,8 +181,10 @@ final class LoaderTests: XCTestCase {
         var report = String(format: "Cityscapes-sized sample (2048×1024 PNG, %.1f MB): decode image+label %.1f ms, "
                                   + "augment %.1f ms (one thread)", Double(bytes) / 1e6, decodeMs, augmentMs)
         for workers in [1, 2] {
-            let sampler = DistributedSampler(count: 1, ranks: 1, rank: 0, seed: 0) // one file, a new epoch each sample
-            let loader = PrefetchLoader(dataset: dataset, pipeline: pipeline, schedule: TrainingSchedule(sampler: sampler),
+            // One file: a new epoch each sample.
+            let schedule = TrainingSchedule(order: EpochPermutation(count: 1, seed: 0), layout: StepLayout(ranks: 1, batchSize: 2),
+                                            rank: 0)
+            let loader = PrefetchLoader(dataset: dataset, pipeline: pipeline, schedule: schedule,
                                         batchSize: 2, seed: 0, mode: .training, workers: workers)
             _ = try loader.next()
             let start = Date()
@@ -214,7 +218,7 @@ final class DataConfigTests: XCTestCase {
         XCTAssertTrue(config.testPipeline.transforms.isEmpty)
         let train = try config.trainDataset(), val = try config.valDataset()
         XCTAssertEqual([train.count, val.count], [10, 5])
-        let batch = try config.trainLoader(train, rank: 1, ranks: 2, seed: 0).next()!
+        let batch = try config.trainLoader(train, layout: StepLayout(ranks: 2, batchSize: config.batchSize), rank: 1, seed: 0).next()!
         XCTAssertEqual(batch.images.shape, [2, 3, 64, 128])
         var seen: [Int] = []
         for rank in 0..<2 {

@@ -2,35 +2,40 @@ import OCRData
 import XCTest
 
 final class SamplerTests: XCTestCase {
-    func testRanksCoverTheEpochWithEqualCounts() {
-        for ranks in 1...4 {
-            for count in [1, 3, 5, 7, 8, 12, 13] {
-                let samplers = (0..<ranks).map { DistributedSampler(count: count, ranks: ranks, rank: $0, seed: 9) }
-                for epoch in 0..<3 {
-                    let shards = samplers.map { $0.indices(epoch: epoch) }
-                    let perRank = (count + ranks - 1) / ranks
-                    XCTAssertEqual(Set(shards.map(\.count)), [perRank], "p=\(ranks) n=\(count): unequal shards")
-                    let all = shards.flatMap { $0 }
-                    XCTAssertEqual(Set(all), Set(0..<count), "p=\(ranks) n=\(count): epoch not covered")
-                    XCTAssertEqual(all.count, perRank * ranks)
-                    // Padding repeats the head of the permutation: the padded order's tail is its start.
-                    let order = samplers[0].epochOrder(epoch)
-                    XCTAssertEqual(Set(order.prefix(count)), Set(0..<count), "the first n entries are a permutation")
-                    for i in count..<order.count { XCTAssertEqual(order[i], order[i % count]) }
-                    // Rank r takes entries r, r+p, …
-                    for r in 0..<ranks { XCTAssertEqual(shards[r], stride(from: r, to: order.count, by: ranks).map { order[$0] }) }
+    /// Over one step, the ranks' micro-batches cover the next global-batch samples of the stream exactly once, the
+    /// stream is the epoch permutations back to back, and micro-step m of rank r holds group m·p + r.
+    func testRanksShareEachStepsGlobalBatch() {
+        for count in [1, 5, 7, 12] {
+            let order = EpochPermutation(count: count, seed: 9)
+            let stream = (0...(48 / count)).flatMap { order.order(epoch: $0) }   // two steps of the largest layout
+            for (ranks, batch, accumulation) in [(1, 3, 1), (2, 2, 1), (3, 1, 2), (4, 2, 3)] {
+                let layout = StepLayout(ranks: ranks, batchSize: batch, accumulation: accumulation)
+                let schedules = (0..<ranks).map { TrainingSchedule(order: order, layout: layout, rank: $0) }
+                for step in 0..<2 {
+                    var positions: [Int] = []
+                    for (r, schedule) in schedules.enumerated() {
+                        for i in 0..<layout.perRank {
+                            let t = schedule.ticket(at: step * layout.perRank + i)!
+                            let (m, j) = i.quotientAndRemainder(dividingBy: batch)
+                            XCTAssertEqual(t.position, step * layout.globalBatch + (m * ranks + r) * batch + j)
+                            XCTAssertEqual(t.datasetIndex, stream[t.position], "p=\(ranks) n=\(count)")
+                            XCTAssertEqual(t.epoch, t.position / count)
+                            positions.append(t.position)
+                        }
+                    }
+                    XCTAssertEqual(positions.sorted(), Array((step * layout.globalBatch)..<((step + 1) * layout.globalBatch)))
                 }
             }
         }
     }
 
     func testPermutationDependsOnSeedAndEpochOnly() {
-        let sampler = DistributedSampler(count: 50, ranks: 1, rank: 0, seed: 4)
-        XCTAssertEqual(sampler.epochOrder(3), DistributedSampler(count: 50, ranks: 2, rank: 1, seed: 4).epochOrder(3))
-        XCTAssertNotEqual(sampler.epochOrder(3), sampler.epochOrder(4))
-        XCTAssertNotEqual(sampler.epochOrder(3), DistributedSampler(count: 50, ranks: 1, rank: 0, seed: 5).epochOrder(3))
-        XCTAssertNotEqual(sampler.epochOrder(0), Array(0..<50))
-        XCTAssertEqual(DistributedSampler(count: 5, ranks: 1, rank: 0, seed: 4, shuffle: false).epochOrder(2), [0, 1, 2, 3, 4])
+        let order = EpochPermutation(count: 50, seed: 4)
+        XCTAssertEqual(Set(order.order(epoch: 3)), Set(0..<50))
+        XCTAssertNotEqual(order.order(epoch: 3), order.order(epoch: 4))
+        XCTAssertNotEqual(order.order(epoch: 3), EpochPermutation(count: 50, seed: 5).order(epoch: 3))
+        XCTAssertNotEqual(order.order(epoch: 0), Array(0..<50))
+        XCTAssertEqual(EpochPermutation(count: 5, seed: 4, shuffle: false).order(epoch: 2), [0, 1, 2, 3, 4])
     }
 
     func testEvaluationCountsEverySampleOnce() {
@@ -51,25 +56,28 @@ final class SamplerTests: XCTestCase {
         }
     }
 
-    /// The stream runs epoch after epoch; a schedule restarted from a saved state continues with exactly the
-    /// tickets the uninterrupted one would have produced, mid-epoch or across an epoch boundary.
-    func testTrainingStreamResumesMidEpoch() {
-        for ranks in [1, 3] {
-            let sampler = DistributedSampler(count: 7, ranks: ranks, rank: ranks - 1, seed: 2)
-            let stream = TrainingSchedule(sampler: sampler)
-            let tickets = (0..<40).map { stream.ticket(at: $0)! }
-            XCTAssertEqual(tickets.prefix(sampler.perRank).map(\.datasetIndex), sampler.indices(epoch: 0))
-            XCTAssertEqual(Array(tickets[sampler.perRank..<2 * sampler.perRank].map(\.datasetIndex)), sampler.indices(epoch: 1))
-            XCTAssertEqual(tickets[2 * sampler.perRank].epoch, 2)
-            for delivered in [0, 1, 2, 3, 5, 8, 13] {
-                let state = stream.state(afterDelivering: delivered)
-                XCTAssertEqual(state.consumed % ranks, 0)
-                let resumed = TrainingSchedule(sampler: sampler, start: state)
-                for k in 0..<10 {
-                    XCTAssertEqual(resumed.ticket(at: k), tickets[delivered + k], "p=\(ranks), resumed after \(delivered)")
-                }
+    /// A schedule restarted from a saved state continues at the next global sample, mid-epoch or across an epoch
+    /// boundary, on the same rank count or another one that splits the same global batch.
+    func testTrainingStreamResumesOnAnyRankCount() {
+        let order = EpochPermutation(count: 7, seed: 2)
+        let global = { (layout: StepLayout, start: SamplerState, steps: Int) -> [Int] in
+            (0..<layout.ranks).flatMap { r in
+                let schedule = TrainingSchedule(order: order, layout: layout, rank: r, start: start)
+                return (0..<(steps * layout.perRank)).map { schedule.ticket(at: $0)!.position }
+            }.sorted()
+        }
+        let four = StepLayout(ranks: 4, batchSize: 1, accumulation: 1)
+        let straight = TrainingSchedule(order: order, layout: four, rank: 0)
+        for steps in [0, 1, 2, 3, 5] {
+            let state = straight.state(afterDelivering: steps * four.perRank)
+            XCTAssertEqual(state.epoch * 7 + state.consumed, steps * 4)
+            for layout in [four, StepLayout(ranks: 2, batchSize: 2), StepLayout(ranks: 2, batchSize: 1, accumulation: 2),
+                           StepLayout(ranks: 1, batchSize: 1, accumulation: 4)] {
+                XCTAssertEqual(global(layout, state, 3), Array((steps * 4)..<(steps * 4 + 12)), "\(layout) after \(steps)")
             }
         }
+        // A state written by the padded sampler of older versions (consumed past the epoch) starts the next epoch.
+        XCTAssertEqual(SamplerState(epoch: 2, consumed: 8).absolute(count: 7), 21)
     }
 
     func testSamplerStateIsSerialisable() throws {

@@ -69,8 +69,9 @@ final class ModelBehaviourTests: XCTestCase {
         single.fcnPasses = 1
         let (twice, once) = (OCRNet(config: config, seed: 5), OCRNet(config: single, seed: 5))
         let x = randomTensor([2, 3, 32, 32], seed: 6)
-        let (auxTwice, ocrTwice) = twice.forward(x)
-        let (auxOnce, ocrOnce) = once.forward(x)
+        let keys: [UInt64] = [40, 41]
+        let (auxTwice, ocrTwice) = twice.forward(x, sampleKeys: keys)
+        let (auxOnce, ocrOnce) = once.forward(x, sampleKeys: keys)
         XCTAssertEqual(auxTwice.array, auxOnce.array, "the first pass uses the first mask in both")
         XCTAssertNotEqual(ocrTwice.array, ocrOnce.array, "the OCR head reads the second mask's regions")
         let counter = { (model: OCRNet) in
@@ -86,10 +87,8 @@ final class ModelBehaviourTests: XCTestCase {
         let labels = LabelMap(shape: [2, 32, 32], values: (0..<2048).map { _ in
             rng.uniform() < 0.1 ? 255 : Int32(rng.next() % UInt64(config.numClasses))
         })
-        let calls = twice.dropoutCalls
         func loss() -> Double {
-            twice.dropoutCalls = calls   // the same two masks at every evaluation
-            twice.forward(x)
+            twice.forward(x, sampleKeys: keys)   // the same two masks at every evaluation
             return Double(twice.loss(labels).aux)
         }
         twice.store.zeroGrad()

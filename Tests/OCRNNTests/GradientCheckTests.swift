@@ -154,12 +154,13 @@ final class GradientCheckTests: XCTestCase {
         assertGradient("concat b", b, grads[1]) { dot(concat.forward([a, b]), r) }
     }
 
-    func testDropout2dDropsWholeChannelsScaledAndReproducibly() {
+    func testDropout2dDropsWholeChannelsScaledAndKeyedBySample() {
         let store = ParameterStore()
         let dropout = Dropout2d(store.root, probability: 0.5, seed: 42)
         store.finalize()
         let x = randomTensor([4, 8, 3, 3], seed: 25, lo: 0.5, hi: 1)
-        let y = dropout.forward(x).clone()
+        let keys: [UInt64] = [7, 8, 9, 10]
+        let y = dropout.forward(x, sampleKeys: keys).clone()
         var dropped = 0
         for plane in 0..<32 {
             let values = (0..<9).map { y[plane * 9 + $0] / x[plane * 9 + $0] }
@@ -168,16 +169,17 @@ final class GradientCheckTests: XCTestCase {
             if values[0] == 0 { dropped += 1 }
         }
         XCTAssertTrue((6...26).contains(dropped), "\(dropped) of 32 channels dropped at p = 0.5")
-        dropout.calls = 0
-        XCTAssertEqual(dropout.forward(x).array, y.array, "same seed and call number must give the same mask")
-        XCTAssertNotEqual(dropout.forward(x).array, y.array, "the next call draws a new mask")
+        XCTAssertEqual(dropout.forward(x, sampleKeys: keys).array, y.array, "the same keys give the same masks")
+        XCTAssertNotEqual(dropout.forward(x, sampleKeys: [11, 12, 13, 14]).array, y.array, "other keys, other masks")
+        // A sample's mask depends on its key only, not on its place in the batch: sample 2 (key 9) alone.
+        let third = Tensor(viewOf: x, offset: 2 * 72, shape: [1, 8, 3, 3]).clone()
+        XCTAssertEqual(dropout.forward(third, sampleKeys: [9]).array, Array(y.array[(2 * 72)..<(3 * 72)]))
         let r = randomTensor(x.shape, seed: 26)
-        dropout.calls = 5
-        _ = dropout.forward(x)
+        _ = dropout.forward(x, sampleKeys: keys)
         let dx = dropout.backward(r).clone()
-        assertGradient("dropout2d", x, dx) { dropout.calls = 5; return dot(dropout.forward(x), r) }
+        assertGradient("dropout2d", x, dx) { dot(dropout.forward(x, sampleKeys: keys), r) }
         store.training = false
-        XCTAssertEqual(dropout.forward(x).array, x.array, "eval mode is the identity")
+        XCTAssertEqual(dropout.forward(x, sampleKeys: keys).array, x.array, "eval mode is the identity")
     }
 
     func testCrossEntropy() {

@@ -51,6 +51,38 @@ public func compare(_ name: String, _ actual: Tensor, _ expected: Tensor) -> Com
                       referenceScale: scale, relativeNorm: refSq > 0 ? (diffSq / refSq).squareRoot() : diffSq.squareRoot())
 }
 
+/// Two state-dict files compared tensor by tensor: the float tensor whose largest difference is worst relative to
+/// max(max |reference|, 0.01) (tensors near zero, e.g. biases that moved by 1e-4 from 0, are judged against a typical
+/// weight scale, not their own rounding noise), and the names of integer tensors (counters) that differ.
+public struct StateDictDifference: CustomStringConvertible {
+    public let worst: Comparison?
+    public let differingCounters: [String]
+    public let names: (actual: [String], expected: [String])
+
+    public var worstRelative: Double { worst.map { $0.maxAbsDiff / max($0.referenceScale, 0.01) } ?? 0 }
+    public var description: String {
+        "worst \(worst.map(\.description) ?? "none") (floored relative \(worstRelative))"
+            + (differingCounters.isEmpty ? "" : ", counters differ: \(differingCounters)")
+    }
+
+    public init(_ actual: String, _ expected: String, only include: (String) -> Bool = { _ in true }) throws {
+        let (fa, fb) = (try SafetensorsFile(path: actual), try SafetensorsFile(path: expected))
+        names = (fa.names, fb.names)
+        var worst: Comparison?, counters: [String] = []
+        for name in fb.names where include(name) {
+            if try fb.entry(name).dtype == .i64 {
+                if try fa.int64s(name) != fb.int64s(name) { counters.append(name) }
+                continue
+            }
+            let c = compare(name, try fa.tensor(name), try fb.tensor(name))
+            let floored = { (c: Comparison) in c.maxAbsDiff / max(c.referenceScale, 0.01) }
+            if worst == nil || floored(c) > floored(worst!) { worst = c }
+        }
+        self.worst = worst
+        differingCounters = counters
+    }
+}
+
 /// Random tensor with entries uniform in [lo, hi).
 public func randomTensor(_ shape: [Int], seed: UInt64, lo: Float = -1, hi: Float = 1) -> Tensor {
     var rng = SplitMix64(seed: seed)

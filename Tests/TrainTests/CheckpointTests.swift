@@ -1,4 +1,5 @@
 import Foundation
+import OCRData
 import OCRModel
 import OCRTensor
 import OCRTrain
@@ -21,8 +22,8 @@ final class CheckpointTests: XCTestCase {
     }
 
     func state(_ iteration: Int) -> TrainerState {
-        TrainerState(iteration: iteration, samplerEpoch: 0, samplerConsumed: iteration * 2, seed: 0, dropoutCalls: [1, 2],
-                     bestMIoU: nil, bestIteration: nil, worldSize: 1, configHash: "x")
+        TrainerState(iteration: iteration, samplerEpoch: 0, samplerConsumed: iteration * 2, seed: 0, bestMIoU: nil,
+                     bestIteration: nil, layout: StepLayout(ranks: 1, batchSize: 2), configHash: "x")
     }
 
     /// A crash while the next checkpoint is written (its staging directory half full, or a directory without its
@@ -86,15 +87,18 @@ final class CheckpointTests: XCTestCase {
 
     /// trainer_state.json values that would crash or mislead a resume are errors naming the file and the field.
     func testImpossibleTrainerStatesAreRefused() throws {
-        let good = TrainerState(iteration: 8, samplerEpoch: 1, samplerConsumed: 4, seed: 0, dropoutCalls: [8, 8],
-                                bestMIoU: 50, bestIteration: 8, worldSize: 2, configHash: "x")
+        let good = TrainerState(iteration: 8, samplerEpoch: 1, samplerConsumed: 4, seed: 0, bestMIoU: 50,
+                                bestIteration: 8, layout: StepLayout(ranks: 2, batchSize: 2, accumulation: 2),
+                                configHash: "x")
         XCTAssertNil(good.problem)
         var states: [(TrainerState, String)] = []
         var s = good; s.samplerEpoch = -1; states.append((s, "sampler position"))
         s = good; s.samplerConsumed = -1; states.append((s, "sampler position"))
         s = good; s.iteration = -1; s.bestIteration = nil; states.append((s, "iteration -1"))
-        s = good; s.dropoutCalls = []; states.append((s, "dropoutCalls"))
-        s = good; s.worldSize = 0; states.append((s, "worldSize"))
+        s = good; s.worldSize = 0; s.layout = nil; states.append((s, "worldSize"))
+        s = good; s.worldSize = 4; states.append((s, "layout.ranks 2 is not worldSize 4"))
+        s = good; s.layout?.accumulation = 0; states.append((s, "accumulation 0) is out of range"))
+        s = good; s.peakMemoryMB = -5; states.append((s, "peakMemoryMB"))
         s = good; s.bestMIoU = 250; states.append((s, "bestMIoU"))
         s = good; s.bestIteration = 9; states.append((s, "bestIteration"))
         for (state, needle) in states {
