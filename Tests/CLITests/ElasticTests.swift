@@ -137,4 +137,59 @@ final class ElasticTests: XCTestCase {
         XCTAssertTrue(scaled.stdout.contains("2 rank(s) × batch 3 (global batch 6)") && scaled.stdout.contains("LR × 6/3"),
                       scaled.stdout)
     }
+
+    /// The environment of Launch/elastic_train.sh on two "hosts", 127.0.0.2 and 127.0.0.3, reached through the
+    /// project's ssh stand-in (Open MPI's TCP transport over loopback); a host is down while DIRECTORY/down/HOST
+    /// exists. A short kill grace: mpirun then ends a failed job within seconds.
+    func twoHosts() throws -> [String: String] {
+        let standin = "\(FileManager.default.currentDirectoryPath)/Tests/Cluster/ssh-standin"
+        let down = directory.appendingPathComponent("down"), hosts = directory.appendingPathComponent("hosts")
+        try FileManager.default.createDirectory(at: down, withIntermediateDirectories: true)
+        try "127.0.0.2 slots=1\n127.0.0.3 slots=1\n".write(to: hosts, atomically: true, encoding: .utf8)
+        return ["HOSTFILE": hosts.path, "HEALTH_CHECK": "\(standin) \"$HOST\" true", "SSH_STANDIN_DOWN": down.path,
+                "RESTART_DELAY": "0", "KILL_GRACE": "2", "OMPI_MCA_plm_rsh_agent": standin, "OMPI_MCA_btl": "tcp,self",
+                "OMPI_MCA_btl_tcp_if_include": "lo", "OMPI_MCA_oob_tcp_if_include": "lo"]
+    }
+
+    /// Launch/elastic_train.sh across two "hosts" (127.0.0.2 and .3 through the project's ssh stand-in, Open MPI's
+    /// TCP transport over loopback): mid-run the second host's rank is killed and the host stops answering. The
+    /// script restarts on the first host with --resume, which keeps the global batch (1 rank × 2), and the final
+    /// weights equal an uninterrupted 2-rank run's.
+    func testElasticTrainFinishesOnTheHostThatIsLeft() throws {
+        // Steps of about 0.6 s here (1024×512 inputs), so the kill lands mid-run.
+        let config = ["data.batch_size=1", "checkpoint.interval=2",
+                      "data.train_pipeline=[{type: Resize, scale: [1024, 512]}, {type: RandomFlip, prob: 0.5}]"]
+        try train(2, "uninterrupted", config)
+
+        let work = directory.appendingPathComponent("elastic")
+        let script = try BackgroundProcess("/bin/bash", ["Launch/elastic_train.sh", "Configs/quickstart.yaml", "--work-dir",
+                                                         work.path] + options(config), environment: try twoHosts())
+        let checkpointed = script.waitUntil(timeout: 120) {
+            FileManager.default.fileExists(atPath: work.appendingPathComponent("iter_2").path)
+        }
+        XCTAssertTrue(checkpointed, script.stderr)
+        // The second host goes: it stops answering and its rank dies.
+        FileManager.default.createFile(atPath: directory.appendingPathComponent("down/127.0.0.3").path, contents: nil)
+        let rank1 = try XCTUnwrap(mpiRankProcess(1, commandContaining: work.path), "no rank 1 process")
+        kill(rank1, SIGKILL)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("iter_6").path),
+                       "the run ended before the host failed")
+        XCTAssertEqual(script.wait(timeout: 240), 0, script.stderr)
+        XCTAssertTrue(script.stderr.contains("host 127.0.0.3 does not answer")
+                      && script.stderr.contains("launching 1 rank(s) on 127.0.0.2"), script.stderr)
+        XCTAssertTrue(script.stdout.contains("1 rank(s) × batch 2 keeps its global batch 2"), script.stdout)
+        try assertSame(work.appendingPathComponent("iter_6/model.safetensors").path, model("uninterrupted", 6),
+                       "killed host, resumed on 1, vs 2 ranks straight")
+    }
+
+    /// An error ocr-ddp reports itself (here a config typo) is not retried: the script ends with its status.
+    func testElasticTrainDoesNotRetryABadConfig() throws {
+        let r = try runProcess("/bin/bash", ["Launch/elastic_train.sh", "Configs/quickstart.yaml", "--work-dir",
+                                             directory.appendingPathComponent("bad").path, "--cfg-options", "train_cfg.max_iterz=3"],
+                               environment: try twoHosts())
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("train_cfg.max_iterz") && r.stderr.contains("with every host answering; not restarting"),
+                      r.stderr)
+        XCTAssertEqual(r.stderr.components(separatedBy: "elastic_train.sh: launching").count, 2, "launched once: \(r.stderr)")
+    }
 }
