@@ -1,4 +1,5 @@
 import Foundation
+import OCRTensor
 import OCRTestSupport
 import XCTest
 
@@ -85,6 +86,10 @@ final class ElasticTests: XCTestCase {
         try train(0, "accumulated", plain + ["optim_wrapper.accumulative_counts=2"])
         try train(2, "ranks", plain)
         try assertSame(model("accumulated", 3), model("ranks", 3), only: Self.weightsOnly, "1 × 1 × 2 accumulated vs 2 ranks × 1")
+        // num_batches_tracked counts forward passes, as PyTorch's does: two per step with accumulation, one per rank.
+        let counter = "backbone.stem.1.num_batches_tracked"
+        XCTAssertEqual(try SafetensorsFile(path: model("accumulated", 3)).int64s(counter), [6])
+        XCTAssertEqual(try SafetensorsFile(path: model("ranks", 3)).int64s(counter), [3])
         try train(0, "whole", ["model.sync_bn=false", "data.batch_size=2", "train_cfg.max_iters=3"])
         XCTAssertGreaterThan(try StateDictDifference(model("whole", 3), model("ranks", 3), only: Self.weightsOnly).worstRelative,
                              1e-3, "batch norm over 2 images is another computation than over 1")
