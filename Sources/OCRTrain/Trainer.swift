@@ -291,9 +291,6 @@ public final class Trainer {
         return true
     }
 
-    /// Evaluation runs on whole images, larger than training crops (Cityscapes: 1024×2048 against 512×1024), so
-    /// its scratch and recycled blocks would stay mapped for the rest of the run, unused by training: free them.
-    /// Layers' cached outputs are replaced by the next step.
     /// Batch norm in training needs two values per channel (else its statistics are NaN; PyTorch raises). Without
     /// a pad size a batch is as large as its largest image, so small enough images leave one value; the config
     /// check covers pipelines with a pad size. With sync BN the values of all ranks count together.
@@ -312,6 +309,9 @@ public final class Trainer {
         }
     }
 
+    /// Evaluation runs on whole images, larger than training crops (Cityscapes: 1024×2048 against 512×1024), so
+    /// its scratch and recycled blocks would stay mapped for the rest of the run, unused by training: free them.
+    /// Layers' cached outputs are replaced by the next step.
     private func releaseEvaluationMemory(_ model: OCRNet) {
         TensorPool.shared.releaseFree()
         model.store.workspace.release()
