@@ -26,6 +26,10 @@ public indirect enum ConfigValue: Equatable {
             self = .map(m.map { ConfigEntry(key: $0.key.string ?? "\($0.key)", value: ConfigValue(node: $0.value)) })
         case .sequence(let s):
             self = .list(s.map(ConfigValue.init(node:)))
+        case .scalar(let scalar) where scalar.string.contains(":"):
+            // YAML 1.1's sexagesimal numbers ("1:30" = 90) are strings here, as in YAML 1.2: Yams multiplies their
+            // parts without overflow checks and traps on a long one (found by fuzz-config).
+            self = .string(scalar.string)
         case .scalar:
             if node.null != nil { self = .null }
             else if let b = node.bool { self = .bool(b) }
