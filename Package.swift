@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -35,12 +36,14 @@ let package = Package(
         // Image codecs, datasets, augmentation, sampler and prefetching loader; knows nothing of the model or MPI.
         .target(name: "OCRData", dependencies: ["OCRTensor", "CSPNG", "CTurboJPEG"]),
         .target(name: "OCRTrain", dependencies: ["OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData",
-                                                 .product(name: "Yams", package: "Yams")]),
+                                                 .product(name: "Yams", package: "Yams"),
+                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "ocr-ddp",
             dependencies: [
                 "OCRModel", "OCRNN", "OCRTensor", "OCRDistributed", "OCRData", "OCRTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // libFuzzer targets (Launch/fuzz.sh builds them with -sanitize=fuzzer,address); a normal build makes them
         // replayers of the inputs named on their command line (the corpus, the crash regressions).

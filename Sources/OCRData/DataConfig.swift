@@ -86,8 +86,9 @@ public struct DataConfig {
         try SegmentationDataset(type: type, root: dataRoot, split: trainSplit)
     }
 
-    public func valDataset() throws -> SegmentationDataset {
-        try SegmentationDataset(type: type, root: dataRoot, split: valSplit)
+    /// The validation split; with `labelsOptional`, images without labels too (`eval --format-only`).
+    public func valDataset(labelsOptional: Bool = false) throws -> SegmentationDataset {
+        try SegmentationDataset(type: type, root: dataRoot, split: valSplit, labelsOptional: labelsOptional)
     }
 
     /// This rank's endless training stream from `start` (the saved sampler state, or the beginning), in micro-batches

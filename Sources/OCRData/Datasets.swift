@@ -26,14 +26,17 @@ public enum LabelEncoding: Equatable {
     /// ADE20K's reduce_zero_label: 0 (other) → 255, 1…150 → 0…149.
     case reduceZeroLabel
 
+    /// The Cityscapes label id of each train id 0…18 (cityscapesScripts' labels.py).
+    public static let cityscapesEvaluatedLabelIds: [UInt8] = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+                                                             28, 31, 32, 33]
+
     public var lookup: [UInt8] {
         switch self {
         case .identity:
             return (0...255).map { UInt8($0) }
         case .cityscapesLabelIds:
             var table = [UInt8](repeating: LabelImage.ignore, count: 256)
-            let evaluatedIds = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
-            for (trainId, labelId) in evaluatedIds.enumerated() { table[labelId] = UInt8(trainId) }
+            for (trainId, labelId) in Self.cityscapesEvaluatedLabelIds.enumerated() { table[Int(labelId)] = UInt8(trainId) }
             return table
         case .reduceZeroLabel:
             var table = [UInt8](repeating: LabelImage.ignore, count: 256)
@@ -64,10 +67,10 @@ public enum LabelEncoding: Equatable {
     }
 }
 
-/// One image and its label file.
+/// One image and its label file (nil: a split without labels, such as Cityscapes' test split for the server).
 public struct SampleFiles: Equatable {
     public let image: String
-    public let label: String
+    public let label: String?
     public let encoding: LabelEncoding
     /// A short name for outputs (prediction files): the image file name without its suffix.
     public let name: String
@@ -87,8 +90,9 @@ public struct SegmentationDataset {
 
     /// `split` is "train" or "val" for every type (ADE20K's training/validation and VOC's list names such as
     /// "trainaug" or "aug" are accepted too); "a+b" concatenates splits in that order, as mmseg's ConcatDataset
-    /// (its VOC recipes train on train+aug).
-    public init(type: DatasetType, root: String, split: String) throws {
+    /// (its VOC recipes train on train+aug). With `labelsOptional` (Cityscapes only: `eval --format-only`) images
+    /// without a label file are listed too, their labels all ignored.
+    public init(type: DatasetType, root: String, split: String, labelsOptional: Bool = false) throws {
         self.type = type
         self.root = root
         self.split = split
@@ -96,7 +100,8 @@ public struct SegmentationDataset {
         samples = try split.split(separator: "+", omittingEmptySubsequences: false).flatMap { part in
             let part = String(part)
             switch type {
-            case .cityscapes, .synthetic: return try Self.cityscapesSamples(root: root, split: part)
+            case .cityscapes, .synthetic:
+                return try Self.cityscapesSamples(root: root, split: part, labelsOptional: labelsOptional)
             case .ade20k: return try Self.ade20kSamples(root: root, split: part)
             case .voc: return try Self.vocSamples(root: root, split: part)
             }
@@ -107,7 +112,7 @@ public struct SegmentationDataset {
     /// to be sure node-local copies of a dataset hold the same files (a missing file has size -1).
     public var listing: [String] {
         let prefix = root.hasSuffix("/") ? root : root + "/"
-        return samples.flatMap { [$0.image, $0.label] }.map { path in
+        return samples.flatMap { [$0.image, $0.label].compactMap { $0 } }.map { path in
             var info = stat()
             let size = stat(path, &info) == 0 ? Int64(info.st_size) : -1
             let relative = path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
@@ -121,18 +126,15 @@ public struct SegmentationDataset {
     public func load(_ index: Int) throws -> (image: PixelImage, label: LabelImage) {
         let files = samples[index]
         let image = try ImageCodec.readRGB(files.image)
-        let label = try loadLabel(index)
+        guard let labelFile = files.label else {
+            return (image, LabelImage(width: image.width, height: image.height, filledWith: LabelImage.ignore))
+        }
+        let label = try files.encoding.trainIds(try ImageCodec.readLabel(labelFile), classCount: numClasses, path: labelFile)
         guard label.width == image.width, label.height == image.height else {
-            throw DataError(files.label, "label is \(label.width)×\(label.height) (W×H) but its image "
+            throw DataError(labelFile, "label is \(label.width)×\(label.height) (W×H) but its image "
                                        + "\(files.image) is \(image.width)×\(image.height)")
         }
         return (image, label)
-    }
-
-    /// The label of sample `index` in train ids, range-checked.
-    public func loadLabel(_ index: Int) throws -> LabelImage {
-        let files = samples[index]
-        return try files.encoding.trainIds(try ImageCodec.readLabel(files.label), classCount: numClasses, path: files.label)
     }
 
     // MARK: Layouts
@@ -162,10 +164,10 @@ public struct SegmentationDataset {
 
     /// `leftImg8bit/<split>/<city>/<name>_leftImg8bit.png` paired with `gtFine/<split>/<city>/<name>_gtFine_
     /// labelTrainIds.png`, or, when that file is absent, `..._gtFine_labelIds.png` mapped to train ids.
-    static func cityscapesSamples(root: String, split: String) throws -> [SampleFiles] {
+    static func cityscapesSamples(root: String, split: String, labelsOptional: Bool) throws -> [SampleFiles] {
         let imageRoot = "\(root)/leftImg8bit/\(split)", labelRoot = "\(root)/gtFine/\(split)"
         try requireDirectory(imageRoot, "Cityscapes")
-        try requireDirectory(labelRoot, "Cityscapes")
+        if !labelsOptional { try requireDirectory(labelRoot, "Cityscapes") }
         let imageSuffix = "_leftImg8bit.png"
         let images = files(under: imageRoot, endingWith: imageSuffix)
         guard !images.isEmpty else { throw DataError(imageRoot, "empty split: no *\(imageSuffix) files") }
@@ -179,6 +181,7 @@ public struct SegmentationDataset {
             if fileExists(labelIds) {
                 return SampleFiles(image: image, label: labelIds, encoding: .cityscapesLabelIds, name: name)
             }
+            if labelsOptional { return SampleFiles(image: image, label: nil, encoding: .identity, name: name) }
             throw DataError(image, "missing label: neither \(trainIds) nor \(labelIds) exists")
         }
     }

@@ -20,8 +20,11 @@ public struct Evaluator {
     /// and agree after every round on whether any rank failed or was asked to stop: a stop is honoured within one
     /// image, and a corrupt image on one rank ends evaluation on all with that rank's one-line reason.
     /// With `augmentation` (mmseg's tta_pipeline, `eval --tta`) each image is scored on its merged views.
+    /// `progress` hears of every round (images done over all ranks). With `formatDirectory` each prediction is also
+    /// written there for the Cityscapes test server (`writeCityscapesLabelIds`).
     public func evaluate(model: OCRNet, dataset: SegmentationDataset, data: DataConfig, showDir: String? = nil,
-                         augmentation: TestTimeAugmentation? = nil,
+                         augmentation: TestTimeAugmentation? = nil, progress: ProgressReporter? = nil,
+                         formatDirectory: String? = nil,
                          stopRequested: () -> Bool = { false }) throws -> SegmentationCounts? {
         let loader = data.evalLoader(dataset, rank: comm.rank, ranks: comm.size, augmentation: augmentation)
         defer { loader.stop() }
@@ -33,7 +36,9 @@ public struct Evaluator {
         for round in 0..<rounds {
             comm.stage = "\(stage), evaluation image round \(round + 1)/\(rounds)"
             do {
-                if let batch = try loader.next() { try score(batch, inference, dataset, showDir, into: &counts) }
+                if let batch = try loader.next() {
+                    try score(batch, inference, dataset, showDir, formatDirectory, into: &counts)
+                }
             } catch {
                 failure = error
             }
@@ -41,6 +46,7 @@ public struct Evaluator {
             flags.withUnsafeMutableBufferPointer { comm.allreduceSum($0, phase: "evaluation failure/stop agreement") }
             if flags[0] > 0 { break }
             if flags[1] > 0 { return nil }
+            progress?.update(done: min((round + 1) * comm.size, dataset.count))
         }
         comm.stage = stage
         try comm.agreeing("evaluation failure report") {
@@ -51,7 +57,7 @@ public struct Evaluator {
     }
 
     private func score(_ batch: Batch, _ inference: Inference, _ dataset: SegmentationDataset, _ showDir: String?,
-                       into counts: inout SegmentationCounts) throws {
+                       _ formatDirectory: String?, into counts: inout SegmentationCounts) throws {
         let (lh, lw) = (batch.labelSizes[0].height, batch.labelSizes[0].width)
         let probabilities = batch.views[0].isEmpty
             ? inference.probabilities(batch.images, outHeight: lh, outWidth: lw)
@@ -62,6 +68,11 @@ public struct Evaluator {
             throw DataError(batch.names[0], "label value \(y) at pixel \(i) is ≥ num_classes \(config.model.numClasses)")
         }
         counts.add(prediction: prediction, label: label)
+        if let formatDirectory {
+            try Self.writeCityscapesLabelIds(prediction, height: lh, width: lw,
+                                             image: dataset.samples[batch.tickets[0].datasetIndex].image,
+                                             to: formatDirectory)
+        }
         if let showDir {
             try writeOverlay(prediction: prediction, height: lh, width: lw, name: batch.names[0],
                              dataset: dataset, datasetIndex: batch.tickets[0].datasetIndex, to: showDir)
@@ -100,6 +111,17 @@ public struct Evaluator {
         }
         lines.append("aAcc \(cell(m.aAcc))  mIoU \(cell(m.mIoU))  mAcc \(cell(m.mAcc))")
         return lines.joined(separator: "\n")
+    }
+
+    /// mmseg's CityscapesMetric with format_only: the prediction (train ids) as Cityscapes label ids in an 8-bit PNG
+    /// named after the image (`<image basename>.png`, e.g. frankfurt_000000_000294_leftImg8bit.png), the layout
+    /// the test server and cityscapesScripts' evaluator read.
+    public static func writeCityscapesLabelIds(_ prediction: [Int32], height: Int, width: Int, image: String,
+                                               to directory: String) throws {
+        let labelIds = LabelEncoding.cityscapesEvaluatedLabelIds
+        let values = prediction.map { labelIds[Int($0)] }
+        let name = ((image as NSString).lastPathComponent as NSString).deletingPathExtension
+        try ImageCodec.writeLabel(LabelImage(width: width, height: height, values: values), to: "\(directory)/\(name).png")
     }
 
     /// The JSON object of docs/INTERFACE.md: {"aAcc", "mIoU", "mAcc", "IoU": {class: value}} in percent (null = nan).

@@ -10,7 +10,7 @@ public final class Trainer {
     public let config: ExperimentConfig
     public let workDir: String
     public let comm: Communicator
-    let log: RankLog
+    let log: TrainingLog
     let checkpoints: CheckpointStore
 
     /// The signal that asked this process to stop (SIGTERM, SIGINT or SIGUSR1), 0 when none did: finish the step,
@@ -21,7 +21,7 @@ public final class Trainer {
         self.config = config
         self.workDir = workDir
         self.comm = comm
-        log = RankLog(comm: comm, workDir: workDir)
+        log = TrainingLog(comm: comm, workDir: workDir)
         checkpoints = CheckpointStore(workDir: workDir)
     }
 
@@ -49,10 +49,10 @@ public final class Trainer {
     /// differ, and ranks training on different data would silently disagree. The ranks compare a hash of the
     /// sorted "path size" list; on a difference every rank fails with one line naming the first differing file.
     /// A dataset type whose class count is not the model's `numClasses` is refused.
-    public static func agreedDataset(_ data: DataConfig, split: Split, numClasses: Int, comm: Communicator) throws
-        -> SegmentationDataset {
+    public static func agreedDataset(_ data: DataConfig, split: Split, numClasses: Int, labelsOptional: Bool = false,
+                                     comm: Communicator) throws -> SegmentationDataset {
         let dataset = try comm.agreeing("dataset listing (\(split))") {
-            let dataset = try split == .train ? data.trainDataset() : data.valDataset()
+            let dataset = try split == .train ? data.trainDataset() : data.valDataset(labelsOptional: labelsOptional)
             guard dataset.numClasses == numClasses else {
                 throw ConfigError("config key 'model.num_classes': \(numClasses), but the \(data.type.rawValue) "
                                   + "dataset has \(dataset.numClasses) classes")
@@ -213,12 +213,18 @@ public final class Trainer {
             if state.iteration % config.logInterval == 0 || done {
                 let perStep = window.seconds / Double(window.steps)
                 let eta = perStep * Double(config.maxIters - state.iteration)
+                let (dataTime, memory) = (window.data / Double(window.steps), peakResidentMB())
                 try log.record([
                     "iter": state.iteration, "lr": Double(sgd.learningRate), "loss": Double(losses.total),
                     "loss_aux": Double(losses.aux), "loss_ocr": Double(losses.ocr), "time": perStep,
-                    "data_time": window.data / Double(window.steps), "eta": eta, "memory_mb": peakResidentMB(),
-                    "rss_mb": residentMB(),
+                    "data_time": dataTime, "eta": eta, "memory_mb": memory, "rss_mb": residentMB(),
                 ])
+                let terms = [("loss", Double(losses.total)), ("loss_aux", Double(losses.aux)), ("loss_ocr", Double(losses.ocr))]
+                log.info(ConsoleFormat.trainLine(
+                    iteration: state.iteration, maxIters: config.maxIters, lr: Double(sgd.learningRate), eta: eta,
+                    time: perStep, dataTime: dataTime, memoryMB: memory, losses: terms))
+                try log.scalars(step: state.iteration, terms.map { ("train/\($0.0)", $0.1) }
+                                + [("train/lr", Double(sgd.learningRate)), ("train/time", perStep), ("train/memory_mb", memory)])
                 window = (0, 0, 0)
                 try ReplicaConsistency.checkWeightsAgree(model.store, comm: comm, iteration: state.iteration)
             }
@@ -262,8 +268,10 @@ public final class Trainer {
         }
         let counts: SegmentationCounts?
         do {
-            counts = try Evaluator(config: config, comm: comm).evaluate(model: model, dataset: valSet, data: data,
-                                                                        stopRequested: { Self.stopSignal != 0 })
+            counts = try Evaluator(config: config, comm: comm).evaluate(
+                model: model, dataset: valSet, data: data,
+                progress: ProgressReporter("Iter(val)", total: valSet.count, enabled: comm.isRoot),
+                stopRequested: { Self.stopSignal != 0 })
         } catch {
             let message = "evaluation at iteration \(state.iteration) failed: \(error) (checkpoint "
                 + "\(checkpoints.directory(iteration: state.iteration)) is saved)"
@@ -276,11 +284,16 @@ public final class Trainer {
         }
         guard let counts else { return false }
         let mIoU = counts.metrics.mIoU ?? 0
-        log.info("\n" + Evaluator.table(counts, classNames: valSet.classes.names))
+        log.info(Evaluator.table(counts, classNames: valSet.classes.names))
         var entry = Evaluator.jsonObject(counts, classNames: valSet.classes.names)
         entry["iter"] = state.iteration
         entry["rss_mb"] = residentMB()   // before the evaluation's memory is released
         try log.record(entry)
+        let metrics = counts.metrics
+        try log.scalars(step: state.iteration,
+                        [("val/mIoU", metrics.mIoU), ("val/aAcc", metrics.aAcc), ("val/mAcc", metrics.mAcc)].compactMap { tag, value in
+                            value.map { (tag, $0) }
+                        } + zip(valSet.classes.names, metrics.iou).compactMap { name, iou in iou.map { ("val/IoU/\(name)", $0) } })
         let best = state.bestMIoU.map { mIoU > $0 } ?? true
         if best {
             state.bestMIoU = mIoU

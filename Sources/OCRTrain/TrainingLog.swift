@@ -1,40 +1,40 @@
 import Foundation
+import Logging
 import OCRDistributed
 
-/// Logging with rank metadata: information from rank 0 only (every rank computes the same), warnings from every
-/// rank, prefixed `[rank r/p]`; `record` appends a JSON object to WORK_DIR/log.jsonl and prints it.
-public struct RankLog {
+/// What a training run reports: lines for people through swift-log (`Logger.rank`: rank 0's information, every
+/// rank's warnings with its rank), and for tools, from rank 0, one JSON object per log interval and per evaluation
+/// appended to WORK_DIR/log.jsonl and the same numbers as TensorBoard scalars under WORK_DIR/tensorboard/.
+public final class TrainingLog {
+    public let logger: Logger
     public let comm: Communicator
     public let workDir: String?
+    /// Opened at the first scalars: the work directory exists by then.
+    private var tensorBoard: TensorBoardWriter?
 
     public init(comm: Communicator, workDir: String?) {
+        logger = Logger.rank(comm, label: "ocr-ddp.train")
         self.comm = comm
         self.workDir = workDir
     }
 
-    var prefix: String { comm.size > 1 ? "[rank \(comm.rank)/\(comm.size)] " : "" }
+    public func info(_ message: String) { logger.info("\(message)") }
 
-    public func info(_ message: String) {
-        guard comm.isRoot else { return }
-        print(prefix + message)
-        fflush(stdout)
-    }
+    public func warning(_ message: String) { logger.warning("\(message)") }
 
-    public func warning(_ message: String) {
-        FileHandle.standardError.write(Data("\(prefix)warning: \(message)\n".utf8))
-    }
-
-    /// Appends one JSON line to WORK_DIR/log.jsonl (rank 0) and prints it; a failed write (a full disk) throws an
-    /// error naming the file instead of trapping.
+    /// Appends one JSON line to WORK_DIR/log.jsonl (rank 0); a failed write (a full disk) throws an error naming
+    /// the file instead of trapping.
     public func record(_ object: [String: Any]) throws {
-        guard comm.isRoot, let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
-            return
-        }
-        let line = String(decoding: data, as: UTF8.self)
-        print(line)
-        fflush(stdout)
-        guard let workDir else { return }
-        try appendLine(line, to: "\(workDir)/log.jsonl")
+        guard comm.isRoot, let workDir,
+              let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        try appendLine(String(decoding: data, as: UTF8.self), to: "\(workDir)/log.jsonl")
+    }
+
+    /// TensorBoard scalars at `step` (rank 0), e.g. ("train/loss", 0.53).
+    public func scalars(step: Int, _ values: [(String, Double)]) throws {
+        guard comm.isRoot, let workDir else { return }
+        if tensorBoard == nil { tensorBoard = try TensorBoardWriter(directory: "\(workDir)/tensorboard") }
+        try tensorBoard!.add(step: step, scalars: values)
     }
 }
 

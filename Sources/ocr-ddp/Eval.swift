@@ -36,22 +36,46 @@ struct Eval: ParsableCommand {
     @Argument(help: "Checkpoint directory (WORK_DIR/iter_<N>) or model.safetensors file.") var checkpoint: String
     @Option(help: "Work directory (for the synthetic dataset when it has to be generated).") var workDir: String?
     @Option(help: "Write colour predictions blended with the images here.") var showDir: String?
+    @Flag(help: "Cityscapes test-server output instead of scores (mmseg's format_only): one labelIds PNG per image, named <image basename>.png, in --out-dir; labels are not needed.")
+    var formatOnly = false
+    @Option(help: "Directory for --format-only's PNGs.") var outDir: String?
+    @Option(help: "Split to run on (default: the config's data.val_split), e.g. test with --format-only.") var split: String?
     @OptionGroup var augmentation: TestTimeAugmentationOption
     @OptionGroup var options: ConfigOptions
+
+    func validate() throws {
+        if formatOnly != (outDir != nil) { throw ValidationError("--format-only and --out-dir go together") }
+    }
 
     func run() throws {
         let experiment = try options.load(config)
         let views = try augmentation.views(experiment)
+        if formatOnly && experiment.data.type != .cityscapes {
+            throw ValidationError("--format-only writes the Cityscapes test-server format; data.type is \(experiment.data.type.rawValue)")
+        }
         try withProcessGroup(timeout: experiment.distTimeout) { comm in
             let model = try loadModel(experiment, checkpoint: checkpoint, comm: comm)
             var data = experiment.data
             data.dataRoot = try Trainer.dataRoot(experiment, workDir: workDir ?? "work_dirs/eval", comm: comm)
+            if let split { data.valSplit = split }
             let dataset = try Trainer.agreedDataset(data, split: .val, numClasses: experiment.model.numClasses,
-                                                      comm: comm)
+                                                      labelsOptional: formatOnly, comm: comm)
+            if let outDir {
+                try comm.agreeing("output directory") {
+                    if comm.isRoot { try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true) }
+                }
+            }
+            let progress = ProgressReporter(formatOnly ? "format" : "Iter(test)", total: dataset.count, enabled: comm.isRoot)
             guard let counts = try Evaluator(config: experiment, comm: comm).evaluate(model: model, dataset: dataset,
                                                                                       data: data, showDir: showDir,
-                                                                                      augmentation: views),
+                                                                                      augmentation: views,
+                                                                                      progress: progress,
+                                                                                      formatDirectory: outDir),
                   comm.isRoot else { return }
+            if let outDir {
+                print("wrote \(dataset.count) Cityscapes labelIds PNGs (<image basename>.png) to \(outDir)")
+                return
+            }
             print(Evaluator.table(counts, classNames: dataset.classes.names))
             let json = try JSONSerialization.data(withJSONObject: Evaluator.jsonObject(counts, classNames: dataset.classes.names),
                                                   options: [.sortedKeys])
@@ -88,6 +112,8 @@ struct Predict: ParsableCommand {
                 if comm.isRoot { try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true) }
             }
             let palette = experiment.data.type.classes.palette
+            // Rank 0 reports for everyone: its share advances with the others' (images are dealt out in turn).
+            let progress = ProgressReporter("predict", total: images.count, enabled: comm.isRoot)
             try comm.agreeing("prediction") {
                 for (index, path) in images.enumerated() where index % comm.size == comm.rank {
                     let image = try ImageCodec.readRGB(path)
@@ -105,7 +131,7 @@ struct Predict: ParsableCommand {
                     let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
                     try ImageCodec.writeLabel(LabelImage(width: image.width, height: image.height, values: classes),
                                               to: "\(outDir)/\(name).png", palette: palette)
-                    print("\(path) → \(outDir)/\(name).png")
+                    progress.update(done: min((index / comm.size + 1) * comm.size, images.count))
                 }
             }
         }

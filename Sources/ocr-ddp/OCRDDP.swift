@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Logging
 import OCRTensor
+import OCRTrain
 
 @main
 struct OCRDDP: ParsableCommand {
@@ -20,6 +22,7 @@ struct OCRDDP: ParsableCommand {
     /// one), which the parser cannot express; a bare `--resume` becomes `--resume=@latest` before parsing.
     static func main() {
         tuneOpenBLAS()
+        LoggingSystem.bootstrap(ConsoleLogHandler.init)
         var arguments = Array(CommandLine.arguments.dropFirst())
         for i in arguments.indices where arguments[i] == "--resume" {
             let next = i + 1 < arguments.count ? arguments[i + 1] : nil

@@ -194,6 +194,27 @@ final class CLITests: XCTestCase {
     }
 
     /// Misuse gives a non-zero exit and one line on stderr that names the file or key.
+    /// What a user sees: mmengine-style lines per log interval and evaluation progress, no JSON and no empty
+    /// lines on the console; the numbers go to log.jsonl and TensorBoard, which the tensorboard package reads back
+    /// as log.jsonl has them (Tools/check_tensorboard.py; skipped where the package is not installed).
+    func testConsoleIsReadableAndTensorBoardHoldsTheNumbers() throws {
+        let work = directory.appendingPathComponent("console").path
+        let r = try run(2, ["train", "--work-dir", work] + small + ["train_cfg.val_interval=6"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        XCTAssertFalse(lines.contains { $0.trimmingCharacters(in: .whitespaces).isEmpty }, "empty line in:\n\(r.stdout)")
+        XCTAssertFalse(r.stdout.contains("{\""), "JSON on the console:\n\(r.stdout)")
+        XCTAssertTrue(r.stdout.contains("Iter(train) [ 3/12]  lr: ") && r.stdout.contains("loss_ocr: "), r.stdout)
+        XCTAssertTrue(r.stdout.contains("Iter(val) [5/5]  100%"), r.stdout)
+        let events = try FileManager.default.contentsOfDirectory(atPath: "\(work)/tensorboard")
+        XCTAssertEqual(events.filter { $0.hasPrefix("events.out.tfevents.") }.count, 1, "\(events)")
+        let probe = try runProcess("/usr/bin/env", ["python3", "-c", "import tensorboard"])
+        try XCTSkipIf(probe.status != 0, "the tensorboard package is not installed (pip install tensorboard)")
+        let check = try runProcess("/usr/bin/env", ["python3", "Tools/check_tensorboard.py", work])
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        print(check.stdout)
+    }
+
     func testBadInputGivesOneLineErrors() throws {
         let cases: [([String], String)] = [
             (["train", "/nonexistent/config.yaml"], "/nonexistent/config.yaml: cannot read config file"),

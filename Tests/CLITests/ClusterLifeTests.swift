@@ -25,6 +25,13 @@ final class ClusterLifeTests: XCTestCase {
 
     func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
+    /// Whether WORK_DIR/log.jsonl has a record of `iteration` (any, when nil): the console's lines are for people,
+    /// tools read the file.
+    func logged(_ work: String, iteration: Int? = nil) -> Bool {
+        guard let text = try? String(contentsOfFile: "\(work)/log.jsonl", encoding: .utf8) else { return false }
+        return text.contains(iteration.map { "\"iter\":\($0)," } ?? "\"iter\":")
+    }
+
     /// The quick-start config shrunk so a step takes milliseconds, on `root`.
     func small(root: String? = nil) -> [String] {
         ["--cfg-options", "data.data_root=\(root ?? data)", "model.backbone.base_channels=8",
@@ -83,7 +90,7 @@ final class ClusterLifeTests: XCTestCase {
         let script = try BackgroundProcess("/bin/bash", ["Launch/dist_train.sh", "Configs/quickstart.yaml", "2",
                                                          "--work-dir", split] + args,
                                            environment: ["OCR_DDP": OCRDDPBinary.path])
-        XCTAssertTrue(script.waitUntil(timeout: 120) { script.stdout.contains("\"iter\":1,") }, script.stderr)
+        XCTAssertTrue(script.waitUntil(timeout: 120) { logged(split, iteration: 1) }, script.stderr)
         script.signal(SIGTERM)
         let status = script.wait(timeout: 120)
         XCTAssertEqual(status, 0, script.stderr)
@@ -102,7 +109,7 @@ final class ClusterLifeTests: XCTestCase {
         let job = try BackgroundProcess("/usr/bin/env", mpirunPrefix + [OCRDDPBinary.path, "train", "--work-dir", work]
                                         + small() + longSteps + ["train_cfg.max_iters=1000"],
                                         environment: ["OMPI_MCA_odls_base_sigkill_timeout": "1"])
-        XCTAssertTrue(job.waitUntil(timeout: 120) { job.stdout.contains("\"iter\":2,") }, job.stderr)
+        XCTAssertTrue(job.waitUntil(timeout: 120) { logged(work, iteration: 2) }, job.stderr)
         job.signal(SIGUSR1)
         XCTAssertEqual(job.wait(timeout: 120), 0, job.stderr)
         let stoppedAt = try iteration(ofCheckpoint: "\(work)/\(try pointer(work))")
@@ -115,7 +122,7 @@ final class ClusterLifeTests: XCTestCase {
     func testSigintToPlainProcessCheckpointsAndExitsZero() throws {
         let work = path("int")
         let job = try BackgroundProcess(OCRDDPBinary.path, ["train", "--work-dir", work] + small() + ["train_cfg.max_iters=100000"])
-        XCTAssertTrue(job.waitUntil(timeout: 120) { job.stdout.contains("\"iter\":2,") })
+        XCTAssertTrue(job.waitUntil(timeout: 120) { logged(work, iteration: 2) })
         job.signal(SIGINT)
         XCTAssertEqual(job.wait(timeout: 60), 0, job.stderr)
         XCTAssertTrue(job.stdout.contains("stop requested (SIGINT)"), job.stdout)
@@ -129,7 +136,7 @@ final class ClusterLifeTests: XCTestCase {
         let args = small() + ["checkpoint.interval=2", "env_cfg.dist_cfg.timeout=20"]
         let job = try BackgroundProcess("/usr/bin/env", mpirunPrefix + [OCRDDPBinary.path, "train", "--work-dir", work]
                                         + args + ["train_cfg.max_iters=100000"])
-        XCTAssertTrue(job.waitUntil(timeout: 120) { job.stdout.contains("\"iter\":3,") }, job.stderr)
+        XCTAssertTrue(job.waitUntil(timeout: 120) { logged(work, iteration: 3) }, job.stderr)
         let rank1 = try XCTUnwrap(mpiRankProcess(1, commandContaining: work))
         kill(rank1, SIGSTOP)
         let stopped = Date()
@@ -157,7 +164,7 @@ final class ClusterLifeTests: XCTestCase {
             let job = try BackgroundProcess(OCRDDPBinary.path, ["train", "--work-dir", work] + (trial > 0 ? ["--resume"] : [])
                                             + args)
             XCTAssertTrue(job.waitUntil(timeout: 60) {
-                job.stdout.contains("\"iter\":") && FileManager.default.fileExists(atPath: "\(work)/last_checkpoint")
+                logged(work) && FileManager.default.fileExists(atPath: "\(work)/last_checkpoint")
             }, job.stderr)
             Thread.sleep(forTimeInterval: Double.random(in: 0...0.6, using: &generator))
             job.signal(SIGKILL)

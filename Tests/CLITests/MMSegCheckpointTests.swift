@@ -62,6 +62,43 @@ final class MMSegCheckpointTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.999, what)
     }
 
+    /// `eval --format-only` (mmseg's CityscapesMetric with format_only) on 2 ranks: one labelIds PNG per image,
+    /// `<image basename>.png`, holding predict's train ids as label ids; the same on a test split without labels.
+    /// The official evaluator (cityscapesscripts, where it is installed) scores the val output at eval's mIoU.
+    func testFormatOnlyWritesCityscapesLabelIds() throws {
+        let config = fixture.appendingPathComponent("config.yaml").path, weights = fixture.appendingPathComponent("model.safetensors").path
+        let out = directory.appendingPathComponent("format").path
+        let r = try mpirun(2, [OCRDDPBinary.path, "eval", config, weights, "--format-only", "--out-dir", out] + configOptions)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("wrote 3 Cityscapes labelIds PNGs"), r.stdout)
+        let predicted = try predict(ranks: 0)
+        let labelIds = LabelEncoding.cityscapesEvaluatedLabelIds
+        for image in images {
+            let name = ((image as NSString).lastPathComponent as NSString).deletingPathExtension
+            XCTAssertEqual(try ImageCodec.readLabel("\(out)/\(name).png").values, predicted[name]!.map { labelIds[Int($0)] }, name)
+        }
+        // Cityscapes' test split has no labels: leftImg8bit/test alone.
+        let testRoot = directory.appendingPathComponent("testsplit")
+        try FileManager.default.createDirectory(at: testRoot.appendingPathComponent("leftImg8bit/test"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: fixture.appendingPathComponent("leftImg8bit/val/frankfurt"),
+                                         to: testRoot.appendingPathComponent("leftImg8bit/test/frankfurt"))
+        let testOut = directory.appendingPathComponent("formattest").path
+        let t = try runProcess(OCRDDPBinary.path, ["eval", config, weights, "--format-only", "--out-dir", testOut, "--split", "test",
+                                                   "--cfg-options", "data.data_root=\(testRoot.path)"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: testOut).sorted(),
+                       try FileManager.default.contentsOfDirectory(atPath: out).sorted())
+
+        let probe = try runProcess("/usr/bin/env", ["python3", "-c", "import cityscapesscripts"])
+        try XCTSkipIf(probe.status != 0, "cityscapesscripts is not installed (pip install cityscapesscripts)")
+        let scored = try runProcess(OCRDDPBinary.path, ["eval", config, weights] + configOptions)
+        let json = try JSONSerialization.jsonObject(with: Data(scored.stdout.split(separator: "\n").last!.utf8)) as! [String: Any]
+        let check = try runProcess("/usr/bin/env", ["python3", "Tools/check_cityscapes_format.py", fixture.path, out,
+                                                    "\(json["mIoU"] as! Double)"])
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        print(check.stdout)
+    }
+
     /// `predict` runs the test pipeline and test_cfg as `eval` does: eval's per-class IoU equals the IoU of
     /// predict's outputs against the labels, for every class present.
     func testPredictEqualsEval() throws { try assertPredictEqualsEval([]) }

@@ -83,7 +83,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(val.samples.map(\.name), ["2007_000032", "2007_000039"])
         XCTAssertEqual(Array(try val.load(1).label.values.prefix(22)), (0..<22).map { UInt8($0 % 21) })
         let aug = try SegmentationDataset(type: .voc, root: (root as NSString).deletingLastPathComponent, split: "trainaug")
-        XCTAssertTrue(aug.samples[0].label.hasSuffix("SegmentationClassAug/2008_000008.png"))
+        XCTAssertTrue(aug.samples[0].label!.hasSuffix("SegmentationClassAug/2008_000008.png"))
         XCTAssertEqual(try aug.load(0).label.values[20], 20)
     }
 

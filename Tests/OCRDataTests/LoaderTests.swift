@@ -101,7 +101,7 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(first.images.shape, [2, 3, 64, 128])
         XCTAssertEqual(first.labels.shape, [2, 128, 256])
         XCTAssertEqual(second.images.shape[0], 1)
-        let original = try dataset.loadLabel(2)
+        let original = try dataset.load(2).label
         XCTAssertEqual(Array(first.labels.values[(128 * 256)...]), original.values.map(Int32.init))
     }
 
