@@ -294,6 +294,12 @@ public final class Trainer {
                         [("val/mIoU", metrics.mIoU), ("val/aAcc", metrics.aAcc), ("val/mAcc", metrics.mAcc)].compactMap { tag, value in
                             value.map { (tag, $0) }
                         } + zip(valSet.classes.names, metrics.iou).compactMap { name, iou in iou.map { ("val/IoU/\(name)", $0) } })
+        if comm.isRoot {
+            // The figure is for people: failing to draw it is a warning, not a reason to stop training.
+            do { try TrainingCurves.write(logFile: "\(workDir)/log.jsonl", to: "\(workDir)/curves.png") } catch {
+                log.warning("\(error)")
+            }
+        }
         let best = state.bestMIoU.map { mIoU > $0 } ?? true
         if best {
             state.bestMIoU = mIoU

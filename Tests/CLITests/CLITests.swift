@@ -206,6 +206,23 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(r.stdout.contains("{\""), "JSON on the console:\n\(r.stdout)")
         XCTAssertTrue(r.stdout.contains("Iter(train) [ 3/12]  lr: ") && r.stdout.contains("loss_ocr: "), r.stdout)
         XCTAssertTrue(r.stdout.contains("Iter(val) [5/5]  100%"), r.stdout)
+        // Curves after every evaluation, and by `plot`: the three series' colours are drawn, and so are the axes.
+        let plotted = directory.appendingPathComponent("plotted.png").path
+        let plot = try runProcess(OCRDDPBinary.path, ["plot", work, "--out", plotted])
+        XCTAssertEqual(plot.status, 0, plot.stderr)
+        for path in ["\(work)/curves.png", plotted] {
+            let curves = try ImageCodec.readRGB(path)
+            XCTAssertEqual([curves.width, curves.height], [1200, 900])
+            let colours = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [0, 0, 0]].map { colour in
+                stride(from: 0, to: curves.pixels.count, by: 3).filter { i in
+                    (0..<3).allSatisfy { Int(curves.pixels[i + $0]) == colour[$0] }
+                }.count
+            }
+            XCTAssertTrue(colours.allSatisfy { $0 > 500 }, "pixels per series colour and black: \(colours)")
+        }
+        let missing = try runProcess(OCRDDPBinary.path, ["plot", directory.appendingPathComponent("nowhere").path])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("nowhere/log.jsonl: cannot read the training log"), missing.stderr)
         let events = try FileManager.default.contentsOfDirectory(atPath: "\(work)/tensorboard")
         XCTAssertEqual(events.filter { $0.hasPrefix("events.out.tfevents.") }.count, 1, "\(events)")
         let probe = try runProcess("/usr/bin/env", ["python3", "-c", "import tensorboard"])
