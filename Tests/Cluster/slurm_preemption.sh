@@ -98,7 +98,7 @@ A_ITERS=6
 WA=$TMP/work-a OUT_A=$TMP/a.out
 NPROC=$NPROC "$LAUNCH" debug "$TAG-a" "$CONFIG" "$WA" "${CFG[@]}" train_cfg.max_iters=$A_ITERS >"$OUT_A" 2>&1 &
 pid=$!
-if wait_for '"iter":1,' "$OUT_A" "$pid" "$CASE_TIMEOUT"; then
+if wait_for '"iter":1,' "$WA/log.jsonl" "$pid" "$CASE_TIMEOUT"; then
     job=$(squeue -h -n "$TAG-a" -o %i | head -n1)
     [[ -n $job ]] || { echo "error: no Slurm job named $TAG-a" >&2; exit 1; }
     echo "   iteration 1 logged; scancel $job (SIGTERM to the tasks, SIGKILL KillWait=30 s later)"
@@ -191,7 +191,7 @@ else
     check "b: log.jsonl has each of iterations 1..$B_ITERS once (every run went on where the last stopped)" \
         test "$(train_iters "$WB/log.jsonl" | tr '\n' ' ')" = "$(seq 1 "$B_ITERS" | tr '\n' ' ')"
     echo "   slurm-$job.out without the per-iteration lines:"
-    grep -v '^{' "$OUT_B" 2>/dev/null | grep -v -E '^(Class|---|[a-z ]+\|)' | sed 's/^/   | /' || true
+    grep -v -E '^(Iter\(|Class|---|[a-z ]+\|)' "$OUT_B" 2>/dev/null | sed 's/^/   | /' || true
 fi
 
 echo
