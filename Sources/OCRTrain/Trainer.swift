@@ -312,19 +312,16 @@ public final class Trainer {
 
     /// Batch norm in training needs two values per channel (else its statistics are NaN; PyTorch raises). Without
     /// a pad size a batch is as large as its largest image, so small enough images leave one value; the config
-    /// check covers pipelines with a pad size. With sync BN the values of all ranks count together.
+    /// check covers pipelines with a pad size. With sync BN over several ranks every rank adds at least one value,
+    /// so only plain BN (or one process) can fall short; the rank that does stops the job with the reason.
     private func checkBatchNormValues(_ batch: Batch) throws {
+        guard !(config.syncBN && comm.size > 1) else { return }
         let (h, w) = (config.model.smallestFeatureSide(batch.images.shape[2]),
                       config.model.smallestFeatureSide(batch.images.shape[3]))
-        let local = batch.images.shape[0] * h * w
-        let values = config.syncBN && comm.size > 1
-            ? Int(comm.allgather(UInt64(local), phase: "batch norm value count").reduce(0, +)) : local
-        try comm.agreeing("batch norm value count") {
-            guard values >= 2 else {
-                throw DataError(batch.names[0], "a training batch of \(batch.images.shape[0]) image(s) of "
-                                + "\(batch.images.shape[2])×\(batch.images.shape[3]) gives a \(h)×\(w) smallest feature "
-                                + "map, one value per channel for batch norm: add a RandomCrop or Pad, or a larger batch")
-            }
+        guard batch.images.shape[0] * h * w >= 2 else {
+            throw DataError(batch.names[0], "a training batch of \(batch.images.shape[0]) image(s) of "
+                            + "\(batch.images.shape[2])×\(batch.images.shape[3]) gives a \(h)×\(w) smallest feature "
+                            + "map, one value per channel for batch norm: add a RandomCrop or Pad, or a larger batch")
         }
     }
 
