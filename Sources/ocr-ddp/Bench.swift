@@ -113,9 +113,12 @@ struct Bench: ParsableCommand {
                 "forward_gflop_per_rank": forwardFlops / 1e9,
                 "effective_gflops": 3 * forwardFlops * Double(comm.size) / step / 1e9,
                 "sgemm_gflops": rates[0],
+                // What one step all-reduces (fp32 gradients), for bandwidth: a ring moves 2(p−1)/p of it per rank.
+                "gradient_mb": Double(ddp.synchronizer.buckets.map(\.range.count).reduce(0, +)) * 4 / 1e6,
                 // Medians over the timed steps, each phase on its own (they need not add up to the median step).
                 "phases": ["data": median(dataSeconds) * 1e3, "forward": median(timings.map(\.forward)) * 1e3,
                            "backward": median(timings.map(\.backward)) * 1e3,
+                           "allreduce": median(timings.map(\.allreduce)) * 1e3,
                            "allreduce_exposed": median(timings.map(\.allreduceExposed)) * 1e3,
                            "optimizer": median(timings.map(\.optimizer)) * 1e3],
             ]

@@ -92,7 +92,8 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(json["ranks"] as? Int, max(ranks, 1))
             XCTAssertEqual(json["crop"] as? [Int], [32, 64])
             let phases = json["phases"] as! [String: Double]
-            XCTAssertEqual(Set(phases.keys), ["data", "forward", "backward", "allreduce_exposed", "optimizer"])
+            XCTAssertEqual(Set(phases.keys), ["data", "forward", "backward", "allreduce", "allreduce_exposed", "optimizer"])
+            XCTAssertGreaterThan(json["gradient_mb"] as! Double, 0)
             XCTAssertGreaterThan(phases["forward"]!, 0)
             XCTAssertGreaterThan(phases["backward"]!, 0)
             XCTAssertGreaterThan(json["img_per_s"] as! Double, 0)
