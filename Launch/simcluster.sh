@@ -31,6 +31,8 @@ ip netns del "${PREFIX}probe"
 
 cleanup() {
     for (( i = 0; i < HOSTS; i++ )); do
+        # What COMMAND left running on a host (an orted whose mpirun died) goes with it.
+        ip netns pids "$PREFIX$i" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "$PREFIX$i" 2>/dev/null || true
         ip link del "${PREFIX}v$i" 2>/dev/null || true
     done
@@ -74,6 +76,10 @@ export OMPI_MCA_btl=tcp,self
 export OMPI_MCA_btl_tcp_if_include=10.77.0.0/24
 export OMPI_MCA_oob_tcp_if_include=10.77.0.0/24
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Every "host" is this machine: mpirun's own binding would put each host's first rank on core 0 (netns-ssh pins
+# instead), and its hwloc runtime component shares the topology through a shared-memory mapping that crashed
+# mpirun (hwloc_shmem_topology_write, SIGSEGV) once the daemons were "remote".
+export OMPI_MCA_hwloc_base_binding_policy=none OMPI_MCA_rtc=^hwloc
 echo "simcluster: $HOSTS host(s) at 10.77.0.1-$HOSTS, links shaped to $RATE, hostfile $HOSTFILE" >&2
 status=0
 "$@" || status=$?

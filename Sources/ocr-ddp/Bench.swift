@@ -18,6 +18,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Crop HxW (default: the config's RandomCrop crop_size, or its Resize scale).") var crop: String?
     @Flag(help: "Print rank 0's time per kind of work (conv GEMMs, im2col, batch norm, …) over the timed steps.")
     var profile = false
+    @Option(help: "How gradient all-reduces overlap backward: polling (MPI_Iallreduce progressed between layers, as train does) or thread (blocking MPI on a communication thread, whose allreduce phase is then the buckets' transfer time).")
+    var overlap: GradientSynchronizer.Overlap = .polling
     @OptionGroup var amp: AmpOption
     @OptionGroup var options: ConfigOptions
 
@@ -49,7 +51,8 @@ struct Bench: ParsableCommand {
             if let precisionNote, comm.isRoot { FileHandle.standardError.write(Data("warning: \(precisionNote)\n".utf8)) }
             let sgd = SGD(store: model.store, learningRate: Float(experiment.learningRate),
                           momentum: Float(experiment.momentum), weightDecay: Float(experiment.weightDecay))
-            let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: experiment.syncBN, optimizer: sgd)
+            let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: experiment.syncBN, optimizer: sgd,
+                                       overlap: overlap)
             let n = experiment.data.batchSize
             var rng = SplitMix64(seed: 7, UInt64(comm.rank))
             // Two random batches, taken in turn; each step first copies its batch into the input tensors, as the
