@@ -145,7 +145,9 @@ final class ElasticTests: XCTestCase {
 
     /// The environment of Launch/elastic_train.sh on two "hosts", 127.0.0.2 and 127.0.0.3, reached through the
     /// project's ssh stand-in (Open MPI's TCP transport over loopback); a host is down while DIRECTORY/down/HOST
-    /// exists. A short kill grace: mpirun then ends a failed job within seconds.
+    /// exists. A short kill grace: mpirun then ends a failed job within seconds. As in Launch/simcluster.sh, no
+    /// mpirun binding and no hwloc runtime component (its shared-memory topology write once crashed mpirun with
+    /// "remote" daemons on this one machine).
     func twoHosts() throws -> [String: String] {
         let standin = "\(FileManager.default.currentDirectoryPath)/Tests/Cluster/ssh-standin"
         let down = directory.appendingPathComponent("down"), hosts = directory.appendingPathComponent("hosts")
@@ -153,7 +155,8 @@ final class ElasticTests: XCTestCase {
         try "127.0.0.2 slots=1\n127.0.0.3 slots=1\n".write(to: hosts, atomically: true, encoding: .utf8)
         return ["HOSTFILE": hosts.path, "HEALTH_CHECK": "\(standin) \"$HOST\" true", "SSH_STANDIN_DOWN": down.path,
                 "RESTART_DELAY": "0", "KILL_GRACE": "2", "OMPI_MCA_plm_rsh_agent": standin, "OMPI_MCA_btl": "tcp,self",
-                "OMPI_MCA_btl_tcp_if_include": "lo", "OMPI_MCA_oob_tcp_if_include": "lo"]
+                "OMPI_MCA_btl_tcp_if_include": "lo", "OMPI_MCA_oob_tcp_if_include": "lo",
+                "OMPI_MCA_hwloc_base_binding_policy": "none", "OMPI_MCA_rtc": "^hwloc"]
     }
 
     /// Launch/elastic_train.sh across two "hosts" (127.0.0.2 and .3 through the project's ssh stand-in, Open MPI's
