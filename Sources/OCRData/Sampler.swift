@@ -103,7 +103,6 @@ public final class TrainingSchedule: SampleSchedule {
     public let order: EpochPermutation
     public let layout: StepLayout
     public let rank: Int
-    public let start: SamplerState
     private let startPosition: Int
     private var cachedEpoch = -1
     private var cachedOrder: [Int] = []
@@ -113,7 +112,6 @@ public final class TrainingSchedule: SampleSchedule {
         self.order = order
         self.layout = layout
         self.rank = rank
-        self.start = start
         startPosition = start.absolute(count: order.count)
     }
 
