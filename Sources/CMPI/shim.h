@@ -20,3 +20,5 @@ static inline MPI_Status *ocr_mpi_status_ignore(void) { return MPI_STATUS_IGNORE
 static inline MPI_Request ocr_mpi_request_null(void) { return MPI_REQUEST_NULL; }
 static inline int ocr_mpi_any_source(void) { return MPI_ANY_SOURCE; }
 static inline int ocr_status_source(const MPI_Status *s) { return s->MPI_SOURCE; }
+static inline int ocr_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
+static inline MPI_Info ocr_mpi_info_null(void) { return MPI_INFO_NULL; }

@@ -25,6 +25,27 @@ public protocol Communicator: AnyObject {
     func duplicate() -> Communicator
     /// Starts a nonblocking in-place sum. Open MPI 4.1 moves it forward only inside MPI calls (`test`, `wait`).
     func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective
+    /// Starts a sum of every rank's `values` (the same length everywhere) cut into parts `counts` long, in rank
+    /// order: this rank receives part `rank` in `part`.
+    func startReduceScatterSum(_ values: UnsafeBufferPointer<Float>, into part: UnsafeMutableBufferPointer<Float>,
+                               counts: [Int], phase: String) -> PendingCollective
+    /// Starts an in-place gather: `buffer` is cut into parts `byteCounts` long, in rank order; each rank's own part
+    /// reaches every rank.
+    func startAllgather(_ buffer: UnsafeMutableRawBufferPointer, byteCounts: [Int], phase: String) -> PendingCollective
+    /// Starts an exchange of `bytesPerRank` blocks: block i of `send` goes to rank i, and block j of `receive`
+    /// arrives from rank j.
+    func startAlltoall(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, bytesPerRank: Int,
+                       phase: String) -> PendingCollective
+    /// The node-aware split: the ranks on this machine (shared memory), and this rank's peers with the same local
+    /// rank on every machine. nil when machines hold different numbers of ranks, where the parts would not line up.
+    func nodeSplit() -> (node: Communicator, crossNode: Communicator)?
+}
+
+/// The MPI thread support a run asks for: `multiple` when collectives run on a communication thread beside the
+/// compute thread (`GradientSynchronizer.Overlap.thread`), `funneled` otherwise. Some fabrics' MPI builds are slow
+/// with MPI_THREAD_MULTIPLE, or refuse it.
+public enum ThreadSupport: String, Sendable {
+    case funneled = "MPI_THREAD_FUNNELED", multiple = "MPI_THREAD_MULTIPLE"
 }
 
 /// A nonblocking collective in flight.
@@ -63,6 +84,13 @@ extension Communicator {
             out.withUnsafeMutableBufferPointer { allgather(send, into: $0, phase: phase) }
         }
         return out
+    }
+
+    /// The largest of every rank's `value`.
+    public func maximum(_ value: Double, phase: String) -> Double {
+        var all = [Double](repeating: 0, count: size)
+        [value].withUnsafeBufferPointer { send in all.withUnsafeMutableBufferPointer { allgather(send, into: $0, phase: phase) } }
+        return all.max() ?? value
     }
 
     /// Runs `body` on every rank and makes the ranks agree on the outcome, so that a failure on some ranks never
@@ -115,6 +143,21 @@ public final class SingleProcess: Communicator {
     public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective {
         CompletedCollective()
     }
+    public func startReduceScatterSum(_ values: UnsafeBufferPointer<Float>, into part: UnsafeMutableBufferPointer<Float>,
+                                      counts: [Int], phase: String) -> PendingCollective {
+        _ = part.initialize(from: values)
+        return CompletedCollective()
+    }
+    public func startAllgather(_ buffer: UnsafeMutableRawBufferPointer, byteCounts: [Int],
+                               phase: String) -> PendingCollective {
+        CompletedCollective()
+    }
+    public func startAlltoall(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                              bytesPerRank: Int, phase: String) -> PendingCollective {
+        receive.copyMemory(from: UnsafeRawBufferPointer(rebasing: send.prefix(bytesPerRank)))
+        return CompletedCollective()
+    }
+    public func nodeSplit() -> (node: Communicator, crossNode: Communicator)? { (SingleProcess(), SingleProcess()) }
 }
 
 /// A failure every rank of the job throws together (see `agreeing`): one line from rank 0 is enough, and the ranks
@@ -144,8 +187,8 @@ public enum Launcher {
 
     /// The MPI communicator when a launcher started us, the single process otherwise. `timeout`: seconds a
     /// collective may take before the watchdog aborts the job.
-    public static func start(timeout: Double = defaultTimeout) throws -> Communicator {
-        detected ? try MPICommunicator(timeout: timeout) : SingleProcess()
+    public static func start(timeout: Double = defaultTimeout, threads: ThreadSupport = .funneled) throws -> Communicator {
+        detected ? try MPICommunicator(timeout: timeout, threads: threads) : SingleProcess()
     }
 
     /// PyTorch's default process-group timeout, and mmengine's `env_cfg.dist_cfg.timeout` default.
@@ -161,49 +204,58 @@ public enum Launcher {
     }
 }
 
-/// Open MPI's COMM_WORLD (or a duplicate of it). Initialised with MPI_THREAD_MULTIPLE: the gradient buckets may be
-/// reduced on a communication thread while sync BN runs collectives on the compute thread, each on its own
-/// communicator, and the watchdog thread talks on a third. Every collective is entered into the watchdog by name.
+/// Open MPI's COMM_WORLD, or a communicator made from it (a duplicate, a node's ranks). Under
+/// MPI_THREAD_MULTIPLE the gradient buckets may be reduced on a communication thread while sync BN runs collectives
+/// on the compute thread, each on its own communicator, and the watchdog thread talks on a third; under
+/// MPI_THREAD_FUNNELED every call comes from the compute thread, and waits check the watchdog themselves. Every
+/// collective is entered into the watchdog by name.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
     public let localRank: Int
     public let localSize: Int
+    /// The thread support MPI granted (at least what was asked for).
+    public let threadSupport: ThreadSupport
     let comm: MPI_Comm
     private let ownsCommunicator: Bool
     private let watchdog: Watchdog?
     /// The watchdog of the world communicator, stopped before MPI_Finalize.
     nonisolated(unsafe) private static var worldWatchdog: Watchdog?
 
-    public init(timeout: Double = Launcher.defaultTimeout) throws {
+    public init(timeout: Double = Launcher.defaultTimeout, threads: ThreadSupport = .funneled) throws {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
+        var provided: Int32 = 0
         if initialized == 0 {
-            var provided: Int32 = 0
-            MPI_Init_thread(nil, nil, ocr_mpi_thread_multiple(), &provided)
-            guard provided >= ocr_mpi_thread_multiple() else {
-                throw CommunicatorError("MPI granted thread level \(provided), but the gradient communication "
-                                        + "thread needs MPI_THREAD_MULTIPLE (\(ocr_mpi_thread_multiple()))")
+            let level = threads == .multiple ? ocr_mpi_thread_multiple() : ocr_mpi_thread_funneled()
+            MPI_Init_thread(nil, nil, level, &provided)
+            guard provided >= level else {
+                throw CommunicatorError("MPI granted thread level \(provided), but this run needs \(threads.rawValue) "
+                                        + "(\(level))" + (threads == .multiple ? " for the thread overlap" : ""))
             }
+        } else {
+            MPI_Query_thread(&provided)
         }
+        threadSupport = provided >= ocr_mpi_thread_multiple() ? .multiple : .funneled
         comm = ocr_mpi_comm_world()
         ownsCommunicator = false
         (rank, size) = Self.rankAndSize(comm)
         let env = ProcessInfo.processInfo.environment
         localRank = Int(env["OMPI_COMM_WORLD_LOCAL_RANK"] ?? env["SLURM_LOCALID"] ?? "") ?? 0
         localSize = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? Self.tasksOnThisNode(env) ?? size
-        watchdog = size > 1 ? Watchdog(world: comm, rank: rank, size: size, timeout: timeout) : nil
+        watchdog = size > 1 ? Watchdog(world: comm, rank: rank, size: size, timeout: timeout,
+                                       ownThread: threadSupport == .multiple) : nil
         Self.worldWatchdog = watchdog
     }
 
-    private init(duplicateOf other: MPICommunicator) {
-        var dup: MPI_Comm? = nil
-        MPI_Comm_dup(other.comm, &dup)
-        comm = dup!
+    /// A communicator made from `other`'s (duplicate or split), sharing its watchdog.
+    private init(_ made: MPI_Comm, of other: MPICommunicator) {
+        comm = made
         ownsCommunicator = true
         (rank, size) = Self.rankAndSize(comm)
         localRank = other.localRank
         localSize = other.localSize
+        threadSupport = other.threadSupport
         watchdog = other.watchdog
     }
 
@@ -233,13 +285,34 @@ public final class MPICommunicator: Communicator {
         return Int(spec.prefix { $0.isNumber })
     }
 
-    /// Runs one blocking MPI collective under the watchdog's eye; a failure code aborts the job (Open MPI's
-    /// default error handler normally aborts before we see one: this is the backstop).
-    private func collective(_ phase: String, _ what: String, _ call: () -> Int32) {
+    /// Runs one MPI collective to completion under the watchdog's eye: the blocking call when the watchdog has a
+    /// thread of its own, else the nonblocking one waited for by `wait`, which checks the watchdog. A failure code
+    /// aborts the job (Open MPI's default error handler normally aborts before we see one: this is the backstop).
+    private func collective(_ phase: String, _ what: String, blocking: () -> Int32,
+                            nonblocking: (inout MPI_Request?) -> Int32) {
         let token = watchdog?.enter(phase)
-        let code = call()
+        if threadSupport == .multiple {
+            check(blocking(), what, phase)
+        } else {
+            var request: MPI_Request? = ocr_mpi_request_null()
+            check(nonblocking(&request), what, phase)
+            Self.wait(&request, watchdog)
+        }
         if let token { watchdog?.leave(token) }
-        check(code, what, phase)
+    }
+
+    /// MPI_Wait, or under MPI_THREAD_FUNNELED an MPI_Test loop that lets the watchdog check and answer meanwhile.
+    static func wait(_ request: inout MPI_Request?, _ watchdog: Watchdog?) {
+        guard let watchdog, !watchdog.hasThread else {
+            MPI_Wait(&request, ocr_mpi_status_ignore())
+            return
+        }
+        var flag: Int32 = 0
+        while true {
+            MPI_Test(&request, &flag, ocr_mpi_status_ignore())
+            if flag != 0 { return }
+            watchdog.check()
+        }
     }
 
     private func check(_ code: Int32, _ what: String, _ phase: String) {
@@ -251,9 +324,9 @@ public final class MPICommunicator: Communicator {
 
     private func allreduce(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype, _ phase: String) {
         guard count > 0 else { return }
-        collective(phase, "MPI_Allreduce") {
-            MPI_Allreduce(ocr_mpi_in_place(), pointer, Int32(count), type, ocr_mpi_sum(), comm)
-        }
+        collective(phase, "MPI_Allreduce",
+                   blocking: { MPI_Allreduce(ocr_mpi_in_place(), pointer, Int32(count), type, ocr_mpi_sum(), comm) },
+                   nonblocking: { MPI_Iallreduce(ocr_mpi_in_place(), pointer, Int32(count), type, ocr_mpi_sum(), comm, &$0) })
     }
 
     public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) {
@@ -270,20 +343,20 @@ public final class MPICommunicator: Communicator {
 
     public func allgather(_ send: UnsafeBufferPointer<Double>, into receive: UnsafeMutableBufferPointer<Double>,
                           phase: String) {
-        precondition(receive.count == send.count * size)
-        collective(phase, "MPI_Allgather") {
-            MPI_Allgather(send.baseAddress, Int32(send.count), ocr_mpi_double(), receive.baseAddress,
-                          Int32(send.count), ocr_mpi_double(), comm)
-        }
+        gather(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive), phase: phase)
     }
 
     public func allgather(_ send: UnsafeBufferPointer<UInt64>, into receive: UnsafeMutableBufferPointer<UInt64>,
                           phase: String) {
+        gather(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive), phase: phase)
+    }
+
+    private func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, phase: String) {
         precondition(receive.count == send.count * size)
-        collective(phase, "MPI_Allgather") {
-            MPI_Allgather(send.baseAddress, Int32(send.count), ocr_mpi_uint64(), receive.baseAddress,
-                          Int32(send.count), ocr_mpi_uint64(), comm)
-        }
+        let n = Int32(send.count), byte = ocr_mpi_byte()
+        collective(phase, "MPI_Allgather",
+                   blocking: { MPI_Allgather(send.baseAddress, n, byte, receive.baseAddress, n, byte, comm) },
+                   nonblocking: { MPI_Iallgather(send.baseAddress, n, byte, receive.baseAddress, n, byte, comm, &$0) })
     }
 
     public func broadcast(_ values: UnsafeMutableRawBufferPointer, root: Int, phase: String) {
@@ -291,23 +364,43 @@ public final class MPICommunicator: Communicator {
         var offset = 0
         while offset < values.count {
             let n = min(values.count - offset, 1 << 30)
-            collective(phase, "MPI_Bcast") {
-                MPI_Bcast(values.baseAddress! + offset, Int32(n), ocr_mpi_byte(), Int32(root), comm)
-            }
+            let start = values.baseAddress! + offset
+            collective(phase, "MPI_Bcast",
+                       blocking: { MPI_Bcast(start, Int32(n), ocr_mpi_byte(), Int32(root), comm) },
+                       nonblocking: { MPI_Ibcast(start, Int32(n), ocr_mpi_byte(), Int32(root), comm, &$0) })
             offset += n
         }
     }
 
-    public func barrier(phase: String) { collective(phase, "MPI_Barrier") { MPI_Barrier(comm) } }
+    public func barrier(phase: String) {
+        collective(phase, "MPI_Barrier", blocking: { MPI_Barrier(comm) }, nonblocking: { MPI_Ibarrier(comm, &$0) })
+    }
 
-    public func duplicate() -> Communicator { MPICommunicator(duplicateOf: self) }
+    public func duplicate() -> Communicator {
+        var dup: MPI_Comm? = nil
+        MPI_Comm_dup(comm, &dup)
+        return MPICommunicator(dup!, of: self)
+    }
 
-    /// A nonblocking collective; it stays open in the watchdog until a `test` or `wait` sees it complete.
+    public func nodeSplit() -> (node: Communicator, crossNode: Communicator)? {
+        var shared: MPI_Comm? = nil
+        MPI_Comm_split_type(comm, ocr_mpi_comm_type_shared(), Int32(rank), ocr_mpi_info_null(), &shared)
+        let node = MPICommunicator(shared!, of: self)
+        var peers: MPI_Comm? = nil
+        MPI_Comm_split(comm, Int32(node.rank), Int32(rank), &peers)
+        let crossNode = MPICommunicator(peers!, of: self)
+        let nodeSizes = allgather(UInt64(node.size), phase: "node sizes")
+        return Set(nodeSizes).count == 1 ? (node, crossNode) : nil
+    }
+
+    /// A nonblocking collective; it stays open in the watchdog until a `test` or `wait` sees it complete. It keeps
+    /// the count arrays MPI reads until then.
     final class Request: PendingCollective {
         var request: MPI_Request? = ocr_mpi_request_null()
         var done = false
         let watchdog: Watchdog?
         let token: Int?
+        var counts: [Int32] = [], displacements: [Int32] = []
 
         init(watchdog: Watchdog?, phase: String) {
             self.watchdog = watchdog
@@ -330,17 +423,58 @@ public final class MPICommunicator: Communicator {
 
         func wait() {
             if !done {
-                MPI_Wait(&request, ocr_mpi_status_ignore())
+                MPICommunicator.wait(&request, watchdog)
                 completed()
             }
         }
     }
 
-    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective {
+    /// Starts `call` as a watched nonblocking collective.
+    private func start(_ what: String, _ phase: String, counts: [Int] = [],
+                       _ call: (Request) -> Int32) -> PendingCollective {
         let r = Request(watchdog: watchdog, phase: phase)
-        check(MPI_Iallreduce(ocr_mpi_in_place(), values.baseAddress, Int32(values.count), ocr_mpi_float(),
-                             ocr_mpi_sum(), comm, &r.request), "MPI_Iallreduce", phase)
+        r.counts = counts.map { Int32($0) }
+        var offset: Int32 = 0
+        r.displacements = r.counts.map { count in
+            defer { offset += count }
+            return offset
+        }
+        check(call(r), what, phase)
         return r
+    }
+
+    public func startAllreduceSum(_ values: UnsafeMutableBufferPointer<Float>, phase: String) -> PendingCollective {
+        start("MPI_Iallreduce", phase) {
+            MPI_Iallreduce(ocr_mpi_in_place(), values.baseAddress, Int32(values.count), ocr_mpi_float(), ocr_mpi_sum(),
+                           comm, &$0.request)
+        }
+    }
+
+    public func startReduceScatterSum(_ values: UnsafeBufferPointer<Float>, into part: UnsafeMutableBufferPointer<Float>,
+                                      counts: [Int], phase: String) -> PendingCollective {
+        precondition(counts.count == size && counts.reduce(0, +) == values.count && part.count == counts[rank])
+        return start("MPI_Ireduce_scatter", phase, counts: counts) {
+            MPI_Ireduce_scatter(values.baseAddress, part.baseAddress, $0.counts, ocr_mpi_float(), ocr_mpi_sum(), comm,
+                                &$0.request)
+        }
+    }
+
+    public func startAllgather(_ buffer: UnsafeMutableRawBufferPointer, byteCounts: [Int],
+                               phase: String) -> PendingCollective {
+        precondition(byteCounts.count == size && byteCounts.reduce(0, +) == buffer.count)
+        return start("MPI_Iallgatherv", phase, counts: byteCounts) {
+            MPI_Iallgatherv(ocr_mpi_in_place(), 0, ocr_mpi_byte(), buffer.baseAddress, $0.counts, $0.displacements,
+                            ocr_mpi_byte(), comm, &$0.request)
+        }
+    }
+
+    public func startAlltoall(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                              bytesPerRank: Int, phase: String) -> PendingCollective {
+        precondition(send.count == bytesPerRank * size && receive.count == send.count)
+        return start("MPI_Ialltoall", phase) {
+            MPI_Ialltoall(send.baseAddress, Int32(bytesPerRank), ocr_mpi_byte(), receive.baseAddress,
+                          Int32(bytesPerRank), ocr_mpi_byte(), comm, &$0.request)
+        }
     }
 
     /// Ends MPI for this process (after the last collective).

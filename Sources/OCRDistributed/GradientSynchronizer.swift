@@ -9,6 +9,7 @@ import OCRTensor
 /// front to back; as each completes it is handed, in bucket order (identical on every rank), to a communication
 /// thread that runs a blocking MPI_Allreduce on its own duplicated communicator and scales by 1/(ranks·micro-batches)
 /// — Open MPI 4.1 does not progress nonblocking collectives in the background, so a thread is what overlaps.
+/// How a bucket is summed (fp32 or bf16 payload, flat or hierarchical) is `BucketAllreduce`'s.
 /// `finish()` waits for the last bucket; the time spent waiting there is the communication backward did not hide.
 /// The `.polling` mode (the default) starts MPI_Iallreduce on the compute thread and progresses it with MPI_Test each
 /// time a layer finishes a gradient. Measured at 2 ranks × 1 thread on 2 cores (README), polling hides as much and
@@ -24,9 +25,13 @@ public final class GradientSynchronizer {
     }
 
     public let buckets: [Bucket]
-    public let overlap: Overlap
+    public let communication: GradientCommunication
+    public var overlap: Overlap { communication.overlap }
+    /// Why the requested topology is not used, for the start-up log; nil when it is.
+    public var topologyNote: String? { reducer.fallbackNote }
     let store: ParameterStore
     let comm: Communicator
+    private let reducer: BucketAllreduce
     let worldSize: Int
     /// Which bucket each parameter's gradient belongs to, by parameter offset.
     private var bucketOfOffset: [Int: Int] = [:]
@@ -47,20 +52,20 @@ public final class GradientSynchronizer {
     public private(set) var allreduceSeconds = 0.0
     public private(set) var exposedSeconds = 0.0
 
-    public init(store: ParameterStore, comm: Communicator, firstBucketBytes: Int = 1 << 20,
-                bucketBytes: Int = 25 << 20, overlap: Overlap = .polling) {
+    public init(store: ParameterStore, comm: Communicator, communication: GradientCommunication = .init()) {
         self.store = store
-        self.overlap = overlap
+        self.communication = communication
         self.comm = comm.duplicate()
         self.worldSize = comm.size
+        reducer = BucketAllreduce(comm: self.comm, communication: communication)
         var buckets: [Bucket] = []
         var start = 0, count = 0, params = 0
-        var limit = max(firstBucketBytes / 4, 1)
+        var limit = max(communication.firstBucketBytes / 4, 1)
         for p in store.parametersByOffset {
             if count > 0 && count + p.value.count > limit {
                 buckets.append(Bucket(range: start..<(start + count), parameterCount: params))
                 start += count; count = 0; params = 0
-                limit = max(bucketBytes / 4, 1)
+                limit = max(communication.bucketBytes / 4, 1)
             }
             bucketOfOffset[p.offset] = buckets.count
             count += p.value.count
@@ -89,6 +94,14 @@ public final class GradientSynchronizer {
         condition.signal()
         condition.unlock()
         if thread != nil { threadExited.wait() }
+    }
+
+    /// One phrase for the start-up line: "gradients fp32, flat all-reduce polled between layers, 12 buckets".
+    public var describe: String {
+        let topology = reducer.fallbackNote == nil ? communication.topology : .flat
+        let overlapText = overlap == .polling ? "polled between layers" : "on a communication thread"
+        return "gradients \(communication.payload.rawValue), \(topology.rawValue) all-reduce \(overlapText), "
+            + "\(buckets.count) buckets"
     }
 
     /// Arms the hooks for a backward whose gradients are to be averaged now; `microBatches` backward passes have
@@ -125,7 +138,7 @@ public final class GradientSynchronizer {
 
     private func launch(_ index: Int) {
         if worldSize > 1 && overlap == .polling {
-            inFlight.append(comm.startAllreduceSum(slice(index), phase: bucketName(index)))
+            inFlight.append(reducer.start(slice(index), bucket: index, phase: bucketName(index)))
             return
         }
         if thread == nil {
@@ -140,7 +153,7 @@ public final class GradientSynchronizer {
     }
 
     private func reduce(_ index: Int) {
-        if worldSize > 1 { comm.allreduceSum(slice(index), phase: bucketName(index)) }
+        if worldSize > 1 { reducer.start(slice(index), bucket: index, phase: bucketName(index)).wait() }
         applyScale(index)
     }
 

@@ -6,11 +6,14 @@ import Foundation
 /// leave every other rank waiting forever.
 ///
 /// Every collective of `MPICommunicator` (and its duplicates) is entered here with its name, e.g. "sync BN
-/// backbone.layer2.0.bn1 statistics" or "gradient bucket 3/12". A thread checks the oldest open one; past the
-/// timeout it asks every other rank's watchdog thread, over a communicator of its own, what that rank is doing, waits a
-/// few seconds for the answers, prints one line on stderr naming the iteration, the collective and the ranks that did
-/// not arrive (no answer = stopped, hung or dead), and aborts the job (MPI_Abort, non-zero exit). The thread also
+/// backbone.layer2.0.bn1 statistics" or "gradient bucket 3/12". The oldest open one is checked regularly; past the
+/// timeout the watchdog asks every other rank's watchdog, over a communicator of its own, what that rank is doing,
+/// waits a few seconds for the answers, prints one line on stderr naming the iteration, the collective and the ranks
+/// that did not arrive (no answer = stopped, hung or dead), and aborts the job (MPI_Abort, non-zero exit). It also
 /// answers such questions from other ranks; Open MPI moves messages only inside MPI calls, so it polls with MPI_Test.
+/// Under MPI_THREAD_MULTIPLE a thread of its own does this; under MPI_THREAD_FUNNELED the rank's own waits do it
+/// between their MPI_Test calls, so a rank answers only while it waits in a collective: past the timeout the ranks
+/// that are not hung are all waiting, and answer.
 final class Watchdog: @unchecked Sendable {
     let timeout: Double
     private let comm: MPI_Comm
@@ -25,20 +28,34 @@ final class Watchdog: @unchecked Sendable {
     private var stageText = "start-up"
     private var stopping = false
     private var thread: Thread?
+    /// Whether a thread of its own checks (else the waits call `check`).
+    let hasThread: Bool
     private let finished = DispatchSemaphore(value: 0)
+    /// The posted receive for other ranks' questions, and the question's buffer (a stable address for MPI).
+    private var queryRequest: MPI_Request? = ocr_mpi_request_null()
+    private let query = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+    private let poll: Double
+    private var lastCheck = 0.0
 
     private static let queryTag: Int32 = 7101, answerTag: Int32 = 7102
     /// Answers are fixed-size UTF-8 text, so the receive buffer is known before the answer arrives.
     private static let answerBytes = 512
 
-    /// Duplicates `world` (a collective: every rank constructs its watchdog at the same point).
-    init(world: MPI_Comm, rank: Int, size: Int, timeout: Double) {
+    /// Duplicates `world` (a collective: every rank constructs its watchdog at the same point). `ownThread`: check
+    /// and answer on a thread of its own (needs MPI_THREAD_MULTIPLE); otherwise the ranks' waits call `check()`
+    /// while they wait for a collective, all on the thread that owns MPI (MPI_THREAD_FUNNELED).
+    init(world: MPI_Comm, rank: Int, size: Int, timeout: Double, ownThread: Bool) {
         var dup: MPI_Comm? = nil
         MPI_Comm_dup(world, &dup)
         comm = dup!
         self.rank = rank
         self.size = size
         self.timeout = timeout
+        poll = max(0.05, min(1.0, timeout / 10))
+        hasThread = ownThread
+        query.initialize(to: 0)
+        MPI_Irecv(query, 1, ocr_mpi_int64(), ocr_mpi_any_source(), Self.queryTag, comm, &queryRequest)
+        guard ownThread else { return }
         let t = Thread { [unowned self] in self.loop() }
         t.name = "ocr-ddp watchdog"
         thread = t
@@ -65,11 +82,15 @@ final class Watchdog: @unchecked Sendable {
         }
     }
 
-    /// Stops the thread (before MPI_Finalize: it must not call MPI afterwards).
+    /// Stops the thread and withdraws the posted receive (before MPI_Finalize: no MPI afterwards).
     func stop() {
         lock.withLock { stopping = true }
         if thread != nil { finished.wait() }
         thread = nil
+        if queryRequest != ocr_mpi_request_null() {
+            MPI_Cancel(&queryRequest)
+            MPI_Wait(&queryRequest, ocr_mpi_status_ignore())
+        }
     }
 
     private static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
@@ -86,40 +107,42 @@ final class Watchdog: @unchecked Sendable {
     }
 
     private func loop() {
-        let poll = max(0.05, min(1.0, timeout / 10))
-        var query = Int64(0)
-        var request: MPI_Request? = ocr_mpi_request_null()
-        MPI_Irecv(&query, 1, ocr_mpi_int64(), ocr_mpi_any_source(), Self.queryTag, comm, &request)
         while !lock.withLock({ stopping }) {
             Thread.sleep(forTimeInterval: poll)
-            answerQueries(&request, &query)
-            let overdue: (name: String, since: Double)? = lock.withLock {
-                open.values.min(by: { $0.since < $1.since }).flatMap { Self.now() - $0.since > timeout ? $0 : nil }
-            }
-            if let overdue { abortJob(overdue, &request, &query) }
+            check()
         }
-        MPI_Cancel(&request)
-        MPI_Wait(&request, ocr_mpi_status_ignore())
         finished.signal()
     }
 
+    /// Answers the questions that have arrived and aborts the job when a collective is overdue; at most once per
+    /// poll interval (the waits of a thread-less watchdog call it in their MPI_Test loops).
+    func check() {
+        let now = Self.now()
+        guard now - lastCheck >= poll else { return }
+        lastCheck = now
+        answerQueries()
+        let overdue: (name: String, since: Double)? = lock.withLock {
+            open.values.min(by: { $0.since < $1.since }).flatMap { now - $0.since > timeout ? $0 : nil }
+        }
+        if let overdue { abortJob(overdue) }
+    }
+
     /// Answers every question that has arrived; leaves a receive posted for the next one.
-    private func answerQueries(_ request: inout MPI_Request?, _ query: inout Int64) {
+    private func answerQueries() {
         while true {
             var flag: Int32 = 0
             var status = MPI_Status()
-            MPI_Test(&request, &flag, &status)
+            MPI_Test(&queryRequest, &flag, &status)
             guard flag != 0 else { return }
             var answer = [UInt8](repeating: 0, count: Self.answerBytes)
             let text = Array(currentActivity().utf8.prefix(Self.answerBytes - 1))
             answer.replaceSubrange(0..<text.count, with: text)
             MPI_Send(&answer, Int32(Self.answerBytes), ocr_mpi_byte(), ocr_status_source(&status), Self.answerTag, comm)
-            MPI_Irecv(&query, 1, ocr_mpi_int64(), ocr_mpi_any_source(), Self.queryTag, comm, &request)
+            MPI_Irecv(query, 1, ocr_mpi_int64(), ocr_mpi_any_source(), Self.queryTag, comm, &queryRequest)
         }
     }
 
-    private func abortJob(_ overdue: (name: String, since: Double), _ request: inout MPI_Request?,
-                          _ query: inout Int64) -> Never {
+    private func abortJob(_ overdue: (name: String, since: Double)) -> Never {
         let others = (0..<size).filter { $0 != rank }
         var answers = [[UInt8]](repeating: [UInt8](repeating: 0, count: Self.answerBytes), count: size)
         var receives = [MPI_Request?](repeating: ocr_mpi_request_null(), count: size)
@@ -137,7 +160,7 @@ final class Watchdog: @unchecked Sendable {
                 MPI_Test(&receives[r], &flag, ocr_mpi_status_ignore())
                 if flag != 0 { answered.insert(r) }
             }
-            answerQueries(&request, &query)   // others may be asking us at the same time
+            answerQueries()   // others may be asking us at the same time
             Thread.sleep(forTimeInterval: 0.05)
         }
         var notArrived: [String] = []

@@ -27,16 +27,14 @@ public final class DataParallel {
     public private(set) var lastTiming = Timing()
 
     public init(model: OCRNet, comm: Communicator, syncBatchNorm: Bool = true, optimizer: SGD,
-                firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20,
-                overlap: GradientSynchronizer.Overlap = .polling) throws {
+                communication: GradientCommunication = .init()) throws {
         self.model = model
         self.comm = comm
         self.optimizer = optimizer
         if syncBatchNorm && comm.size > 1 { model.store.reducer = SyncBatchNormReducer(comm: comm) }
         try ReplicaConsistency.checkLayout(model.store, comm: comm)
         ReplicaConsistency.broadcastState(model.store, comm: comm)
-        synchronizer = GradientSynchronizer(store: model.store, comm: comm, firstBucketBytes: firstBucketBytes,
-                                            bucketBytes: bucketBytes, overlap: overlap)
+        synchronizer = GradientSynchronizer(store: model.store, comm: comm, communication: communication)
     }
 
     /// One micro-batch of a rank: images N×3×H×W, labels N×H×W, and the samples' global stream positions that key

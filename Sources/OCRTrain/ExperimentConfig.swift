@@ -1,5 +1,6 @@
 import Foundation
 import OCRData
+import OCRDistributed
 import OCRModel
 import OCRNN
 import OCRTensor
@@ -47,6 +48,9 @@ public struct ExperimentConfig {
     public var maxKeep = 3
     public var logInterval = 50
     public var seed: UInt64 = 0
+    /// How gradients travel between ranks (`model_wrapper_cfg`: bucket_cap_mb as PyTorch DDP, and our overlap,
+    /// gradient_payload and allreduce keys).
+    public var gradientCommunication = GradientCommunication()
     /// Seconds a collective may take before the watchdog aborts the job (`env_cfg.dist_cfg.timeout`).
     public var distTimeout = 1800.0
     /// What a failed evaluation during training does after its checkpoint is safe (`train_cfg.on_val_error`).
@@ -274,6 +278,7 @@ public struct ExperimentConfig {
         guard distTimeout > 0 && distTimeout.isFinite else {
             throw ConfigError("config key 'env_cfg.dist_cfg.timeout': must be a positive number of seconds")
         }
+        gradientCommunication = try Self.readModelWrapper(r)
         let onError = try r.string("train_cfg.on_val_error", default: onValError.rawValue)
         guard let failure = ValidationFailure(rawValue: onError) else {
             throw ConfigError("config key 'train_cfg.on_val_error': '\(onError)' is not stop or continue")
@@ -290,6 +295,30 @@ public struct ExperimentConfig {
         if let unknown = r.unknownKeys.first {
             throw ConfigError("unknown config key '\(unknown)'")
         }
+    }
+
+    /// mmengine's `model_wrapper_cfg` (the DDP wrapper's arguments): PyTorch DDP's `bucket_cap_mb`, and ours:
+    /// `overlap` (polling | thread), `gradient_payload` (fp32 | bf16) and `allreduce` (flat | hierarchical).
+    static func readModelWrapper(_ r: ConfigReader) throws -> GradientCommunication {
+        try r.require("model_wrapper_cfg.type", equals: .string("MMDistributedDataParallel"), "MMDistributedDataParallel")
+        var communication = GradientCommunication()
+        func choice<T: RawRepresentable & CaseIterable>(_ key: String, _ fallback: T) throws -> T where T.RawValue == String {
+            let value = try r.string("model_wrapper_cfg." + key, default: fallback.rawValue)
+            guard let chosen = T(rawValue: value) else {
+                throw ConfigError("config key 'model_wrapper_cfg.\(key)': '\(value)' is not "
+                                  + T.allCases.map(\.rawValue).joined(separator: " or "))
+            }
+            return chosen
+        }
+        communication.overlap = try choice("overlap", communication.overlap)
+        communication.payload = try choice("gradient_payload", communication.payload)
+        communication.topology = try choice("allreduce", communication.topology)
+        let capMB = try r.double("model_wrapper_cfg.bucket_cap_mb", default: 25)
+        guard capMB > 0 && capMB <= 1024 else {
+            throw ConfigError("config key 'model_wrapper_cfg.bucket_cap_mb': \(capMB) is not in (0, 1024] MB")
+        }
+        communication.bucketBytes = Int(capMB * 1024 * 1024)
+        return communication
     }
 
     /// The segmentor around the backbone as mmseg writes it: a two-stage CascadeEncoderDecoder. `pretrained` names

@@ -149,7 +149,9 @@ public final class Trainer {
         state = try JSONDecoder().decode(TrainerState.self,
                                          from: Data(comm.broadcast(stateJSON, phase: "trainer state").utf8))
 
-        let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: config.syncBN, optimizer: sgd)
+        let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: config.syncBN, optimizer: sgd,
+                                   communication: config.gradientCommunication)
+        if let note = ddp.synchronizer.topologyNote { log.warning("\(note)") }
         comm.broadcast(UnsafeMutableBufferPointer(start: sgd.momentumBuffer.data, count: sgd.momentumBuffer.count),
                        phase: "broadcast of rank 0's momentum")
         let layout = state.layout ?? configLayout
@@ -162,7 +164,8 @@ public final class Trainer {
                  + "\(ElasticPlan.describe(layout)) (global batch \(layout.globalBatch)), "
                  + "iterations \(state.iteration)..<\(config.maxIters)"
                  + (config.autoScaleBaseBatch.map { ", LR × \(layout.globalBatch)/\($0) (auto_scale_lr)" } ?? "")
-                 + (precision == .bfloat16 ? ", bf16 GEMM operands (\(BF16.kernelName))" : ""))
+                 + (precision == .bfloat16 ? ", bf16 GEMM operands (\(BF16.kernelName))" : "")
+                 + (comm.size > 1 ? ", " + ddp.synchronizer.describe : ""))
 
         // The process's peak memory after its first steps is training's own, unless an evaluation ran first.
         let evaluatesFirst = state.pendingEvaluation == true

@@ -18,8 +18,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Crop HxW (default: the config's RandomCrop crop_size, or its Resize scale).") var crop: String?
     @Flag(help: "Print rank 0's time per kind of work (conv GEMMs, im2col, batch norm, …) over the timed steps.")
     var profile = false
-    @Option(help: "How gradient all-reduces overlap backward: polling (MPI_Iallreduce progressed between layers, as train does) or thread (blocking MPI on a communication thread, whose allreduce phase is then the buckets' transfer time).")
-    var overlap: GradientSynchronizer.Overlap = .polling
+    @Option(help: "How gradient all-reduces overlap backward (default: the config's model_wrapper_cfg.overlap, polling): polling (nonblocking collectives progressed between layers) or thread (blocking MPI on a communication thread, whose allreduce phase is then the buckets' transfer time).")
+    var overlap: GradientSynchronizer.Overlap?
     @OptionGroup var amp: AmpOption
     @OptionGroup var options: ConfigOptions
 
@@ -42,9 +42,11 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let experiment = try options.load(config, amp: amp)
+        var experiment = try options.load(config, amp: amp)
+        if let overlap { experiment.gradientCommunication.overlap = overlap }
+        let communication = experiment.gradientCommunication
         let (h, w) = try cropSize(experiment)
-        try withProcessGroup(timeout: experiment.distTimeout) { comm in
+        try withProcessGroup(timeout: experiment.distTimeout, threads: communication.threadSupport) { comm in
             let model = OCRNet(config: experiment.model, seed: experiment.seed)
             let (precision, precisionNote) = experiment.availablePrecision
             model.store.trainingPrecision = precision
@@ -52,7 +54,7 @@ struct Bench: ParsableCommand {
             let sgd = SGD(store: model.store, learningRate: Float(experiment.learningRate),
                           momentum: Float(experiment.momentum), weightDecay: Float(experiment.weightDecay))
             let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: experiment.syncBN, optimizer: sgd,
-                                       overlap: overlap)
+                                       communication: communication)
             let n = experiment.data.batchSize
             var rng = SplitMix64(seed: 7, UInt64(comm.rank))
             // Two random batches, taken in turn; each step first copies its batch into the input tensors, as the
@@ -95,9 +97,7 @@ struct Bench: ParsableCommand {
             func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
             let step = median(stepSeconds)
             // Peak RSS is reported per rank (the largest), as the budget that matters is one rank's.
-            let ownRSS = [peakResidentMB()]
-            var all = [Double](repeating: 0, count: comm.size)
-            ownRSS.withUnsafeBufferPointer { send in all.withUnsafeMutableBufferPointer { comm.allgather(send, into: $0, phase: "peak RSS") } }
+            let peakRSS = comm.maximum(peakResidentMB(), phase: "peak RSS")
             guard comm.isRoot else { return }
             if profile {
                 print("profile of rank 0, ms per step over \(iters) steps (exclusive time):")
@@ -110,8 +110,11 @@ struct Bench: ParsableCommand {
             var result: [String: Any] = [
                 "img_per_s": Double(n * comm.size) / step, "ms_per_step": step * 1e3, "ranks": comm.size,
                 "threads_per_rank": BLAS.threads, "batch_per_rank": n, "crop": [h, w],
-                "peak_rss_mb": all.max() ?? 0, "openblas_core": BLAS.coreName,
+                "peak_rss_mb": peakRSS, "openblas_core": BLAS.coreName,
                 "precision": precision.rawValue,
+                "overlap": communication.overlap.rawValue, "gradient_payload": communication.payload.rawValue,
+                "allreduce": ddp.synchronizer.topologyNote == nil ? communication.topology.rawValue : "flat",
+                "mpi_threads": (comm as? MPICommunicator)?.threadSupport.rawValue ?? "none",
                 // 3 × forward GEMM work (forward, input and weight gradients) over all ranks per second.
                 "forward_gflop_per_rank": forwardFlops / 1e9,
                 "effective_gflops": 3 * forwardFlops * Double(comm.size) / step / 1e9,

@@ -25,13 +25,15 @@ struct AmpOption: ParsableArguments {
     var overrides: [String] { amp ? ["optim_wrapper.type=AmpOptimWrapper", "optim_wrapper.dtype=bfloat16"] : [] }
 }
 
-/// Starts the process group (MPI under a launcher, one process otherwise; `timeout` for the collective watchdog),
+/// Starts the process group (MPI under a launcher, one process otherwise; `timeout` for the collective watchdog,
+/// `threads` the MPI thread support the run needs),
 /// gives each rank cores/ranks BLAS threads unless OPENBLAS_NUM_THREADS says otherwise, runs `body`, and ends MPI.
 /// A failure all ranks agreed on (`AgreedFailure`) is printed once, by rank 0, and every rank exits non-zero after
 /// ending MPI; a failure on one rank only stops the whole job (MPI_Abort) after printing its one-line reason, so no
 /// rank waits forever in a collective.
-func withProcessGroup(timeout: Double = Launcher.defaultTimeout, _ body: (Communicator) throws -> Void) throws {
-    let comm = try Launcher.start(timeout: timeout)
+func withProcessGroup(timeout: Double = Launcher.defaultTimeout, threads: ThreadSupport = .funneled,
+                      _ body: (Communicator) throws -> Void) throws {
+    let comm = try Launcher.start(timeout: timeout, threads: threads)
     let env = ProcessInfo.processInfo.environment
     let cores = ProcessInfo.processInfo.activeProcessorCount
     BLAS.setThreads(Int(env["OPENBLAS_NUM_THREADS"] ?? "") ?? max(1, cores / max(comm.localSize, 1)))

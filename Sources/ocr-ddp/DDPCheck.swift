@@ -35,6 +35,9 @@ struct DDPCheck: ParsableCommand {
     @Option(help: "Size of the other gradient buckets, KiB.") var bucketKib = 25 * 1024
     @Option(help: "How gradient all-reduces overlap backward: thread (blocking MPI on a communication thread) or polling (MPI_Iallreduce progressed by MPI_Test between layers).")
     var overlap: GradientSynchronizer.Overlap = .polling
+    @Option(help: "What gradient buckets are sent as: fp32 or bf16 (summed in fp32).")
+    var gradientPayload: GradientCommunication.Payload = .fp32
+    @Option(help: "flat, or hierarchical (inside each machine first).") var allreduce: GradientCommunication.Topology = .flat
     @Flag(inversion: .prefixedNo, help: "Synchronise batch-norm statistics across ranks.") var syncBn = true
     @Flag(help: "Every rank writes rank<r>.safetensors.") var dumpEveryRank = false
     @Option(help: "After training, evaluate on this many samples split over the ranks (each counted once).")
@@ -45,7 +48,9 @@ struct DDPCheck: ParsableCommand {
     @Option(help: "BLAS threads per rank.") var threads = 1
 
     func run() throws {
-        let comm = try Launcher.start()
+        let communication = GradientCommunication(overlap: overlap, payload: gradientPayload, topology: allreduce,
+                                                  firstBucketBytes: firstBucketKib * 1024, bucketBytes: bucketKib * 1024)
+        let comm = try Launcher.start(threads: communication.threadSupport)
         defer { MPICommunicator.finalize() }
         BLAS.setThreads(threads)
         let batches = rankBatches.split(separator: ",").compactMap { Int($0) }
@@ -63,8 +68,7 @@ struct DDPCheck: ParsableCommand {
         let model = OCRNet(config: config, seed: seed &+ UInt64(comm.rank))
         let sgd = SGD(store: model.store, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
         let ddp = try DataParallel(model: model, comm: comm, syncBatchNorm: syncBn, optimizer: sgd,
-                                   firstBucketBytes: firstBucketKib * 1024, bucketBytes: bucketKib * 1024,
-                                   overlap: overlap)
+                                   communication: communication)
         let globalBatch = batches.reduce(0, +)
         let myStart = batches[..<comm.rank].reduce(0, +)
         let myCount = batches[comm.rank]
@@ -132,3 +136,5 @@ struct DDPCheck: ParsableCommand {
 }
 
 extension GradientSynchronizer.Overlap: ExpressibleByArgument {}
+extension GradientCommunication.Payload: ExpressibleByArgument {}
+extension GradientCommunication.Topology: ExpressibleByArgument {}

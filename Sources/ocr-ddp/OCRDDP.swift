@@ -15,7 +15,7 @@ struct OCRDDP: ParsableCommand {
               mpirun -n 4 ocr-ddp train CONFIG --work-dir DIR
               ocr-ddp eval CONFIG DIR/iter_N
             """,
-        subcommands: [Train.self, Eval.self, Predict.self, Plot.self, MakeSynthetic.self, Bench.self, BenchConvs.self,
+        subcommands: [Train.self, Eval.self, Predict.self, Plot.self, MakeSynthetic.self, Bench.self, BenchConvs.self, BenchAllreduce.self,
                       DDPCheck.self])
 
     /// `--resume` takes an optional value (`--resume` = the newest checkpoint of the work dir, `--resume DIR` = that

@@ -36,7 +36,7 @@ struct Train: ParsableCommand {
         let experiment = try options.load(config, amp: amp)
         let name = config.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? "quickstart"
         let dir = workDir ?? "work_dirs/\(name)"
-        try withProcessGroup(timeout: experiment.distTimeout) { comm in
+        try withProcessGroup(timeout: experiment.distTimeout, threads: experiment.gradientCommunication.threadSupport) { comm in
             try Trainer(config: experiment, workDir: dir, comm: comm).run(resume: resume == Self.latestCheckpoint ? "" : resume, loadFrom: loadFrom,
                                                                             stopAtIteration: stopAtIter)
         }

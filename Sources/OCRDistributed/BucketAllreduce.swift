@@ -1,0 +1,192 @@
+import Foundation
+
+/// How gradient buckets travel between ranks: `model_wrapper_cfg` in the config (docs/INTERFACE.md). The default,
+/// a flat fp32 all-reduce polled between layers with PyTorch DDP's bucket sizes, is the exact one.
+public struct GradientCommunication: Sendable, Equatable {
+    /// What a bucket's values are sent as. `bf16` halves the bytes; the sums are still taken in fp32.
+    public enum Payload: String, CaseIterable, Sendable { case fp32, bf16 }
+    /// `hierarchical`: sum inside each machine first, so only 1/(ranks per machine) of the bucket crosses the
+    /// network per rank.
+    public enum Topology: String, CaseIterable, Sendable { case flat, hierarchical }
+
+    public var overlap = GradientSynchronizer.Overlap.polling
+    public var payload = Payload.fp32
+    public var topology = Topology.flat
+    /// PyTorch DDP's bucket sizes: a small first bucket so communication starts early, then `bucket_cap_mb`.
+    public var firstBucketBytes = 1 << 20
+    public var bucketBytes = 25 << 20
+
+    public init(overlap: GradientSynchronizer.Overlap = .polling, payload: Payload = .fp32, topology: Topology = .flat,
+                firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20) {
+        self.overlap = overlap
+        self.payload = payload
+        self.topology = topology
+        self.firstBucketBytes = firstBucketBytes
+        self.bucketBytes = bucketBytes
+    }
+
+    /// Only the thread overlap calls MPI from a second thread.
+    public var threadSupport: ThreadSupport { overlap == .thread ? .multiple : .funneled }
+}
+
+/// Sums one gradient bucket over every rank as a chain of nonblocking collectives (so the polling overlap can move
+/// it forward between layers):
+/// - **flat fp32**: one MPI_Iallreduce.
+/// - **flat bf16**: every value rounded to bf16 and the bucket cut into one part per rank; an all-to-all hands part
+///   r of every rank to rank r, which adds them in fp32 in rank order and rounds the sum to bf16 once; an allgather
+///   hands every rank every sum. Each rank sends (p−1)/p of the bucket twice at 2 bytes a value, half of a ring's
+///   fp32 bytes, and the result carries two bf16 roundings however many ranks add up (PyTorch's
+///   bf16_compress_hook adds in bf16, so its error grows with the ranks).
+/// - **hierarchical**: an fp32 reduce-scatter among the ranks of a machine leaves each with its part of the
+///   machine's sum; that part is summed across machines (fp32 or bf16 as above) among the ranks with the same local
+///   rank; an allgather inside the machine hands every rank the whole bucket.
+/// Every rank ends with the same values.
+public final class BucketAllreduce {
+    let communication: GradientCommunication
+    private let world: Communicator
+    /// The machine's ranks and the same-local-rank peers, for the hierarchical topology.
+    private let split: (node: Communicator, crossNode: Communicator)?
+    /// Buffers of each bucket, kept from step to step: bf16 send and receive blocks, the machine's part.
+    private var scratch: [Int: Scratch] = [:]
+
+    /// Why the requested topology could not be used (logged by the caller), nil when it is.
+    public let fallbackNote: String?
+
+    public init(comm: Communicator, communication: GradientCommunication) {
+        self.communication = communication
+        world = comm
+        if communication.topology == .hierarchical && comm.size > 1 {
+            split = comm.nodeSplit()
+            fallbackNote = split == nil
+                ? "hierarchical all-reduce needs the same number of ranks on every machine; using the flat one" : nil
+        } else {
+            split = nil
+            fallbackNote = nil
+        }
+    }
+
+    /// Starts the sum of `values` (bucket `index`; `phase` names it for the watchdog).
+    public func start(_ values: UnsafeMutableBufferPointer<Float>, bucket index: Int, phase: String) -> PendingCollective {
+        let buffers = scratch[index] ?? Scratch()
+        scratch[index] = buffers
+        guard let (node, crossNode) = split else {
+            return StagedCollective(acrossRanks(values, over: world, buffers, phase: phase))
+        }
+        let counts = Self.partCounts(values.count, parts: node.size)
+        let offset = counts[..<node.rank].reduce(0, +)
+        let part = buffers.floats(counts[node.rank])
+        let partOfValues = UnsafeMutableBufferPointer(rebasing: values[offset..<(offset + part.count)])
+        var stages: [() -> PendingCollective] = [{
+            node.startReduceScatterSum(UnsafeBufferPointer(values), into: part, counts: counts,
+                                       phase: phase + " (reduce-scatter in the machine)")
+        }]
+        stages += acrossRanks(part, over: crossNode, buffers, phase: phase + " (across machines)")
+        stages.append {
+            _ = partOfValues.update(fromContentsOf: part)
+            return node.startAllgather(UnsafeMutableRawBufferPointer(values), byteCounts: counts.map { $0 * 4 },
+                                       phase: phase + " (allgather in the machine)")
+        }
+        return StagedCollective(stages)
+    }
+
+    /// The stages that sum `values` in place over `comm`, in the configured payload.
+    private func acrossRanks(_ values: UnsafeMutableBufferPointer<Float>, over comm: Communicator, _ buffers: Scratch,
+                             phase: String) -> [() -> PendingCollective] {
+        guard communication.payload == .bf16 && comm.size > 1 else {
+            return [{ comm.startAllreduceSum(values, phase: phase) }]
+        }
+        let p = comm.size
+        let block = (values.count + p - 1) / p
+        let send = buffers.halves(p * block, slot: 0), receive = buffers.halves(p * block, slot: 1)
+        return [{
+            for i in 0..<values.count { send[i] = Self.bf16(values[i]) }
+            for i in values.count..<send.count { send[i] = 0 }
+            return comm.startAlltoall(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive),
+                                      bytesPerRank: block * 2, phase: phase + " (bf16 all-to-all)")
+        }, {
+            // This rank's part of the sum, in fp32 in rank order, rounded once; written where the allgather
+            // expects this rank's block.
+            let own = comm.rank * block
+            for j in 0..<block {
+                var sum: Float = 0
+                for r in 0..<p { sum += Self.float(receive[r * block + j]) }
+                send[own + j] = Self.bf16(sum)
+            }
+            return comm.startAllgather(UnsafeMutableRawBufferPointer(send), byteCounts: Array(repeating: block * 2, count: p),
+                                       phase: phase + " (bf16 allgather)")
+        }, {
+            for i in 0..<values.count { values[i] = Self.float(send[i]) }
+            return CompletedCollective()
+        }]
+    }
+
+    /// `n` values cut into `parts` nearly equal parts (the first n % parts one longer), as MPI's examples do.
+    static func partCounts(_ n: Int, parts: Int) -> [Int] {
+        (0..<parts).map { n / parts + ($0 < n % parts ? 1 : 0) }
+    }
+
+    /// bf16 bits of `x`, rounded to nearest even (as the bf16 GEMM operands are); NaN stays NaN.
+    @inline(__always) static func bf16(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
+        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    @inline(__always) static func float(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
+
+    /// Buffers that outlive one step (MPI reads and writes them while the collective is in flight).
+    final class Scratch {
+        private var floatBuffer = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+        private var halfBuffers = [UnsafeMutableBufferPointer<UInt16>(start: nil, count: 0),
+                                   UnsafeMutableBufferPointer<UInt16>(start: nil, count: 0)]
+
+        func floats(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+            if floatBuffer.count != count {
+                floatBuffer.deallocate()
+                floatBuffer = .allocate(capacity: count)
+            }
+            return floatBuffer
+        }
+
+        func halves(_ count: Int, slot: Int) -> UnsafeMutableBufferPointer<UInt16> {
+            if halfBuffers[slot].count != count {
+                halfBuffers[slot].deallocate()
+                halfBuffers[slot] = .allocate(capacity: count)
+            }
+            return halfBuffers[slot]
+        }
+
+        deinit {
+            floatBuffer.deallocate()
+            halfBuffers.forEach { $0.deallocate() }
+        }
+    }
+}
+
+/// Collectives run one after another, each stage starting the next once the one before is complete (the stages do
+/// their local work, then start their collective).
+final class StagedCollective: PendingCollective {
+    private var stages: ArraySlice<() -> PendingCollective>
+    private var current: PendingCollective
+
+    init(_ stages: [() -> PendingCollective]) {
+        self.stages = stages.dropFirst()
+        current = stages[0]()
+    }
+
+    func test() -> Bool {
+        while current.test() {
+            guard let next = stages.popFirst() else { return true }
+            current = next()
+        }
+        return false
+    }
+
+    func wait() {
+        while true {
+            current.wait()
+            guard let next = stages.popFirst() else { return }
+            current = next()
+        }
+    }
+}
