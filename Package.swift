@@ -62,7 +62,8 @@ let package = Package(
         .testTarget(name: "OCRDataTests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"]),
         // Launch the ocr-ddp executable (under mpirun where they say so).
         .testTarget(name: "DistributedTests", dependencies: ["OCRTensor", "OCRTestSupport", "OCRTrain", "OCRDistributed"]),
-        .testTarget(name: "TrainTests", dependencies: ["OCRTrain", "OCRModel", "OCRData", "OCRTensor", "OCRTestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["OCRTrain", "OCRModel", "OCRData", "OCRTensor", "OCRDistributed",
+                                                "OCRTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["OCRData", "OCRTensor", "OCRTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

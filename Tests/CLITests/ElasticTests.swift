@@ -143,20 +143,19 @@ final class ElasticTests: XCTestCase {
                       scaled.stdout)
     }
 
-    /// The environment of Launch/elastic_train.sh on two "hosts", 127.0.0.2 and 127.0.0.3, reached through the
-    /// project's ssh stand-in (Open MPI's TCP transport over loopback); a host is down while DIRECTORY/down/HOST
-    /// exists. A short kill grace: mpirun then ends a failed job within seconds. As in Launch/simcluster.sh, no
-    /// mpirun binding and no hwloc runtime component (its shared-memory topology write once crashed mpirun with
-    /// "remote" daemons on this one machine).
+    /// The environment of Launch/elastic_train.sh on two "hosts", 127.0.0.2 and 127.0.0.3 (`loopbackHosts`); a host
+    /// is down while DIRECTORY/down/HOST exists. A short kill grace: mpirun then ends a failed job within seconds.
     func twoHosts() throws -> [String: String] {
-        let standin = "\(FileManager.default.currentDirectoryPath)/Tests/Cluster/ssh-standin"
         let down = directory.appendingPathComponent("down"), hosts = directory.appendingPathComponent("hosts")
         try FileManager.default.createDirectory(at: down, withIntermediateDirectories: true)
-        try "127.0.0.2 slots=1\n127.0.0.3 slots=1\n".write(to: hosts, atomically: true, encoding: .utf8)
-        return ["HOSTFILE": hosts.path, "HEALTH_CHECK": "\(standin) \"$HOST\" true", "SSH_STANDIN_DOWN": down.path,
-                "RESTART_DELAY": "0", "KILL_GRACE": "2", "OMPI_MCA_plm_rsh_agent": standin, "OMPI_MCA_btl": "tcp,self",
-                "OMPI_MCA_btl_tcp_if_include": "lo", "OMPI_MCA_oob_tcp_if_include": "lo",
-                "OMPI_MCA_hwloc_base_binding_policy": "none", "OMPI_MCA_rtc": "^hwloc"]
+        var env = try loopbackHosts(2, slots: 1, hostfile: hosts)
+        env["HOSTFILE"] = hosts.path   // the script passes it to mpirun itself, the ranks it relaunches on too
+        env["OMPI_MCA_orte_default_hostfile"] = nil
+        env["HEALTH_CHECK"] = "\(sshStandIn) \"$HOST\" true"
+        env["SSH_STANDIN_DOWN"] = down.path
+        env["RESTART_DELAY"] = "0"
+        env["KILL_GRACE"] = "2"
+        return env
     }
 
     /// Launch/elastic_train.sh across two "hosts" (127.0.0.2 and .3 through the project's ssh stand-in, Open MPI's

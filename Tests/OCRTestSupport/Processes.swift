@@ -62,6 +62,21 @@ public func mpirun(_ ranks: Int, _ arguments: [String], timeout: TimeInterval = 
                    timeout: timeout)
 }
 
+/// The project's ssh stand-in (runs the command here, as if on the named host).
+public let sshStandIn = "\(FileManager.default.currentDirectoryPath)/Tests/Cluster/ssh-standin"
+
+/// Open MPI's environment for `count` "hosts" 127.0.0.2, 127.0.0.3, … on this machine with `slots` ranks each,
+/// written to `hostfile`: mpirun reaches them through the ssh stand-in, so each is a machine of its own to Open MPI
+/// (its own daemon; MPI_COMM_TYPE_SHARED splits by it), and the TCP transport runs over loopback. As in
+/// Launch/simcluster.sh, no mpirun binding and no hwloc runtime component (its shared-memory topology write once
+/// crashed mpirun with "remote" daemons on this one machine).
+public func loopbackHosts(_ count: Int, slots: Int, hostfile: URL) throws -> [String: String] {
+    try (0..<count).map { "127.0.0.\($0 + 2) slots=\(slots)\n" }.joined().write(to: hostfile, atomically: true, encoding: .utf8)
+    return ["OMPI_MCA_orte_default_hostfile": hostfile.path, "OMPI_MCA_plm_rsh_agent": sshStandIn,
+            "OMPI_MCA_btl": "tcp,self", "OMPI_MCA_btl_tcp_if_include": "lo", "OMPI_MCA_oob_tcp_if_include": "lo",
+            "OMPI_MCA_hwloc_base_binding_policy": "none", "OMPI_MCA_rtc": "^hwloc"]
+}
+
 /// A command running in the background with its output going to files, for tests that signal it mid-run.
 public final class BackgroundProcess {
     public let process = Process()

@@ -83,6 +83,33 @@ public struct StateDictDifference: CustomStringConvertible {
     }
 }
 
+/// How far one step's weight update (actual − start) is from the expected one (expected − start), tensor by
+/// tensor as ‖Δactual − Δexpected‖ / ‖Δexpected‖; batch-norm running statistics and counters are not updates.
+public struct UpdateDifference: CustomStringConvertible {
+    public let worst: Double
+    public let worstName: String
+    public let median: Double
+    public var description: String { "worst update error \(worst) at \(worstName), median \(median)" }
+
+    public init(start: String, expected: String, actual: String) throws {
+        let (s, e, a) = (try SafetensorsFile(path: start), try SafetensorsFile(path: expected), try SafetensorsFile(path: actual))
+        var errors: [(Double, String)] = []
+        for name in e.names where try e.entry(name).dtype != .i64 && !name.contains("running_") {
+            let (ts, te, ta) = (try s.tensor(name), try e.tensor(name), try a.tensor(name))
+            var update = 0.0, error = 0.0
+            for i in 0..<te.count {
+                let d = Double(te[i]) - Double(ts[i])
+                update += d * d
+                error += (Double(ta[i]) - Double(ts[i]) - d) * (Double(ta[i]) - Double(ts[i]) - d)
+            }
+            if update > 0 || error > 0 { errors.append((update > 0 ? (error / update).squareRoot() : .infinity, name)) }
+        }
+        errors.sort { $0.0 < $1.0 }
+        (worst, worstName) = errors.last ?? (0, "none")
+        median = errors.isEmpty ? 0 : errors[errors.count / 2].0
+    }
+}
+
 /// Random tensor with entries uniform in [lo, hi).
 public func randomTensor(_ shape: [Int], seed: UInt64, lo: Float = -1, hi: Float = 1) -> Tensor {
     var rng = SplitMix64(seed: seed)

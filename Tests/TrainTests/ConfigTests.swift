@@ -1,6 +1,7 @@
 import Foundation
 import OCRData
 import OCRTestSupport
+import OCRDistributed
 import OCRTrain
 import XCTest
 
@@ -98,6 +99,29 @@ final class ConfigTests: XCTestCase {
             .contains("config key 'optim_wrapper.type'"))
         XCTAssertTrue(error { _ = try ExperimentConfig.load(path: nil, overrides: ["optim_wrapper={type: AmpOptimWrapper, loss_scale: -1}"]) }
             .contains("config key 'optim_wrapper.loss_scale'"))
+    }
+
+    func testModelWrapperPicksTheGradientCommunication() throws {
+        let plain = try ExperimentConfig.load(path: nil, overrides: []).gradientCommunication
+        XCTAssertEqual(plain, GradientCommunication())
+        XCTAssertEqual(plain.threadSupport, .funneled)
+        let chosen = try ExperimentConfig.load(path: nil, overrides: [
+            "model_wrapper_cfg={type: MMDistributedDataParallel, bucket_cap_mb: 4, overlap: thread, "
+            + "gradient_payload: bf16, allreduce: hierarchical}"]).gradientCommunication
+        XCTAssertEqual(chosen, GradientCommunication(overlap: .thread, payload: .bf16, topology: .hierarchical,
+                                                     bucketBytes: 4 << 20))
+        XCTAssertEqual(chosen.threadSupport, .multiple)
+        for (override, needle) in [
+            ("model_wrapper_cfg.gradient_payload=fp16", "config key 'model_wrapper_cfg.gradient_payload': 'fp16' is not fp32 or bf16"),
+            ("model_wrapper_cfg.allreduce=ring", "'model_wrapper_cfg.allreduce': 'ring' is not flat or hierarchical"),
+            ("model_wrapper_cfg.overlap=none", "'model_wrapper_cfg.overlap': 'none'"),
+            ("model_wrapper_cfg.bucket_cap_mb=0", "'model_wrapper_cfg.bucket_cap_mb'"),
+            ("model_wrapper_cfg.type=FSDP", "'model_wrapper_cfg.type'"),
+            ("model_wrapper_cfg.find_unused_parameters=true", "unknown config key 'model_wrapper_cfg.find_unused_parameters'"),
+        ] {
+            let message = error { _ = try ExperimentConfig.load(path: nil, overrides: [override]) }
+            XCTAssertTrue(message.contains(needle), "\(override): \(message)")
+        }
     }
 
     /// The legacy single-block form: PolyLR over the run as mmengine counts it (T = max_iters − 1, so the last
