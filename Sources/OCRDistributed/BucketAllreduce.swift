@@ -41,79 +41,100 @@ public struct GradientCommunication: Sendable, Equatable {
 ///   machine's sum; that part is summed across machines (fp32 or bf16 as above) among the ranks with the same local
 ///   rank; an allgather inside the machine hands every rank the whole bucket.
 /// Every rank ends with the same values.
+///
+/// Several buckets are in flight at once, and MPI needs every rank to start the collectives of a communicator in the
+/// same order. So each stage has a communicator of its own, and a bucket starts a stage only after the bucket before
+/// it has started that stage (`StagedCollective.predecessor`): every stage's communicator then sees the buckets in
+/// bucket order on every rank, however their progress interleaves.
 public final class BucketAllreduce {
     let communication: GradientCommunication
-    private let world: Communicator
-    /// The machine's ranks and the same-local-rank peers, for the hierarchical topology.
-    private let split: (node: Communicator, crossNode: Communicator)?
+    /// One communicator per stage, in stage order (flat fp32: the one all-reduce).
+    private let stageComms: [Communicator]
+    /// The hierarchical topology's machine split (the machine's rank and size), nil when flat.
+    private let node: (rank: Int, size: Int)?
     /// Buffers of each bucket, kept from step to step: bf16 send and receive blocks, the machine's part.
     private var scratch: [Int: Scratch] = [:]
+    /// The last bucket started, which the next one follows stage by stage.
+    private var last: StagedCollective?
 
     /// Why the requested topology could not be used (logged by the caller), nil when it is.
     public let fallbackNote: String?
 
     public init(comm: Communicator, communication: GradientCommunication) {
         self.communication = communication
-        world = comm
-        if communication.topology == .hierarchical && comm.size > 1 {
-            split = comm.nodeSplit()
-            fallbackNote = split == nil
-                ? "hierarchical all-reduce needs the same number of ranks on every machine; using the flat one" : nil
+        let split = communication.topology == .hierarchical && comm.size > 1 ? comm.nodeSplit() : nil
+        fallbackNote = communication.topology == .hierarchical && comm.size > 1 && split == nil
+            ? "hierarchical all-reduce needs the same number of ranks on every machine; using the flat one" : nil
+        // The sum across ranks: one all-reduce, or a bf16 all-to-all and an allgather.
+        func across(_ ranks: Communicator) -> [Communicator] {
+            communication.payload == .bf16 ? [ranks, ranks.duplicate()] : [ranks]
+        }
+        if let (machine, peers) = split {
+            node = (machine.rank, machine.size)
+            stageComms = [machine] + across(peers) + [machine.duplicate()]
         } else {
-            split = nil
-            fallbackNote = nil
+            node = nil
+            stageComms = across(comm)
         }
     }
 
-    /// Starts the sum of `values` (bucket `index`; `phase` names it for the watchdog).
+    /// Starts the sum of `values` (bucket `index`; `phase` names it for the watchdog). Buckets must be started in
+    /// the same order on every rank.
     public func start(_ values: UnsafeMutableBufferPointer<Float>, bucket index: Int, phase: String) -> PendingCollective {
         let buffers = scratch[index] ?? Scratch()
         scratch[index] = buffers
-        guard let (node, crossNode) = split else {
-            return StagedCollective(acrossRanks(values, over: world, buffers, phase: phase))
+        let stages: [() -> PendingCollective]
+        if let node {
+            let machine = stageComms[0], gather = stageComms[stageComms.count - 1]
+            let counts = Self.partCounts(values.count, parts: node.size)
+            let offset = counts[..<node.rank].reduce(0, +)
+            let part = buffers.floats(counts[node.rank])
+            let partOfValues = UnsafeMutableBufferPointer(rebasing: values[offset..<(offset + part.count)])
+            stages = [{
+                machine.startReduceScatterSum(UnsafeBufferPointer(values), into: part, counts: counts,
+                                              phase: phase + " (reduce-scatter in the machine)")
+            }] + acrossRanks(part, over: Array(stageComms[1..<(stageComms.count - 1)]), buffers,
+                             phase: phase + " (across machines)")
+              + [{
+                _ = partOfValues.update(fromContentsOf: part)
+                return gather.startAllgather(UnsafeMutableRawBufferPointer(values), byteCounts: counts.map { $0 * 4 },
+                                             phase: phase + " (allgather in the machine)")
+            }]
+        } else {
+            stages = acrossRanks(values, over: stageComms, buffers, phase: phase)
         }
-        let counts = Self.partCounts(values.count, parts: node.size)
-        let offset = counts[..<node.rank].reduce(0, +)
-        let part = buffers.floats(counts[node.rank])
-        let partOfValues = UnsafeMutableBufferPointer(rebasing: values[offset..<(offset + part.count)])
-        var stages: [() -> PendingCollective] = [{
-            node.startReduceScatterSum(UnsafeBufferPointer(values), into: part, counts: counts,
-                                       phase: phase + " (reduce-scatter in the machine)")
-        }]
-        stages += acrossRanks(part, over: crossNode, buffers, phase: phase + " (across machines)")
-        stages.append {
-            _ = partOfValues.update(fromContentsOf: part)
-            return node.startAllgather(UnsafeMutableRawBufferPointer(values), byteCounts: counts.map { $0 * 4 },
-                                       phase: phase + " (allgather in the machine)")
-        }
-        return StagedCollective(stages)
+        let collective = StagedCollective(stages, after: index == 0 ? nil : last)
+        last = collective
+        return collective
     }
 
-    /// The stages that sum `values` in place over `comm`, in the configured payload.
-    private func acrossRanks(_ values: UnsafeMutableBufferPointer<Float>, over comm: Communicator, _ buffers: Scratch,
+    /// The stages that sum `values` in place over the ranks of `comms` (one communicator per stage), in the
+    /// configured payload.
+    private func acrossRanks(_ values: UnsafeMutableBufferPointer<Float>, over comms: [Communicator], _ buffers: Scratch,
                              phase: String) -> [() -> PendingCollective] {
-        guard communication.payload == .bf16 && comm.size > 1 else {
-            return [{ comm.startAllreduceSum(values, phase: phase) }]
+        guard communication.payload == .bf16 else {
+            return [{ comms[0].startAllreduceSum(values, phase: phase) }]
         }
-        let p = comm.size
+        let (exchange, gather) = (comms[0], comms[1])
+        let p = exchange.size
         let block = (values.count + p - 1) / p
         let send = buffers.halves(p * block, slot: 0), receive = buffers.halves(p * block, slot: 1)
         return [{
             for i in 0..<values.count { send[i] = Self.bf16(values[i]) }
             for i in values.count..<send.count { send[i] = 0 }
-            return comm.startAlltoall(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive),
-                                      bytesPerRank: block * 2, phase: phase + " (bf16 all-to-all)")
+            return exchange.startAlltoall(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive),
+                                          bytesPerRank: block * 2, phase: phase + " (bf16 all-to-all)")
         }, {
             // This rank's part of the sum, in fp32 in rank order, rounded once; written where the allgather
             // expects this rank's block.
-            let own = comm.rank * block
+            let own = exchange.rank * block
             for j in 0..<block {
                 var sum: Float = 0
                 for r in 0..<p { sum += Self.float(receive[r * block + j]) }
                 send[own + j] = Self.bf16(sum)
             }
-            return comm.startAllgather(UnsafeMutableRawBufferPointer(send), byteCounts: Array(repeating: block * 2, count: p),
-                                       phase: phase + " (bf16 allgather)")
+            return gather.startAllgather(UnsafeMutableRawBufferPointer(send), byteCounts: Array(repeating: block * 2, count: p),
+                                         phase: phase + " (bf16 allgather)")
         }, {
             for i in 0..<values.count { values[i] = Self.float(send[i]) }
             return CompletedCollective()
@@ -164,20 +185,41 @@ public final class BucketAllreduce {
 }
 
 /// Collectives run one after another, each stage starting the next once the one before is complete (the stages do
-/// their local work, then start their collective).
+/// their local work, then start their collective). With a `predecessor`, a stage starts only once the predecessor
+/// has started the same stage, so that all chains start each stage in chain order.
 final class StagedCollective: PendingCollective {
-    private var stages: ArraySlice<() -> PendingCollective>
+    private let stages: [() -> PendingCollective]
     private var current: PendingCollective
+    /// Stages started so far.
+    private(set) var started = 1
+    private var predecessor: StagedCollective?
 
-    init(_ stages: [() -> PendingCollective]) {
-        self.stages = stages.dropFirst()
+    init(_ stages: [() -> PendingCollective], after predecessor: StagedCollective?) {
+        self.stages = stages
+        self.predecessor = predecessor
         current = stages[0]()
     }
 
+    /// Whether the next stage may start: the predecessor has started it. (A predecessor that has started all its
+    /// stages is let go, so that chains do not keep each other alive.)
+    private var mayAdvance: Bool {
+        guard let predecessor else { return true }
+        if predecessor.started == predecessor.stages.count { self.predecessor = nil }
+        return predecessor.started > started
+    }
+
+    private func advance() {
+        current = stages[started]()
+        started += 1
+    }
+
+    /// Callers test earlier chains first (the synchronizer tests its buckets in order), so a stage held back by
+    /// its predecessor goes ahead in the same round once the predecessor moves.
     func test() -> Bool {
         while current.test() {
-            guard let next = stages.popFirst() else { return true }
-            current = next()
+            guard started < stages.count else { return true }
+            guard mayAdvance else { return false }
+            advance()
         }
         return false
     }
@@ -185,8 +227,9 @@ final class StagedCollective: PendingCollective {
     func wait() {
         while true {
             current.wait()
-            guard let next = stages.popFirst() else { return }
-            current = next()
+            guard started < stages.count else { return }
+            if !mayAdvance { predecessor!.wait() }
+            advance()
         }
     }
 }

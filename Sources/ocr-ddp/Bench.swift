@@ -115,6 +115,8 @@ struct Bench: ParsableCommand {
                 "overlap": communication.overlap.rawValue, "gradient_payload": communication.payload.rawValue,
                 "allreduce": ddp.synchronizer.topologyNote == nil ? communication.topology.rawValue : "flat",
                 "mpi_threads": (comm as? MPICommunicator)?.threadSupport.rawValue ?? "none",
+                // Each synchronises its statistics in forward and its sums in backward (sync BN's collectives).
+                "batch_norm_layers": model.store.entries.filter { $0.name.hasSuffix(".running_mean") }.count,
                 // 3 × forward GEMM work (forward, input and weight gradients) over all ranks per second.
                 "forward_gflop_per_rank": forwardFlops / 1e9,
                 "effective_gflops": 3 * forwardFlops * Double(comm.size) / step / 1e9,

@@ -90,7 +90,8 @@ final class GradientCommunicationTests: XCTestCase {
     /// every step that all ranks hold the same weights).
     func testTrainingWithEachVariantOverTwoMachines() throws {
         let out = directory.appendingPathComponent("single")
-        let common = ["--steps", "1", "--momentum", "0", "--weight-decay", "0", "--bucket-kib", "64"]
+        // Tiny buckets: hundreds in flight at once, whose stages interleave differently on every rank.
+        let common = ["--steps", "1", "--momentum", "0", "--weight-decay", "0", "--first-bucket-kib", "1", "--bucket-kib", "4"]
         let single = try runProcess(OCRDDPBinary.path, ["ddp-check", "--out", out.path, "--rank-batches", "4"] + common)
         XCTAssertEqual(single.status, 0, single.stderr)
         let start = directory.appendingPathComponent("start")
@@ -111,7 +112,9 @@ final class GradientCommunicationTests: XCTestCase {
         print("hierarchical fp32 over 2 machines × 2 vs 1 × 4: \(difference)")
         XCTAssertLessThanOrEqual(difference.worstRelative, 1e-5, "\(difference)")
         for (name, extra) in [("bf16", ["--gradient-payload", "bf16"]),
-                              ("bf16-hierarchical", ["--gradient-payload", "bf16", "--allreduce", "hierarchical"])] {
+                              ("bf16-hierarchical", ["--gradient-payload", "bf16", "--allreduce", "hierarchical"]),
+                              ("bf16-hierarchical-thread", ["--gradient-payload", "bf16", "--allreduce", "hierarchical",
+                                                            "--overlap", "thread"])] {
             let update = try UpdateDifference(start: start.appendingPathComponent("model.safetensors").path,
                                               expected: out.appendingPathComponent("model.safetensors").path,
                                               actual: try run(name, extra).appendingPathComponent("model.safetensors").path)
