@@ -3,8 +3,8 @@
 # (README "Scaling"), on simulated clusters of this machine (Launch/simcluster.sh, root): every JSON line that
 # `ocr-ddp bench` / `bench-allreduce` prints, tagged with the run's hosts, ranks per host, link rate and model.
 #   - single-process compute: R18-D8 256×256 batch 2 and R50-D8 512×1024 batch 1, one thread, no launcher;
-#   - 2 hosts × 1 rank at each rate (unshaped, 25, 10, 1 Gbit/s): the all-reduce alone over 4 B … 64 MB (fp32 and
-#     bf16 payloads), and training steps of both models (polling overlap; the thread overlap too, whose
+#   - 2 hosts × 1 rank at each rate (unshaped, 25, 10, 1 Gbit/s): the all-reduce alone over 4 B … 64 MB (fp32
+#     nonblocking and blocking, bf16 nonblocking), and training steps of both models (polling overlap; the thread overlap too, whose
 #     allreduce phase is the buckets' transfer time);
 #   - 2 hosts × 2 ranks at 1 Gbit/s (oversubscribed: compute is slowed, communication is what to read): flat and
 #     hierarchical all-reduce, fp32 and bf16.
@@ -57,9 +57,11 @@ done
 
 for rate in none 25gbit 10gbit 1gbit; do
     tags="\"hosts\": 2, \"slots\": 1, \"rate\": \"$rate\""
-    for payload in fp32 bf16; do
+    for variant in "fp32 polling" "fp32 thread" "bf16 polling"; do
+        read -r payload overlap <<< "$variant"
         record "\"kind\": \"allreduce\", $tags" "$ROOT/Launch/simcluster.sh" 2 "$rate" \
-            "${MPIRUN[@]}" -n 2 "$BIN" bench-allreduce --sizes $SIZES --repeats 5 --gradient-payload "$payload"
+            "${MPIRUN[@]}" -n 2 "$BIN" bench-allreduce --sizes $SIZES --repeats 5 --gradient-payload "$payload" \
+            --overlap "$overlap"
     done
     for model in $MODELS; do
         overlaps="polling"

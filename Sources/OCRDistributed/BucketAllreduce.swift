@@ -30,16 +30,14 @@ public struct GradientCommunication: Sendable, Equatable {
 }
 
 /// Sums one gradient bucket over every rank as a chain of nonblocking collectives (so the polling overlap can move
-/// it forward between layers):
-/// - **flat fp32**: one MPI_Iallreduce.
-/// - **flat bf16**: every value rounded to bf16 and the bucket cut into one part per rank; an all-to-all hands part
-///   r of every rank to rank r, which adds them in fp32 in rank order and rounds the sum to bf16 once; an allgather
-///   hands every rank every sum. Each rank sends (p−1)/p of the bucket twice at 2 bytes a value, half of a ring's
-///   fp32 bytes, and the result carries two bf16 roundings however many ranks add up (PyTorch's
-///   bf16_compress_hook adds in bf16, so its error grows with the ranks).
+/// it forward between layers), or blocking on the communication thread:
+/// - **flat**: the pairwise reduce-scatter and allgather (`pairwise`): each rank sends (p−1)/p of the bucket twice,
+///   as a ring does, and the sums are fp32 in rank order. With a bf16 payload every value is rounded to bf16 on the
+///   way, half the bytes, and the result carries two bf16 roundings however many ranks add up (PyTorch's
+///   bf16_compress_hook adds in bf16, so its error grows with the ranks). Blocking fp32 is one MPI_Allreduce.
 /// - **hierarchical**: an fp32 reduce-scatter among the ranks of a machine leaves each with its part of the
-///   machine's sum; that part is summed across machines (fp32 or bf16 as above) among the ranks with the same local
-///   rank; an allgather inside the machine hands every rank the whole bucket.
+///   machine's sum; that part is summed across machines as above among the ranks with the same local rank; an
+///   allgather inside the machine hands every rank the whole bucket.
 /// Every rank ends with the same values.
 ///
 /// Several buckets are in flight at once, and MPI needs every rank to start the collectives of a communicator in the
@@ -48,11 +46,11 @@ public struct GradientCommunication: Sendable, Equatable {
 /// bucket order on every rank, however their progress interleaves.
 public final class BucketAllreduce {
     let communication: GradientCommunication
-    /// One communicator per stage, in stage order (flat fp32: the one all-reduce).
+    /// One communicator per stage, in stage order.
     private let stageComms: [Communicator]
     /// The hierarchical topology's machine split (the machine's rank and size), nil when flat.
     private let node: (rank: Int, size: Int)?
-    /// Buffers of each bucket, kept from step to step: bf16 send and receive blocks, the machine's part.
+    /// Buffers of each bucket, kept from step to step.
     private var scratch: [Int: Scratch] = [:]
     /// The last bucket started, which the next one follows stage by stage.
     private var last: StagedCollective?
@@ -65,10 +63,8 @@ public final class BucketAllreduce {
         let split = communication.topology == .hierarchical && comm.size > 1 ? comm.nodeSplit() : nil
         fallbackNote = communication.topology == .hierarchical && comm.size > 1 && split == nil
             ? "hierarchical all-reduce needs the same number of ranks on every machine; using the flat one" : nil
-        // The sum across ranks: one all-reduce, or a bf16 all-to-all and an allgather.
-        func across(_ ranks: Communicator) -> [Communicator] {
-            communication.payload == .bf16 ? [ranks, ranks.duplicate()] : [ranks]
-        }
+        // The sum across ranks: an all-to-all and an allgather.
+        func across(_ ranks: Communicator) -> [Communicator] { [ranks, ranks.duplicate()] }
         if let (machine, peers) = split {
             node = (machine.rank, machine.size)
             stageComms = [machine] + across(peers) + [machine.duplicate()]
@@ -88,7 +84,7 @@ public final class BucketAllreduce {
             let machine = stageComms[0], gather = stageComms[stageComms.count - 1]
             let counts = Self.partCounts(values.count, parts: node.size)
             let offset = counts[..<node.rank].reduce(0, +)
-            let part = buffers.floats(counts[node.rank])
+            let part = buffers.buffer(Float.self, counts[node.rank], slot: 0)
             let partOfValues = UnsafeMutableBufferPointer(rebasing: values[offset..<(offset + part.count)])
             stages = [{
                 machine.startReduceScatterSum(UnsafeBufferPointer(values), into: part, counts: counts,
@@ -108,35 +104,57 @@ public final class BucketAllreduce {
         return collective
     }
 
-    /// The stages that sum `values` in place over the ranks of `comms` (one communicator per stage), in the
-    /// configured payload.
+    /// The whole sum, blocking (the communication thread's way). Flat fp32 is one MPI_Allreduce: Open MPI's tuned
+    /// blocking algorithms move large buffers faster than its MPI_Iallreduce (README "Scaling").
+    public func reduce(_ values: UnsafeMutableBufferPointer<Float>, bucket index: Int, phase: String) {
+        if node == nil && communication.payload == .fp32 {
+            stageComms[0].allreduceSum(values, phase: phase)
+        } else {
+            start(values, bucket: index, phase: phase).wait()
+        }
+    }
+
+    /// The stages that sum `values` in place over the ranks of `comms` (an all-to-all's and an allgather's
+    /// communicators): the pairwise reduce-scatter and allgather, in the configured payload.
     private func acrossRanks(_ values: UnsafeMutableBufferPointer<Float>, over comms: [Communicator], _ buffers: Scratch,
                              phase: String) -> [() -> PendingCollective] {
-        guard communication.payload == .bf16 else {
-            return [{ comms[0].startAllreduceSum(values, phase: phase) }]
-        }
+        communication.payload == .bf16
+            ? pairwise(values, comms, buffers, BF16Wire.self, phase: phase + " (bf16")
+            : pairwise(values, comms, buffers, FP32Wire.self, phase: phase + " (fp32")
+    }
+
+    /// The bucket, encoded for the wire, is cut into one block per rank; an all-to-all hands block r of every rank
+    /// to rank r, which adds them in fp32 in rank order and encodes the sum once; an allgather hands every rank
+    /// every sum. The same bytes per rank as a ring (2(p−1)/p of the bucket), as a nonblocking collective that
+    /// moves them at the blocking all-reduce's speed (MPI_Iallreduce reached half of it: README "Scaling").
+    private func pairwise<Wire: WireFormat>(_ values: UnsafeMutableBufferPointer<Float>, _ comms: [Communicator],
+                                            _ buffers: Scratch, _ wire: Wire.Type,
+                                            phase: String) -> [() -> PendingCollective] {
         let (exchange, gather) = (comms[0], comms[1])
         let p = exchange.size
         let block = (values.count + p - 1) / p
-        let send = buffers.halves(p * block, slot: 0), receive = buffers.halves(p * block, slot: 1)
+        let wordBytes = MemoryLayout<Wire.Word>.stride
+        let send = buffers.buffer(Wire.Word.self, p * block, slot: 1)
+        let receive = buffers.buffer(Wire.Word.self, p * block, slot: 2)
+        let sum = buffers.buffer(Float.self, block, slot: 3)
         return [{
-            for i in 0..<values.count { send[i] = Self.bf16(values[i]) }
-            for i in values.count..<send.count { send[i] = 0 }
+            for i in 0..<values.count { send[i] = Wire.encode(values[i]) }
+            for i in values.count..<send.count { send[i] = Wire.encode(0) }
             return exchange.startAlltoall(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive),
-                                          bytesPerRank: block * 2, phase: phase + " (bf16 all-to-all)")
+                                          bytesPerRank: block * wordBytes, phase: phase + " all-to-all)")
         }, {
-            // This rank's part of the sum, in fp32 in rank order, rounded once; written where the allgather
-            // expects this rank's block.
-            let own = exchange.rank * block
-            for j in 0..<block {
-                var sum: Float = 0
-                for r in 0..<p { sum += Self.float(receive[r * block + j]) }
-                send[own + j] = Self.bf16(sum)
+            for j in 0..<block { sum[j] = Wire.decode(receive[j]) }
+            for r in 1..<max(p, 1) {
+                for j in 0..<block { sum[j] += Wire.decode(receive[r * block + j]) }
             }
-            return gather.startAllgather(UnsafeMutableRawBufferPointer(send), byteCounts: Array(repeating: block * 2, count: p),
-                                         phase: phase + " (bf16 allgather)")
+            // Written where the allgather expects this rank's block.
+            let own = exchange.rank * block
+            for j in 0..<block { send[own + j] = Wire.encode(sum[j]) }
+            return gather.startAllgather(UnsafeMutableRawBufferPointer(send),
+                                         byteCounts: Array(repeating: block * wordBytes, count: p),
+                                         phase: phase + " allgather)")
         }, {
-            for i in 0..<values.count { values[i] = Self.float(send[i]) }
+            for i in 0..<values.count { values[i] = Wire.decode(send[i]) }
             return CompletedCollective()
         }]
     }
@@ -146,42 +164,45 @@ public final class BucketAllreduce {
         (0..<parts).map { n / parts + ($0 < n % parts ? 1 : 0) }
     }
 
-    /// bf16 bits of `x`, rounded to nearest even (as the bf16 GEMM operands are); NaN stays NaN.
-    @inline(__always) static func bf16(_ x: Float) -> UInt16 {
+    /// Buffers that outlive one step (MPI reads and writes them while the collective is in flight), by slot:
+    /// 0 the machine's part, 1 and 2 the all-to-all's send and receive words, 3 the fp32 sums.
+    final class Scratch {
+        private var slots: [Int: UnsafeMutableRawBufferPointer] = [:]
+
+        func buffer<T>(_ type: T.Type, _ count: Int, slot: Int) -> UnsafeMutableBufferPointer<T> {
+            let bytes = count * MemoryLayout<T>.stride
+            if slots[slot]?.count != bytes {
+                slots[slot]?.deallocate()
+                slots[slot] = .allocate(byteCount: bytes, alignment: 64)
+            }
+            return slots[slot]!.bindMemory(to: T.self)
+        }
+
+        deinit { slots.values.forEach { $0.deallocate() } }
+    }
+}
+
+/// How gradient values travel in the pairwise all-reduce.
+protocol WireFormat {
+    associatedtype Word
+    static func encode(_ x: Float) -> Word
+    static func decode(_ word: Word) -> Float
+}
+
+enum FP32Wire: WireFormat {
+    @inline(__always) static func encode(_ x: Float) -> Float { x }
+    @inline(__always) static func decode(_ word: Float) -> Float { word }
+}
+
+/// bf16 bits, rounded to nearest even (as the bf16 GEMM operands are); NaN stays NaN.
+enum BF16Wire: WireFormat {
+    @inline(__always) static func encode(_ x: Float) -> UInt16 {
         let bits = x.bitPattern
         if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
         return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
     }
 
-    @inline(__always) static func float(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
-
-    /// Buffers that outlive one step (MPI reads and writes them while the collective is in flight).
-    final class Scratch {
-        private var floatBuffer = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
-        private var halfBuffers = [UnsafeMutableBufferPointer<UInt16>(start: nil, count: 0),
-                                   UnsafeMutableBufferPointer<UInt16>(start: nil, count: 0)]
-
-        func floats(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
-            if floatBuffer.count != count {
-                floatBuffer.deallocate()
-                floatBuffer = .allocate(capacity: count)
-            }
-            return floatBuffer
-        }
-
-        func halves(_ count: Int, slot: Int) -> UnsafeMutableBufferPointer<UInt16> {
-            if halfBuffers[slot].count != count {
-                halfBuffers[slot].deallocate()
-                halfBuffers[slot] = .allocate(capacity: count)
-            }
-            return halfBuffers[slot]
-        }
-
-        deinit {
-            floatBuffer.deallocate()
-            halfBuffers.forEach { $0.deallocate() }
-        }
-    }
+    @inline(__always) static func decode(_ word: UInt16) -> Float { Float(bitPattern: UInt32(word) << 16) }
 }
 
 /// Collectives run one after another, each stage starting the next once the one before is complete (the stages do

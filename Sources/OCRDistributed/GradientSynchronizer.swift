@@ -11,8 +11,8 @@ import OCRTensor
 /// — Open MPI 4.1 does not progress nonblocking collectives in the background, so a thread is what overlaps.
 /// How a bucket is summed (fp32 or bf16 payload, flat or hierarchical) is `BucketAllreduce`'s.
 /// `finish()` waits for the last bucket; the time spent waiting there is the communication backward did not hide.
-/// The `.polling` mode (the default) starts MPI_Iallreduce on the compute thread and progresses it with MPI_Test each
-/// time a layer finishes a gradient. Measured at 2 ranks × 1 thread on 2 cores (README), polling hides as much and
+/// The `.polling` mode (the default) starts the bucket's nonblocking collectives on the compute thread and progresses
+/// them with MPI_Test each time a layer finishes a gradient. Measured at 2 ranks × 1 thread on 2 cores (README), polling hides as much and
 /// is 2–4 % faster per step: Open MPI's blocking allreduce busy-waits, so the thread takes CPU from backward.
 public final class GradientSynchronizer {
     public enum Overlap: String, CaseIterable, Sendable {
@@ -153,7 +153,7 @@ public final class GradientSynchronizer {
     }
 
     private func reduce(_ index: Int) {
-        if worldSize > 1 { reducer.start(slice(index), bucket: index, phase: bucketName(index)).wait() }
+        if worldSize > 1 { reducer.reduce(slice(index), bucket: index, phase: bucketName(index)) }
         applyScale(index)
     }
 

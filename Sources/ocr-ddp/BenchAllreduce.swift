@@ -18,6 +18,8 @@ struct BenchAllreduce: ParsableCommand {
     var gradientPayload: GradientCommunication.Payload = .fp32
     @Option(help: "flat, or hierarchical (inside each machine first, then across machines).")
     var allreduce: GradientCommunication.Topology = .flat
+    @Option(help: "polling: nonblocking collectives waited for on the calling thread (MPI_THREAD_FUNNELED), as train's default; thread: blocking ones (MPI_THREAD_MULTIPLE), as the communication thread runs them.")
+    var overlap: GradientSynchronizer.Overlap = .polling
     @Option(help: "Timed all-reduces per size (median reported).") var repeats = 10
     @Option(help: "Untimed all-reduces per size first.") var warmup = 2
 
@@ -35,7 +37,7 @@ struct BenchAllreduce: ParsableCommand {
             return bytes
         }
         guard repeats >= 1 && warmup >= 0 else { throw ValidationError("--repeats must be ≥ 1 and --warmup ≥ 0") }
-        let communication = GradientCommunication(payload: gradientPayload, topology: allreduce)
+        let communication = GradientCommunication(overlap: overlap, payload: gradientPayload, topology: allreduce)
         try withProcessGroup(threads: communication.threadSupport) { comm in
             let reducer = BucketAllreduce(comm: comm, communication: communication)
             if let note = reducer.fallbackNote, comm.isRoot { FileHandle.standardError.write(Data("warning: \(note)\n".utf8)) }
@@ -62,7 +64,12 @@ struct BenchAllreduce: ParsableCommand {
             Self.fill(values, rank: comm.rank)
             comm.barrier(phase: "all-reduce benchmark start")
             let start = DispatchTime.now().uptimeNanoseconds
-            reducer.start(values, bucket: 0, phase: "all-reduce benchmark \(count * 4) bytes").wait()
+            let phase = "all-reduce benchmark \(count * 4) bytes"
+            if overlap == .thread {
+                reducer.reduce(values, bucket: 0, phase: phase)
+            } else {
+                reducer.start(values, bucket: 0, phase: phase).wait()
+            }
             // The slowest rank's time: a collective is done when it is done everywhere.
             let elapsed = comm.maximum(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
                                        phase: "all-reduce benchmark time")
@@ -91,6 +98,7 @@ struct BenchAllreduce: ParsableCommand {
         let p = Double(comm.size)
         return [
             "bytes": count * 4, "ranks": comm.size, "gradient_payload": gradientPayload.rawValue,
+            "overlap": overlap.rawValue,
             "allreduce": reducer.fallbackNote == nil ? allreduce.rawValue : "flat",
             "ms": median * 1e3, "min_ms": (seconds.min() ?? 0) * 1e3,
             // nccl-tests' figures: the buffer's fp32 bytes over the time, and that times 2(p−1)/p, what a ring
