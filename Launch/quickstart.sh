@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quick start: install what is missing, build, write the synthetic dataset, train the quick-start OCRNet under
 # mpirun -n 4, evaluate the final checkpoint and print the per-class table. WORK_DIR and NPROC may be overridden;
-# AMP=1 trains in bf16 mixed precision (train --amp).
+# AMP=1 trains in bf16 mixed precision (train --amp); CFG_OPTIONS="K=V ..." adds config overrides to training
+# (e.g. model_wrapper_cfg.gradient_payload=bf16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Launch/common.sh
@@ -17,7 +18,7 @@ mkdir -p "$WORK_DIR"
 mpirun_flags "$NPROC"
 start=$(date +%s)
 mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" train Configs/quickstart.yaml --work-dir "$WORK_DIR" \
-    "${AMP_FLAG[@]}" --cfg-options data.data_root="$WORK_DIR/synthetic"
+    "${AMP_FLAG[@]}" --cfg-options data.data_root="$WORK_DIR/synthetic" ${CFG_OPTIONS:-}
 trained=$(date +%s)
 mpirun "${MPIRUN_FLAGS[@]}" -n "$NPROC" "$OCR_DDP" eval Configs/quickstart.yaml "$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint")" \
     --work-dir "$WORK_DIR" --show-dir "$WORK_DIR/show" --cfg-options data.data_root="$WORK_DIR/synthetic"

@@ -98,6 +98,10 @@ struct Bench: ParsableCommand {
             let step = median(stepSeconds)
             // Peak RSS is reported per rank (the largest), as the budget that matters is one rank's.
             let peakRSS = comm.maximum(peakResidentMB(), phase: "peak RSS")
+            let batchNormChannels = model.store.entries.compactMap { entry -> Int? in
+                guard case .buffer(let b) = entry, b.name.hasSuffix(".running_mean") else { return nil }
+                return b.value.count
+            }
             guard comm.isRoot else { return }
             if profile {
                 print("profile of rank 0, ms per step over \(iters) steps (exclusive time):")
@@ -115,8 +119,9 @@ struct Bench: ParsableCommand {
                 "overlap": communication.overlap.rawValue, "gradient_payload": communication.payload.rawValue,
                 "allreduce": ddp.synchronizer.topologyNote == nil ? communication.topology.rawValue : "flat",
                 "mpi_threads": (comm as? MPICommunicator)?.threadSupport.rawValue ?? "none",
-                // Each synchronises its statistics in forward and its sums in backward (sync BN's collectives).
-                "batch_norm_layers": model.store.entries.filter { $0.name.hasSuffix(".running_mean") }.count,
+                // Each synchronises its statistics in forward (an allgather of every rank's per-channel count, mean
+                // and M2) and its sums in backward (sync BN's collectives), for the scaling model.
+                "batch_norm_layers": batchNormChannels.count, "batch_norm_channels": batchNormChannels.reduce(0, +),
                 // 3 × forward GEMM work (forward, input and weight gradients) over all ranks per second.
                 "forward_gflop_per_rank": forwardFlops / 1e9,
                 "effective_gflops": 3 * forwardFlops * Double(comm.size) / step / 1e9,
