@@ -6,8 +6,8 @@
 #   - 2 hosts × 1 rank at each rate (unshaped, 25, 10, 1 Gbit/s): the all-reduce alone over 4 B … 64 MB (fp32
 #     nonblocking and blocking, bf16 nonblocking), and training steps of both models (polling overlap; the thread overlap too, whose
 #     allreduce phase is the buckets' transfer time);
-#   - 2 hosts × 2 ranks at 1 Gbit/s (oversubscribed: compute is slowed, communication is what to read): flat and
-#     hierarchical all-reduce, fp32 and bf16.
+#   - 2 hosts × 2 ranks at 1 and 10 Gbit/s (oversubscribed: compute is slowed, communication is what to read): flat
+#     and hierarchical all-reduce, fp32 and bf16 (training steps at 1 Gbit/s).
 # One thread per rank, and the benchmark rules of the README: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset (the binary
 # then picks its core; the JSON names it). MODELS=r18 skips the R50 runs (about 5 minutes of the total).
 set -euo pipefail
@@ -79,15 +79,18 @@ for rate in none 25gbit 10gbit 1gbit; do
     done
 done
 
-tags="\"hosts\": 2, \"slots\": 2, \"rate\": \"1gbit\""
-for variant in "fp32 flat" "fp32 hierarchical" "bf16 flat" "bf16 hierarchical"; do
-    read -r payload topology <<< "$variant"
-    record "\"kind\": \"allreduce\", $tags" env SLOTS=2 "$ROOT/Launch/simcluster.sh" 2 1gbit \
-        "${MPIRUN[@]}" -n 4 "$BIN" bench-allreduce --sizes $SIZES --repeats 5 --gradient-payload "$payload" \
-        --allreduce "$topology"
-    # shellcheck disable=SC2086
-    record "\"kind\": \"train\", \"model\": \"r18\", $tags" env SLOTS=2 "$ROOT/Launch/simcluster.sh" 2 1gbit \
-        "${MPIRUN[@]}" -n 4 "$BIN" bench ${MODEL_ARGS[r18]} data.batch_size=1 \
-        model_wrapper_cfg.gradient_payload="$payload" model_wrapper_cfg.allreduce="$topology"
+for rate in 1gbit 10gbit; do
+    tags="\"hosts\": 2, \"slots\": 2, \"rate\": \"$rate\""
+    for variant in "fp32 flat" "fp32 hierarchical" "bf16 flat" "bf16 hierarchical"; do
+        read -r payload topology <<< "$variant"
+        record "\"kind\": \"allreduce\", $tags" env SLOTS=2 "$ROOT/Launch/simcluster.sh" 2 "$rate" \
+            "${MPIRUN[@]}" -n 4 "$BIN" bench-allreduce --sizes $SIZES --repeats 5 --gradient-payload "$payload" \
+            --allreduce "$topology"
+        [[ $rate == 1gbit ]] || continue
+        # shellcheck disable=SC2086
+        record "\"kind\": \"train\", \"model\": \"r18\", $tags" env SLOTS=2 "$ROOT/Launch/simcluster.sh" 2 1gbit \
+            "${MPIRUN[@]}" -n 4 "$BIN" bench ${MODEL_ARGS[r18]} data.batch_size=1 \
+            model_wrapper_cfg.gradient_payload="$payload" model_wrapper_cfg.allreduce="$topology"
+    done
 done
 echo "wrote $(wc -l < "$OUT") lines to $OUT" >&2

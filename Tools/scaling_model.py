@@ -186,16 +186,19 @@ def main():
 
     four = [e for e in entries if e["kind"] == "allreduce" and e["slots"] == 2]
     if four:
-        out.append("#### 2 hosts x 2 ranks at 1 Gbit/s: flat and hierarchical (`bench-allreduce`, 4 ranks)\n")
-        out.append("| payload | all-reduce | 4 B ms | 1 MB ms | 16 MB ms | 64 MB ms | 64 MB predicted |")
-        out.append("|---|---|---|---|---|---|---|")
-        for payload in ("fp32", "bf16"):
-            for topology in ("flat", "hierarchical"):
-                rows = {e["bytes"]: e["ms"] for e in four if (e["gradient_payload"], e["allreduce"]) == (payload, topology)}
-                if rows:
-                    guess = net.allreduce(64 << 20, 2, 2, "1gbit", payload, "polling", topology == "hierarchical")
-                    out.append(f"| {payload} | {topology} | {rows.get(4, 0):.2f} | {rows.get(1 << 20, 0):.1f} | "
-                               f"{rows.get(16 << 20, 0):.0f} | {rows.get(64 << 20, 0):.0f} | {guess * 1e3:.0f} |")
+        out.append("#### 2 hosts x 2 ranks: flat and hierarchical (`bench-allreduce`, 4 ranks)\n")
+        out.append("| link | payload | all-reduce | 4 B ms | 1 MB ms | 16 MB ms | 64 MB ms | 64 MB predicted |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for rate in sorted({e["rate"] for e in four}, key=lambda r: RATES.get(r, 1e12)):
+            for payload in ("fp32", "bf16"):
+                for topology in ("flat", "hierarchical"):
+                    rows = {e["bytes"]: e["ms"] for e in four
+                            if (e["rate"], e["gradient_payload"], e["allreduce"]) == (rate, payload, topology)}
+                    if rows:
+                        guess = net.allreduce(64 << 20, 2, 2, rate, payload, "polling", topology == "hierarchical")
+                        out.append(f"| {rate} | {payload} | {topology} | {rows.get(4, 0):.2f} | "
+                                   f"{rows.get(1 << 20, 0):.1f} | {rows.get(16 << 20, 0):.0f} | "
+                                   f"{rows.get(64 << 20, 0):.0f} | {guess * 1e3:.0f} |")
         out.append("")
     four_train = [e for e in entries if e["kind"] == "train" and e["slots"] == 2]
     if four_train:

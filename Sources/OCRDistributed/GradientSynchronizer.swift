@@ -12,8 +12,9 @@ import OCRTensor
 /// How a bucket is summed (fp32 or bf16 payload, flat or hierarchical) is `BucketAllreduce`'s.
 /// `finish()` waits for the last bucket; the time spent waiting there is the communication backward did not hide.
 /// The `.polling` mode (the default) starts the bucket's nonblocking collectives on the compute thread and progresses
-/// them with MPI_Test each time a layer finishes a gradient. Measured at 2 ranks × 1 thread on 2 cores (README), polling hides as much and
-/// is 2–4 % faster per step: Open MPI's blocking allreduce busy-waits, so the thread takes CPU from backward.
+/// them with MPI_Test each time a layer finishes a gradient. Measured at 2 ranks × 1 thread on 2 cores (README),
+/// polling hides as much and is 2–4 % faster per step: Open MPI's blocking allreduce busy-waits, so the thread takes
+/// CPU from backward.
 public final class GradientSynchronizer {
     public enum Overlap: String, CaseIterable, Sendable {
         case thread, polling
@@ -30,7 +31,6 @@ public final class GradientSynchronizer {
     /// Why the requested topology is not used, for the start-up log; nil when it is.
     public var topologyNote: String? { reducer.fallbackNote }
     let store: ParameterStore
-    let comm: Communicator
     private let reducer: BucketAllreduce
     let worldSize: Int
     /// Which bucket each parameter's gradient belongs to, by parameter offset.
@@ -55,9 +55,9 @@ public final class GradientSynchronizer {
     public init(store: ParameterStore, comm: Communicator, communication: GradientCommunication = .init()) {
         self.store = store
         self.communication = communication
-        self.comm = comm.duplicate()
         self.worldSize = comm.size
-        reducer = BucketAllreduce(comm: self.comm, communication: communication)
+        // A communicator of its own: the buckets' collectives never interleave with sync BN's.
+        reducer = BucketAllreduce(comm: comm.duplicate(), communication: communication)
         var buckets: [Bucket] = []
         var start = 0, count = 0, params = 0
         var limit = max(communication.firstBucketBytes / 4, 1)
@@ -101,7 +101,7 @@ public final class GradientSynchronizer {
         let topology = reducer.fallbackNote == nil ? communication.topology : .flat
         let overlapText = overlap == .polling ? "polled between layers" : "on a communication thread"
         return "gradients \(communication.payload.rawValue), \(topology.rawValue) all-reduce \(overlapText), "
-            + "\(buckets.count) buckets"
+            + (buckets.count == 1 ? "1 bucket" : "\(buckets.count) buckets")
     }
 
     /// Arms the hooks for a backward whose gradients are to be averaged now; `microBatches` backward passes have

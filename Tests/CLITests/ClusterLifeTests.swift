@@ -131,9 +131,22 @@ final class ClusterLifeTests: XCTestCase {
 
     /// A stopped rank (SIGSTOP) with env_cfg.dist_cfg.timeout 20: the job ends non-zero within 60 s of the stop with
     /// a message naming the iteration, the collective and the rank that did not arrive; the last checkpoint resumes.
+    /// Under MPI_THREAD_FUNNELED (the default polling overlap) the watchdog runs in the ranks' waits.
     func testWatchdogEndsAJobWithAStoppedRank() throws {
-        let work = path("stall")
-        let args = small() + ["checkpoint.interval=2", "env_cfg.dist_cfg.timeout=20"]
+        let (work, args) = try stopRankAndExpectTheWatchdog("stall", overlap: "polling")
+        let resumed = try train(2, ["--work-dir", work, "--resume"] + args + ["train_cfg.max_iters=6"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("resumed from \(work)/iter_"), resumed.stdout)
+    }
+
+    /// The same with the thread overlap (MPI_THREAD_MULTIPLE), where the watchdog has a thread of its own.
+    func testWatchdogThreadEndsAJobWithAStoppedRank() throws {
+        _ = try stopRankAndExpectTheWatchdog("stall-thread", overlap: "thread")
+    }
+
+    func stopRankAndExpectTheWatchdog(_ name: String, overlap: String) throws -> (work: String, args: [String]) {
+        let work = path(name)
+        let args = small() + ["checkpoint.interval=2", "env_cfg.dist_cfg.timeout=20", "model_wrapper_cfg.overlap=\(overlap)"]
         let job = try BackgroundProcess("/usr/bin/env", mpirunPrefix + [OCRDDPBinary.path, "train", "--work-dir", work]
                                         + args + ["train_cfg.max_iters=100000"])
         XCTAssertTrue(job.waitUntil(timeout: 120) { logged(work, iteration: 3) }, job.stderr)
@@ -146,10 +159,8 @@ final class ClusterLifeTests: XCTestCase {
         XCTAssertNotEqual(status, 0)
         let line = job.stderr.split(separator: "\n").first { $0.contains("watchdog") }.map(String.init) ?? ""
         XCTAssertTrue(line.contains("rank 1 did not arrive") && line.contains("at iteration")
-                      && line.contains("env_cfg.dist_cfg.timeout 20 s"), job.stderr)
-        let resumed = try train(2, ["--work-dir", work, "--resume"] + args + ["train_cfg.max_iters=6"])
-        XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stdout.contains("resumed from \(work)/iter_"), resumed.stdout)
+                      && line.contains("env_cfg.dist_cfg.timeout 20 s"), "\(overlap): \(job.stderr)")
+        return (work, args)
     }
 
     /// kill -9 of the writer at random moments of a run that checkpoints every iteration: afterwards the newest
