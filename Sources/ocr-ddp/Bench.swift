@@ -42,6 +42,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        guard iters >= 1 && warmup >= 0 else { throw ConfigError("--iters \(iters) --warmup \(warmup): need iters ≥ 1, warmup ≥ 0") }
         var experiment = try options.load(config, amp: amp)
         if let overlap { experiment.gradientCommunication.overlap = overlap }
         let communication = experiment.gradientCommunication

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import OCRDistributed
 import OCRTensor
+import OCRTrain
 
 /// `ocr-ddp bench-allreduce`: times the gradient all-reduce alone (as training runs it on one bucket) over buffers
 /// of the given sizes, and checks its sums against float64 ones: one JSON line per size. Run it under the launcher
@@ -30,13 +31,15 @@ struct BenchAllreduce: ParsableCommand {
     }
 
     func run() throws {
+        guard repeats >= 1 && warmup >= 0 else {
+            throw ConfigError("--repeats \(repeats) --warmup \(warmup): need repeats ≥ 1, warmup ≥ 0")
+        }
         let byteSizes = try sizes.split(separator: ",").map { part -> Int in
             guard let bytes = Self.parseBytes(part), bytes % 4 == 0, bytes <= 1 << 30 else {
-                throw ValidationError("--sizes '\(part)': expected a positive multiple of 4 bytes up to 1G, e.g. 4K or 64M")
+                throw ConfigError("--sizes '\(part)': expected a positive multiple of 4 bytes up to 1G, e.g. 4K or 64M")
             }
             return bytes
         }
-        guard repeats >= 1 && warmup >= 0 else { throw ValidationError("--repeats must be ≥ 1 and --warmup ≥ 0") }
         let communication = GradientCommunication(overlap: overlap, payload: gradientPayload, topology: allreduce)
         try withProcessGroup(threads: communication.threadSupport) { comm in
             let reducer = BucketAllreduce(comm: comm, communication: communication)
