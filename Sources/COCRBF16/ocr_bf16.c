@@ -29,6 +29,14 @@ static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
 
 float ocr_bf16_round(float x) { return ocr_bf16_to_float(ocr_bf16_bits(x)); }
 
+void ocr_bf16_pack(const float *x, uint16_t *out, long n) {
+    for (long i = 0; i < n; ++i) out[i] = ocr_bf16_bits(x[i]);
+}
+
+void ocr_bf16_unpack(const uint16_t *h, float *out, long n) {
+    for (long i = 0; i < n; ++i) out[i] = ocr_bf16_to_float(h[i]);
+}
+
 void ocr_bf16_gemm_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                              const float *b, long ldb, float beta, float *c, long ldc) {
     for (long i = 0; i < m; ++i) {

@@ -1,4 +1,5 @@
 import Foundation
+import OCRTensor
 
 /// How gradient buckets travel between ranks: `model_wrapper_cfg` in the config (docs/INTERFACE.md). The default,
 /// a flat fp32 all-reduce polled between layers with PyTorch DDP's bucket sizes, is the exact one.
@@ -9,12 +10,12 @@ public struct GradientCommunication: Sendable, Equatable {
     /// network per rank.
     public enum Topology: String, CaseIterable, Sendable { case flat, hierarchical }
 
-    public var overlap = GradientSynchronizer.Overlap.polling
-    public var payload = Payload.fp32
-    public var topology = Topology.flat
+    public var overlap: GradientSynchronizer.Overlap
+    public var payload: Payload
+    public var topology: Topology
     /// PyTorch DDP's bucket sizes: a small first bucket so communication starts early, then `bucket_cap_mb`.
-    public var firstBucketBytes = 1 << 20
-    public var bucketBytes = 25 << 20
+    public var firstBucketBytes: Int
+    public var bucketBytes: Int
 
     public init(overlap: GradientSynchronizer.Overlap = .polling, payload: Payload = .fp32, topology: Topology = .flat,
                 firstBucketBytes: Int = 1 << 20, bucketBytes: Int = 25 << 20) {
@@ -136,25 +137,31 @@ public final class BucketAllreduce {
         let wordBytes = MemoryLayout<Wire.Word>.stride
         let send = buffers.buffer(Wire.Word.self, p * block, slot: 1)
         let receive = buffers.buffer(Wire.Word.self, p * block, slot: 2)
-        let sum = buffers.buffer(Float.self, block, slot: 3)
+        let sum = buffers.buffer(Float.self, block, slot: 3), term = buffers.buffer(Float.self, block, slot: 4)
+        func words(_ buffer: UnsafeMutableBufferPointer<Wire.Word>, block r: Int) -> UnsafeBufferPointer<Wire.Word> {
+            UnsafeBufferPointer(rebasing: buffer[(r * block)..<((r + 1) * block)])
+        }
         return [{
-            for i in 0..<values.count { send[i] = Wire.encode(values[i]) }
-            for i in values.count..<send.count { send[i] = Wire.encode(0) }
+            Wire.encode(UnsafeBufferPointer(values), into: UnsafeMutableBufferPointer(rebasing: send[..<values.count]))
+            // The padding: zero bits are 0 in both formats.
+            UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(send)[(values.count * wordBytes)...])
+                .initializeMemory(as: UInt8.self, repeating: 0)
             return exchange.startAlltoall(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive),
                                           bytesPerRank: block * wordBytes, phase: phase + " all-to-all)")
         }, {
-            for j in 0..<block { sum[j] = Wire.decode(receive[j]) }
-            for r in 1..<max(p, 1) {
-                for j in 0..<block { sum[j] += Wire.decode(receive[r * block + j]) }
+            Wire.decode(words(receive, block: 0), into: sum)
+            for r in 1..<p {
+                Wire.decode(words(receive, block: r), into: term)
+                for j in 0..<block { sum[j] += term[j] }
             }
             // Written where the allgather expects this rank's block.
             let own = exchange.rank * block
-            for j in 0..<block { send[own + j] = Wire.encode(sum[j]) }
+            Wire.encode(UnsafeBufferPointer(sum), into: UnsafeMutableBufferPointer(rebasing: send[own..<(own + block)]))
             return gather.startAllgather(UnsafeMutableRawBufferPointer(send),
                                          byteCounts: Array(repeating: block * wordBytes, count: p),
                                          phase: phase + " allgather)")
         }, {
-            for i in 0..<values.count { values[i] = Wire.decode(send[i]) }
+            Wire.decode(UnsafeBufferPointer(rebasing: send[..<values.count]), into: values)
             return CompletedCollective()
         }]
     }
@@ -165,7 +172,7 @@ public final class BucketAllreduce {
     }
 
     /// Buffers that outlive one step (MPI reads and writes them while the collective is in flight), by slot:
-    /// 0 the machine's part, 1 and 2 the all-to-all's send and receive words, 3 the fp32 sums.
+    /// 0 the machine's part, 1 and 2 the all-to-all's send and receive words, 3 the fp32 sums, 4 one decoded block.
     final class Scratch {
         private var slots: [Int: UnsafeMutableRawBufferPointer] = [:]
 
@@ -182,27 +189,32 @@ public final class BucketAllreduce {
     }
 }
 
-/// How gradient values travel in the pairwise all-reduce.
+/// How gradient values travel in the pairwise all-reduce (`encode` and `decode` take equal counts).
 protocol WireFormat {
     associatedtype Word
-    static func encode(_ x: Float) -> Word
-    static func decode(_ word: Word) -> Float
+    static func encode(_ values: UnsafeBufferPointer<Float>, into words: UnsafeMutableBufferPointer<Word>)
+    static func decode(_ words: UnsafeBufferPointer<Word>, into values: UnsafeMutableBufferPointer<Float>)
 }
 
 enum FP32Wire: WireFormat {
-    @inline(__always) static func encode(_ x: Float) -> Float { x }
-    @inline(__always) static func decode(_ word: Float) -> Float { word }
-}
-
-/// bf16 bits, rounded to nearest even (as the bf16 GEMM operands are); NaN stays NaN.
-enum BF16Wire: WireFormat {
-    @inline(__always) static func encode(_ x: Float) -> UInt16 {
-        let bits = x.bitPattern
-        if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
-        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    static func encode(_ values: UnsafeBufferPointer<Float>, into words: UnsafeMutableBufferPointer<Float>) {
+        _ = words.update(fromContentsOf: values)
     }
 
-    @inline(__always) static func decode(_ word: UInt16) -> Float { Float(bitPattern: UInt32(word) << 16) }
+    static func decode(_ words: UnsafeBufferPointer<Float>, into values: UnsafeMutableBufferPointer<Float>) {
+        _ = values.update(fromContentsOf: words)
+    }
+}
+
+/// The bf16 GEMMs' rounding (`BF16.pack`: nearest even, NaN stays NaN, fp32 denormals flush to zero).
+enum BF16Wire: WireFormat {
+    static func encode(_ values: UnsafeBufferPointer<Float>, into words: UnsafeMutableBufferPointer<UInt16>) {
+        BF16.pack(values, into: words)
+    }
+
+    static func decode(_ words: UnsafeBufferPointer<UInt16>, into values: UnsafeMutableBufferPointer<Float>) {
+        BF16.unpack(words, into: values)
+    }
 }
 
 /// Collectives run one after another, each stage starting the next once the one before is complete (the stages do

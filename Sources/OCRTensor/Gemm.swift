@@ -89,4 +89,15 @@ public enum BF16 {
     public static let hasMatrixEngine = kernelName.hasPrefix("amx")
     /// x rounded to bf16 and back (nearest even; fp32 denormals flush to zero as the hardware conversion does).
     public static func round(_ x: Float) -> Float { ocr_bf16_round(x) }
+
+    /// `values` as bf16 bits, rounded as `round` does, into `bits` (the same count).
+    public static func pack(_ values: UnsafeBufferPointer<Float>, into bits: UnsafeMutableBufferPointer<UInt16>) {
+        precondition(bits.count == values.count)
+        ocr_bf16_pack(values.baseAddress, bits.baseAddress, values.count)
+    }
+
+    public static func unpack(_ bits: UnsafeBufferPointer<UInt16>, into values: UnsafeMutableBufferPointer<Float>) {
+        precondition(bits.count == values.count)
+        ocr_bf16_unpack(bits.baseAddress, values.baseAddress, bits.count)
+    }
 }

@@ -17,6 +17,7 @@
 #define OCR_BF16_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +59,10 @@ void ocr_bf16_gemm_reference(int transA, int transB, long m, long n, long k, flo
 // fp32 -> bf16 -> fp32 as the packing does it: round to nearest even; NaN stays NaN (quieted, sign kept); inf stays
 // inf; fp32 denormals become zero of the same sign (VCVTNEPS2BF16 treats denormal inputs as zero).
 float ocr_bf16_round(float x);
+
+// x[0..n) as bf16 bits with the same rounding, and back (the bf16 gradient payloads of the all-reduce).
+void ocr_bf16_pack(const float *x, uint16_t *out, long n);
+void ocr_bf16_unpack(const uint16_t *h, float *out, long n);
 
 #ifdef __cplusplus
 }
