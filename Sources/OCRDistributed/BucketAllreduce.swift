@@ -58,6 +58,8 @@ public final class BucketAllreduce {
 
     /// Why the requested topology could not be used (logged by the caller), nil when it is.
     public let fallbackNote: String?
+    /// The topology in use: the requested one unless it fell back to flat.
+    public var topology: GradientCommunication.Topology { fallbackNote == nil ? communication.topology : .flat }
 
     public init(comm: Communicator, communication: GradientCommunication) {
         self.communication = communication

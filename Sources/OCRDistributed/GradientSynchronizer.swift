@@ -30,6 +30,8 @@ public final class GradientSynchronizer {
     public var overlap: Overlap { communication.overlap }
     /// Why the requested topology is not used, for the start-up log; nil when it is.
     public var topologyNote: String? { reducer.fallbackNote }
+    /// The topology in use (flat when the requested one fell back).
+    public var topology: GradientCommunication.Topology { reducer.topology }
     let store: ParameterStore
     private let reducer: BucketAllreduce
     let worldSize: Int
@@ -98,7 +100,6 @@ public final class GradientSynchronizer {
 
     /// One phrase for the start-up line: "gradients fp32, flat all-reduce polled between layers, 12 buckets".
     public var describe: String {
-        let topology = reducer.fallbackNote == nil ? communication.topology : .flat
         let overlapText = overlap == .polling ? "polled between layers" : "on a communication thread"
         return "gradients \(communication.payload.rawValue), \(topology.rawValue) all-reduce \(overlapText), "
             + (buckets.count == 1 ? "1 bucket" : "\(buckets.count) buckets")

@@ -118,7 +118,7 @@ struct Bench: ParsableCommand {
                 "peak_rss_mb": peakRSS, "openblas_core": BLAS.coreName,
                 "precision": precision.rawValue,
                 "overlap": communication.overlap.rawValue, "gradient_payload": communication.payload.rawValue,
-                "allreduce": ddp.synchronizer.topologyNote == nil ? communication.topology.rawValue : "flat",
+                "allreduce": ddp.synchronizer.topology.rawValue,
                 "mpi_threads": (comm as? MPICommunicator)?.threadSupport.rawValue ?? "none",
                 // Each synchronises its statistics in forward (an allgather of every rank's per-channel count, mean
                 // and M2) and its sums in backward (sync BN's collectives), for the scaling model.

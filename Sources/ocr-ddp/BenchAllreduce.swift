@@ -102,7 +102,7 @@ struct BenchAllreduce: ParsableCommand {
         return [
             "bytes": count * 4, "ranks": comm.size, "gradient_payload": gradientPayload.rawValue,
             "overlap": overlap.rawValue,
-            "allreduce": reducer.fallbackNote == nil ? allreduce.rawValue : "flat",
+            "allreduce": reducer.topology.rawValue,
             "ms": median * 1e3, "min_ms": (seconds.min() ?? 0) * 1e3,
             // nccl-tests' figures: the buffer's fp32 bytes over the time, and that times 2(p−1)/p, what a ring
             // moves per rank (comparable with the link rate whatever the rank count).
