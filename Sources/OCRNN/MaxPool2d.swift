@@ -20,35 +20,45 @@ public final class MaxPool2d {
         let y = Tensor.transient(shape: [n, c, ho, wo])
         inputShape = x.shape
         if argmax.count != y.count { argmax = Array(repeating: 0, count: y.count) }
-        let (k, s, p) = (kernel, stride, padding)
+        let (s, p) = (stride, padding)
         argmax.withUnsafeMutableBufferPointer { arg in
-            let arg = arg.baseAddress!
+            let (arg, src, dst) = (arg.baseAddress!, UnsafePointer(x.data), y.data)
+            // The window's rows and columns inside the image, per output row and column, so the scan over a plane
+            // has no bounds tests: ranges of ki and kj for each oh and ow.
+            let rows = (0..<ho).map { windowRange(start: $0 * s - p, length: h) }
+            let columns = (0..<wo).map { windowRange(start: $0 * s - p, length: w) }
             parallelChunks(n * c, minimumPerChunk: 4) { p0, p1 in
                 for plane in p0..<p1 {
-                    let src = x.data + plane * h * w
+                    let planeIn = src + plane * h * w
+                    let (planeOut, planeArg) = (dst + plane * ho * wo, arg + plane * ho * wo)
                     for oh in 0..<ho {
+                        let rowRange = rows[oh]
                         for ow in 0..<wo {
-                            var best = -Float.infinity
-                            var bestIndex = -1
-                            for ki in 0..<k {
-                                let ih = oh * s - p + ki
-                                if ih < 0 || ih >= h { continue }
-                                for kj in 0..<k {
-                                    let iw = ow * s - p + kj
-                                    if iw < 0 || iw >= w { continue }
-                                    let v = src[ih * w + iw]
-                                    if v > best || v.isNaN || bestIndex < 0 { best = v; bestIndex = ih * w + iw }
+                            let columnRange = columns[ow]
+                            // The first maximum in scan order; a NaN wins (the last one), as PyTorch's max_pool2d.
+                            var bestIndex = rowRange.lowerBound * w + columnRange.lowerBound
+                            var best = planeIn[bestIndex]
+                            for ih in rowRange {
+                                for iw in columnRange {
+                                    let (index, v) = (ih * w + iw, planeIn[ih * w + iw])
+                                    let wins = v > best || v.isNaN
+                                    best = wins ? v : best
+                                    bestIndex = wins ? index : bestIndex
                                 }
                             }
-                            let o = (plane * ho + oh) * wo + ow
-                            y.data[o] = best
-                            arg[o] = Int32(bestIndex)
+                            planeOut[oh * wo + ow] = best
+                            planeArg[oh * wo + ow] = Int32(bestIndex)
                         }
                     }
                 }
             }
         }
         return y
+    }
+
+    /// Input rows (or columns) [start, start + kernel) clipped to [0, length).
+    private func windowRange(start: Int, length: Int) -> Range<Int> {
+        Swift.max(start, 0)..<Swift.min(start + kernel, length)
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
