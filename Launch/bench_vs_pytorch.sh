@@ -6,10 +6,13 @@
 #   b  R18-D8 256×256, batch 1 per rank, 2 ranks × 1 thread (ocr-ddp: mpirun, sync BN; PyTorch: DDP over gloo,
 #      plain BN, since PyTorch has no SyncBatchNorm on CPU)
 #   c  R50-D8 512×1024, batch 1, 1 process × 2 threads (slow: tens of seconds per step)
+#   d  HRNetV2-W18 OCRNet 512×1024, batch 2, 1 process × 2 threads (PyTorch: mmseg's own model through
+#      Tools/bench_hrnet_torch.py, NCHW, channels_last and bf16; slower still)
+#   e  HRNetV2-W48 OCRNet, as d
 # Each setting runs ocr-ddp in fp32 and bf16 (--amp) and PyTorch in every mode of Tools/bench_pytorch.py (NCHW,
 # channels_last, torch.compile: fp32; channels_last + bf16 autocast), then compares each of our precisions with
 # PyTorch's fastest mode of the same precision.
-# Environment: ROUNDS (3), ITERS (timed steps per run, 5), WARMUP (2), SETTINGS ("a,b,c"), OURS ("fp32,bf16"),
+# Environment: ROUNDS (3), ITERS (timed steps per run, 5), WARMUP (2), SETTINGS ("a,b,c"; also d, e), OURS ("fp32,bf16"),
 # TORCH ("nchw,channels_last,compile,bf16"), OCR_DDP (binary), OUT (directory for the raw JSON lines and logs;
 # default a new temporary directory).
 set -euo pipefail
@@ -22,10 +25,12 @@ OCR_DDP=${OCR_DDP:-.build/release/ocr-ddp}
 OUT=${OUT:-$(mktemp -d -t bench_vs_pytorch.XXXXXX)}
 CONFIG=Configs/ours/ocrnet_r50-d8_4xb2-40k_cityscapes-512x1024.yaml  # depth and batch are overridden per setting
 
-declare -A SETTING=(  # depth  crop  batch-per-rank  ranks  threads-per-rank
+declare -A SETTING=(  # network (ResNet depth or HRNet name)  crop  batch-per-rank  ranks  threads-per-rank
     [a]="18 256x256 2 1 2"
     [b]="18 256x256 1 2 1"
     [c]="50 512x1024 1 1 2"
+    [d]="hr18 512x1024 2 1 2"
+    [e]="hr48 512x1024 2 1 2"
 )
 
 [[ -x "$OCR_DDP" ]] || { echo "error: $OCR_DDP not found: run swift build -c release first" >&2; exit 1; }
@@ -34,7 +39,7 @@ python3 -c "import torch, numpy, safetensors" 2>/dev/null \
     || { echo "error: PyTorch not importable: pip install torch numpy safetensors" >&2; exit 1; }
 IFS=, read -r -a SELECTED <<<"$SETTINGS"
 for s in "${SELECTED[@]}"; do
-    [[ -n "${SETTING[$s]:-}" ]] || { echo "error: unknown setting '$s' in SETTINGS (a, b, c)" >&2; exit 1; }
+    [[ -n "${SETTING[$s]:-}" ]] || { echo "error: unknown setting '$s' in SETTINGS (a, b, c, d, e)" >&2; exit 1; }
 done
 mkdir -p "$OUT"
 for s in "${SELECTED[@]}"; do rm -f "$OUT/$s".*.jsonl "$OUT/$s".*.log; done  # a reused OUT must not mix runs
@@ -79,7 +84,10 @@ for (( round = 1; round <= ROUNDS; round++ )); do
         read -r depth crop batch ranks threads <<<"${SETTING[$s]}"
         runs=()
         for mode in "${OURS_MODES[@]}"; do runs+=("ocr-ddp.$mode"); done
-        for mode in "${TORCH_MODES[@]}"; do runs+=("pytorch.$mode"); done
+        for mode in "${TORCH_MODES[@]}"; do
+            [[ $depth == hr* && $mode == compile ]] && continue  # the HRNet tool has no torch.compile mode
+            runs+=("pytorch.$mode")
+        done
         # Odd rounds run the list forwards, even rounds backwards: no tool or mode always gets the warmer machine.
         if (( round % 2 == 0 )); then
             for (( i = 0, j = ${#runs[@]} - 1; i < j; i++, j-- )); do t=${runs[i]}; runs[i]=${runs[j]}; runs[j]=$t; done
@@ -87,13 +95,20 @@ for (( round = 1; round <= ROUNDS; round++ )); do
         echo "round $round/$ROUNDS, setting $s: ${SETTING[$s]} (depth crop batch ranks threads): ${runs[*]}"
         for run in "${runs[@]}"; do
             tool=${run%%.*} mode=${run#*.}
-            if [[ $tool == ocr-ddp ]]; then
+            if [[ $tool == ocr-ddp && $depth == hr* ]]; then
+                cmd=("$OCR_DDP" bench "Configs/ocrnet_${depth}_4xb2-80k_cityscapes-512x1024.yaml" --crop "$crop"
+                     --iters "$ITERS" --warmup "$WARMUP" --cfg-options "data.batch_size=$batch")
+                [[ $mode == bf16 ]] && cmd+=(--amp)
+            elif [[ $tool == ocr-ddp ]]; then
                 cmd=("$OCR_DDP" bench "$CONFIG" --crop "$crop" --iters "$ITERS" --warmup "$WARMUP"
                      --cfg-options "model.backbone.depth=$depth" "data.batch_size=$batch")
                 [[ $mode == bf16 ]] && cmd+=(--amp)
                 if (( ranks > 1 )); then
                     cmd=("${MPIRUN[@]}" -n "$ranks" -x OPENBLAS_NUM_THREADS -x OMP_NUM_THREADS "${cmd[@]}")
                 fi
+            elif [[ $depth == hr* ]]; then
+                cmd=(python3 Tools/bench_hrnet_torch.py --models "$depth" --crop "$crop" --batch "$batch"
+                     --threads "$threads" --iters "$ITERS" --warmup "$WARMUP" --mode "$mode")
             else
                 cmd=(python3 Tools/bench_pytorch.py --depth "$depth" --crop "$crop" --batch "$batch"
                      --threads "$threads" --ranks "$ranks" --iters "$ITERS" --warmup "$WARMUP" --mode "$mode")
@@ -138,12 +153,15 @@ for s in depths:
             continue
         best = max(theirs, key=lambda m: ips(theirs[m]))
         ours_ips, theirs_ips = ips(found[ours_key]), ips(theirs[best])
-        print(f"{s:3} {'R' + depths[s] + '-D8':6} {'x'.join(map(str, described['crop'])):9} "
+        net = depths[s].upper() if depths[s].startswith("hr") else f"R{depths[s]}-D8"
+        print(f"{s:3} {net:6} {'x'.join(map(str, described['crop'])):9} "
               f"{str(described['ranks']) + '×' + str(described['threads_per_rank']):9} {described['batch_per_rank']:6} "
               f"{precision:5} {ours_ips:13.3f} {theirs_ips:14.3f} ({best:>13}) {ours_ips / theirs_ips:11.2f} "
               f"{max(r['peak_rss_mb'] for r in found[ours_key]):16.0f} "
               f"{max(r['peak_rss_mb'] for r in theirs[best]):7.0f}")
-    footer.append(f"{s}: forward {described['forward_conv_gflop']:.1f} GFLOP per rank and step; img/s per round: "
+    flops = f"forward {described['forward_conv_gflop']:.1f} GFLOP per rank and step; " \
+        if "forward_conv_gflop" in described else ""
+    footer.append(f"{s}: {flops}img/s per round: "
                   + "; ".join(f"{k} {[round(r['img_per_s'], 3) for r in v]}" for k, v in found.items()))
 print("\nimg/s: median over rounds of each run's median step (all ranks' images). RSS: largest rank's peak, MiB.")
 print("PyTorch best: its fastest mode of the same precision (fp32: NCHW, channels_last, torch.compile; bf16: "
