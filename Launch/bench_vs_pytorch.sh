@@ -12,9 +12,9 @@
 # Each setting runs ocr-ddp in fp32 and bf16 (--amp) and PyTorch in every mode of Tools/bench_pytorch.py (NCHW,
 # channels_last, torch.compile: fp32; channels_last + bf16 autocast), then compares each of our precisions with
 # PyTorch's fastest mode of the same precision.
-# Environment: ROUNDS (3), ITERS (timed steps per run, 5), WARMUP (2), SETTINGS ("a,b,c"; also d, e), OURS ("fp32,bf16"),
-# TORCH ("nchw,channels_last,compile,bf16"), OCR_DDP (binary), OUT (directory for the raw JSON lines and logs;
-# default a new temporary directory).
+# Environment: ROUNDS (3), ITERS (timed steps per run, 5), WARMUP (2), SETTINGS ("a,b,c"; also d, e),
+# OURS ("fp32,bf16"), TORCH ("nchw,channels_last,compile,bf16"), OCR_DDP (binary), OUT (directory for the raw JSON
+# lines and logs; default a new temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

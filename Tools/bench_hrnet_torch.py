@@ -74,8 +74,8 @@ def main():
         print(f"torch {torch.__version__} mmseg {name} {h}x{w} batch {args.batch}, {args.threads} threads, "
               f"{args.mode}: step {step * 1000:.0f} ms median of {args.iters} (fastest {fastest * 1000:.0f}), "
               f"{args.batch / step:.3f} img/s, peak RSS {rss:.0f} MiB (the process so far)")
-        print(json.dumps({"framework": f"pytorch {torch.__version__}", "mkldnn": torch.backends.mkldnn.is_available(), "model": name,
-                          "mode": args.mode, "ranks": 1,
+        print(json.dumps({"framework": f"pytorch {torch.__version__}", "mkldnn": torch.backends.mkldnn.is_available(),
+                          "model": name, "mode": args.mode, "ranks": 1,
                           "precision": "bfloat16" if args.mode == "bf16" else "float32", "crop": [h, w],
                           "batch_per_rank": args.batch, "threads_per_rank": args.threads,
                           "ms_per_step": step * 1000, "ms_per_step_fastest": fastest * 1000,
