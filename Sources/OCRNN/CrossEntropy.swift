@@ -76,11 +76,16 @@ public final class CrossEntropyLoss {
                                     for j in 0..<count { maxima[j] = Swift.max(maxima[j], x[c * hw + j]) }
                                 }
                                 for c in 0..<k {
-                                    for j in 0..<count {
-                                        let e = expf(x[c * hw + j] - maxima[j])
-                                        q[c * hw + j] = e
+                                    let (row, out) = (x + c * hw, q + c * hw)
+                                    PlaneSums.forEach(count: count, lanes: { j in
+                                        let e = VectorExp.exp(PlaneSums.load(row + j) - PlaneSums.load(maxima + j))
+                                        PlaneSums.store(e, out + j)
+                                        PlaneSums.store(PlaneSums.load(sums + j) + e, sums + j)
+                                    }, single: { j in
+                                        let e = VectorExp.exp(row[j] - maxima[j])
+                                        out[j] = e
                                         sums[j] += e
-                                    }
+                                    })
                                 }
                                 for c in 0..<k {
                                     for j in 0..<count { q[c * hw + j] /= sums[j] }
