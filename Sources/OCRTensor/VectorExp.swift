@@ -3,8 +3,8 @@
 ///
 /// e^x = 2^n · e^r with n = round(x·log₂e) and r = x − n·ln2 (ln2 in two parts, the first exact in 9 bits, so
 /// n·ln2_hi is exact), |r| ≤ ln2/2; e^r = 1 + r + r²·p(r) with Cephes's degree-5 polynomial for expf. 2^n is applied
-/// as two powers of two, so results run smoothly into fp32 denormals and to infinity as expf's do. Within 2 ulp of
-/// the correctly rounded e^x over all finite fp32 (tested against the double exponential).
+/// as two powers of two, so results run smoothly into fp32 denormals and to infinity as expf's do. Against the
+/// double exponential rounded to fp32, on a sweep from −103.9 (denormal results) to 88.7: at most 1 ulp (tested: 2).
 public enum VectorExp {
     public typealias Lanes = SIMD16<Float>
 
