@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -222,13 +223,20 @@ static int threads_for(long m, long n, long k, long panels) {
 // ---------------------------------------------------------------- scratch
 
 // Per-thread buffers grown on demand and kept (pool threads live for the process), 64-byte aligned for the
-// kernels' aligned loads. Returns NULL when memory runs out.
+// kernels' aligned loads; from 2 MB on, huge-page aligned and marked MADV_HUGEPAGE, as the trainer's tensors are
+// (FloatStorage.swift says why). Returns NULL when memory runs out.
 typedef struct { void *data; size_t size; } scratch_buffer;
+
+enum { HUGE_PAGE_BYTES = 2 << 20 };
 
 static void *scratch(scratch_buffer *buffer, size_t size) {
     if (buffer->size < size) {
         free(buffer->data);
-        buffer->data = aligned_alloc(64, round_up((long)size, 64));
+        int huge = size >= HUGE_PAGE_BYTES;
+        buffer->data = aligned_alloc(huge ? HUGE_PAGE_BYTES : 64, round_up((long)size, huge ? HUGE_PAGE_BYTES : 64));
+#ifdef MADV_HUGEPAGE
+        if (huge && buffer->data) madvise(buffer->data, round_up((long)size, HUGE_PAGE_BYTES), MADV_HUGEPAGE);
+#endif
         buffer->size = buffer->data ? size : 0;
     }
     return buffer->data;

@@ -63,24 +63,24 @@ public final class Workspace {
 
     public init() {
         capacity = 0
-        storage = .allocate(capacity: 1)
+        storage = FloatStorage.allocate(capacity: 1)
     }
 
-    deinit { storage.deallocate() }
+    deinit { FloatStorage.deallocate(storage) }
 
     /// Gives the storage back (after an evaluation of larger images than training uses); the next `buffer` call
     /// allocates what it needs.
     public func release() {
-        storage.deallocate()
-        storage = .allocate(capacity: 1)
+        FloatStorage.deallocate(storage)
+        storage = FloatStorage.allocate(capacity: 1)
         capacity = 0
     }
 
     /// At least `count` floats; valid until the next call.
     public func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count > capacity {
-            storage.deallocate()
-            storage = .allocate(capacity: count)
+            FloatStorage.deallocate(storage)
+            storage = FloatStorage.allocate(capacity: count)
             capacity = count
         }
         return storage

@@ -19,7 +19,7 @@ public final class Tensor {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.count = shape.reduce(1, *)
-        self.data = .allocate(capacity: Swift.max(count, 1))
+        self.data = FloatStorage.allocate(capacity: Swift.max(count, 1))
         self.data.initialize(repeating: 0, count: Swift.max(count, 1))
         self.owner = nil
         self.recycler = nil
@@ -59,7 +59,7 @@ public final class Tensor {
         if let recycler {
             recycler.recycle(data, capacity: capacity)
         } else if owner == nil {
-            data.deallocate()
+            FloatStorage.deallocate(data)
         }
     }
 
@@ -140,7 +140,7 @@ public final class TensorPool: @unchecked Sendable {
             }
             return best.map { free.remove(at: $0) }
         }
-        let block = reused ?? (UnsafeMutablePointer<Float>.allocate(capacity: needed), needed)
+        let block = reused ?? (FloatStorage.allocate(capacity: needed), needed)
         return Tensor(shape: shape, count: count, pool: self, storage: block.storage, capacity: block.capacity)
     }
 
@@ -152,7 +152,7 @@ public final class TensorPool: @unchecked Sendable {
             defer { free.removeAll() }
             return free.map(\.storage)
         }
-        for storage in released { storage.deallocate() }
+        for storage in released { FloatStorage.deallocate(storage) }
     }
 
     func recycle(_ storage: UnsafeMutablePointer<Float>, capacity: Int) {
