@@ -4,7 +4,7 @@ import Foundation
 /// is aligned to one and marked `MADV_HUGEPAGE`: Debian's kernel backs memory with transparent huge pages only on
 /// request (`/sys/kernel/mm/transparent_hugepage/enabled` is `madvise`), and with 4 KB pages a GEMM that walks C or
 /// an im2col column matrix by rows 32 KB apart (an 8192-pixel map) touches a new page, and misses the TLB, on every
-/// row. Measured alternating: the AMX GEMM alone 1.1-1.7× by shape; R50-D8 512×1024 bf16 steps 0.212 → 0.230 img/s
+/// row. Measured alternating: the AMX GEMM alone 1.0-1.7× by shape; R50-D8 512×1024 bf16 steps 0.212 → 0.230 img/s
 /// (medians of 3), fp32 and R18-D8 256² (4 KB rows) unchanged within noise. Smaller blocks are 64-byte aligned, for
 /// the kernels' vector loads. Neither changes a result.
 public enum FloatStorage {
