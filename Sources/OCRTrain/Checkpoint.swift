@@ -160,9 +160,12 @@ public struct CheckpointStore {
         }.sorted()
     }
 
-    /// Deletes all but the newest `keep` checkpoints and the best one.
-    public func prune(keep: Int, best: Int?) {
-        let all = completeIterations()
+    /// Deletes all but the newest `keep` of the checkpoints `isOwn` accepts, and never the best one. The trainer
+    /// passes its own run's: a work dir may also hold another run's (an earlier, longer run in it, or the future of
+    /// a run resumed from an earlier checkpoint), which count for nothing here and are never deleted: counted, a
+    /// fresh run's first checkpoints were deleted as older than them, and the evaluation after them then failed.
+    public func prune(keep: Int, best: Int?, isOwn: (Int) -> Bool = { _ in true }) {
+        let all = completeIterations().filter(isOwn)
         for n in all.dropLast(keep) where n != best {
             try? FileManager.default.removeItem(atPath: directory(iteration: n))
         }

@@ -12,6 +12,10 @@ public final class Trainer {
     public let comm: Communicator
     let log: TrainingLog
     let checkpoints: CheckpointStore
+    /// The checkpoints of this run's lineage, the only ones pruning may delete: those it saved, and after a resume
+    /// those up to the iteration it resumed from (which that run saved). Rank 0 keeps them.
+    private var savedIterations: Set<Int> = []
+    private var resumedIteration: Int?
 
     /// The signal that asked this process to stop (SIGTERM, SIGINT or SIGUSR1), 0 when none did: finish the step,
     /// checkpoint, exit 0. Set from the signal handler.
@@ -128,6 +132,7 @@ public final class Trainer {
                     log.warning("resuming \(checkpoint) with a config that differs from the one it was trained with")
                 }
                 log.info("resumed from \(checkpoint) at iteration \(state.iteration)")
+                resumedIteration = state.iteration
                 // The layout that wrote it (older checkpoints: their rank count × this config's batch), re-cut for
                 // this run's ranks; rank 0 chooses (memory is judged here) and the state carries it to every rank.
                 let saved = state.layout ?? StepLayout(ranks: state.worldSize, batchSize: data.batchSize,
@@ -341,7 +346,9 @@ public final class Trainer {
         try comm.agreeing("checkpoint save") {
             guard comm.isRoot else { return }
             try checkpoints.save(store: model.store, momentum: sgd.momentumBuffer, state: state)
-            checkpoints.prune(keep: config.maxKeep, best: state.bestIteration)
+            savedIterations.insert(state.iteration)
+            let (saved, resumed) = (savedIterations, resumedIteration ?? -1)
+            checkpoints.prune(keep: config.maxKeep, best: state.bestIteration) { saved.contains($0) || $0 <= resumed }
         }
     }
 

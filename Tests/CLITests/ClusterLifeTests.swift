@@ -67,6 +67,15 @@ final class ClusterLifeTests: XCTestCase {
         try String(contentsOfFile: "\(work)/\(file)", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// N of every iter_N checkpoint in `work` with its trainer state, ascending.
+    func savedIterations(_ work: String) throws -> [Int] {
+        try FileManager.default.contentsOfDirectory(atPath: work).compactMap { name -> Int? in
+            guard name.hasPrefix("iter_"), FileManager.default.fileExists(atPath: "\(work)/\(name)/trainer_state.json")
+            else { return nil }
+            return Int(name.dropFirst(5))
+        }.sorted()
+    }
+
     func iteration(ofCheckpoint checkpoint: String) throws -> Int {
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(checkpoint)/trainer_state.json")))
         return (state as! [String: Any])["iteration"] as! Int
@@ -193,6 +202,24 @@ final class ClusterLifeTests: XCTestCase {
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.contains(".tmp-") || $0.contains(".old-") }
         XCTAssertEqual(leftovers, [], "the next start removes the staging of killed saves")
+    }
+
+    /// A fresh run in a work dir that holds a longer earlier run's checkpoints prunes only its own: it keeps its
+    /// newest `max_keep`, finishes with exit 0, and the earlier run's later checkpoints are still there.
+    func testFreshRunInAUsedWorkDirPrunesOnlyItsOwnCheckpoints() throws {
+        let work = path("reused")
+        // Evaluation only at the end, so the best checkpoint (never pruned) is each run's last one.
+        let args = ["--work-dir", work] + small() + ["checkpoint.interval=2", "checkpoint.max_keep=2"]
+        let earlier = try train(0, args + ["train_cfg.max_iters=10"])
+        XCTAssertEqual(earlier.status, 0, earlier.stderr)
+        XCTAssertEqual(try savedIterations(work), [8, 10])
+        let fresh = try train(0, args + ["train_cfg.max_iters=6"])
+        XCTAssertEqual(fresh.status, 0, fresh.stderr)
+        let kept = try savedIterations(work)
+        XCTAssertTrue(kept.contains(4) && kept.contains(6), "the fresh run's newest two: \(kept)")
+        XCTAssertFalse(kept.contains(2), "the fresh run's oldest is pruned: \(kept)")
+        XCTAssertTrue(kept.contains(8) && kept.contains(10), "the earlier run's are left alone: \(kept)")
+        XCTAssertEqual(try pointer(work), "iter_6")
     }
 
     /// A work dir moved after training resumes from its own checkpoints (pointers are relative).
