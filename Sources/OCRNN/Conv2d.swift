@@ -14,6 +14,8 @@ public final class Conv2d {
     public enum Algorithm { case automatic, winograd, im2colGemm }
     public var algorithm = Algorithm.automatic
     private var winogradPlan: WinogradPlan?
+    /// In bf16 the forward and the input gradient run one Winograd pass over the whole batch (`batchPlan`).
+    private var winogradBatchPlan: WinogradPlan?
     /// The forward's Winograd transform of the weights, kept for the input gradient while training.
     private var winogradKernel: Tensor?
 
@@ -71,8 +73,9 @@ public final class Conv2d {
     /// In bf16 on AMX, `.automatic` uses Winograd from this many input channels (see `automaticWinograd`).
     static let matrixEngineWinogradChannels = 1024
 
-    /// The Winograd blocks of one image of this input, when this convolution runs that way. Image by image keeps
-    /// the transform scratch to one image's and an image's result independent of its batch. Sets `winogradPlan`,
+    /// The Winograd blocks of one image of this input, when this convolution runs that way. The weight gradient runs
+    /// image by image (each image's dW formed alone), as fp32 does every pass: that keeps the transform scratch to
+    /// one image's and an image's result independent of its batch (bf16 passes: `batchPlan`). Sets `winogradPlan`,
     /// which backward follows: the choice can change between a bf16 training pass and an fp32 evaluation.
     private func winograd(_ x: Tensor) -> WinogradPlan? {
         let wanted = algorithm == .winograd || (algorithm == .automatic && automaticWinograd)
@@ -84,6 +87,20 @@ public final class Conv2d {
         if let plan = winogradPlan, plan.height == h, plan.width == w { return plan }
         winogradPlan = WinogradPlan(images: 1, height: h, width: w, dilation: dilation)
         return winogradPlan
+    }
+
+    /// The plan the forward and the input gradient of `images` images run: the batch at once in bf16, whose 16 GEMMs
+    /// then take every image's blocks in one product each (still computing each image's result as alone, see
+    /// `WinogradPlan.convolve`); image by image in fp32. The weight gradient stays image by image either way.
+    private func batchPlan(_ plan: WinogradPlan, images: Int) -> WinogradPlan {
+        guard store.precision == .bfloat16, images > 1 else { return plan }
+        if let batch = winogradBatchPlan, batch.images == images, batch.height == plan.height,
+           batch.width == plan.width {
+            return batch
+        }
+        let batch = WinogradPlan(images: images, height: plan.height, width: plan.width, dilation: dilation)
+        winogradBatchPlan = batch
+        return batch
     }
 
     /// The weights' Winograd transform, 16 matrices O×C (`WinogradPlan.matrixStride` apart).
@@ -110,9 +127,10 @@ public final class Conv2d {
         Profiler.countForwardFlops(2 * n * outChannels * g.outPixels * g.columnRows)
         if let plan {
             let kernel = transformedKernel()
-            let scratch = store.workspace.buffer(plan.scratchCount(inChannels: inChannels, outChannels: outChannels))
-            for i in 0..<n {
-                plan.convolve(x.data + i * inSize, channels: inChannels, kernel: kernel.data,
+            let pass = batchPlan(plan, images: n)
+            let scratch = store.workspace.buffer(pass.scratchCount(inChannels: inChannels, outChannels: outChannels))
+            for i in Swift.stride(from: 0, to: n, by: pass.images) {
+                pass.convolve(x.data + i * inSize, channels: inChannels, kernel: kernel.data,
                               outChannels: outChannels, y.data + i * outSize, scratch: scratch,
                               precision: store.precision)
             }
@@ -199,9 +217,10 @@ public final class Conv2d {
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let kernel = winogradKernel ?? transformedKernel()   // kept only by a training forward
             winogradKernel = nil   // backward walks towards the large early layers, which can reuse its storage
-            let scratch = store.workspace.buffer(plan.scratchCount(inChannels: outChannels, outChannels: inChannels))
-            for i in 0..<n {
-                plan.convolve(dy.data + i * outSize, channels: outChannels, kernel: kernel.data, transposed: true,
+            let pass = batchPlan(plan, images: n)
+            let scratch = store.workspace.buffer(pass.scratchCount(inChannels: outChannels, outChannels: inChannels))
+            for i in Swift.stride(from: 0, to: n, by: pass.images) {
+                pass.convolve(dy.data + i * outSize, channels: outChannels, kernel: kernel.data, transposed: true,
                               outChannels: inChannels, dx.data + i * inSize, scratch: scratch,
                               precision: store.precision)
             }

@@ -79,15 +79,19 @@ public struct WinogradPlan {
         transformInput(x, channels: c, into: v)
         Profiler.end("Winograd input transform", timing)
         timing = Profiler.begin()
-        // Image by image (its blocks are a run of columns): an image's result then does not depend on the rest of
-        // the batch, which keeps a batch split over ranks bit-identical to the whole batch in one process.
-        let perImage = t / Swift.max(images, 1)
+        // An image's result must not depend on the rest of the batch: that keeps a batch split over ranks
+        // bit-identical to the whole batch in one process. The bf16 GEMM computes every element the same way
+        // whatever the column count (ocr_bf16.h), so one product covers all images' blocks (fewer, wider GEMMs:
+        // measured on Zen 5, 2 threads, 2 images, R18's layer1 shape 64×1024×64 per image 65 → 134 GFLOP/s, layer4's
+        // 512×256×512 411 → 455); OpenBLAS promises no such thing, so fp32 runs image by image (its blocks are a
+        // run of columns).
+        let (products, columns) = precision == .bfloat16 ? (1, t) : (Swift.max(images, 1), t / Swift.max(images, 1))
         let swap = [3, 1, 2, 0]
         for xi in 0..<16 {
             let a = u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride
-            for i in 0..<images {
-                gemm(transA: transposed, m: o, n: perImage, k: c, a: a, lda: transposed ? o : c,
-                     b: v + xi * inputStride + i * perImage, ldb: t, c: m + xi * outputStride + i * perImage, ldc: t,
+            for i in 0..<products {
+                gemm(transA: transposed, m: o, n: columns, k: c, a: a, lda: transposed ? o : c,
+                     b: v + xi * inputStride + i * columns, ldb: t, c: m + xi * outputStride + i * columns, ldc: t,
                      precision: precision)
             }
         }

@@ -37,7 +37,12 @@ final class ElasticTests: XCTestCase {
                expectFailure: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
         let args = ["train", "--work-dir", directory.appendingPathComponent(name).path]
             + (resume ? ["--resume"] : []) + (stopAt.map { ["--stop-at-iter", "\($0)"] } ?? []) + options(extra)
-        let result = ranks == 0 ? try runProcess(OCRDDPBinary.path, args) : try mpirun(ranks, [OCRDDPBinary.path] + args)
+        // One BLAS thread in every run, whatever the rank count: what varies here is the ranks. OpenBLAS's Haswell
+        // sgemm (OPENBLAS_CORETYPE=Haswell, set on some machines) rounds differently on 2 threads than on 1, which
+        // 3 steps amplify to 3e-5 (measured on Zen 5), where one process would otherwise take both cores.
+        let blas = ["OPENBLAS_NUM_THREADS": "1"]
+        let result = ranks == 0 ? try runProcess(OCRDDPBinary.path, args, environment: blas)
+            : try mpirun(ranks, [OCRDDPBinary.path] + args, environment: blas)
         XCTAssertFalse(result.timedOut, "\(name) hung", file: file, line: line)
         if expectFailure {
             XCTAssertNotEqual(result.status, 0, "\(name) should fail", file: file, line: line)
@@ -77,6 +82,17 @@ final class ElasticTests: XCTestCase {
         try train(0, "nodropout", ["data.batch_size=4", "train_cfg.max_iters=3", "model.decode_head.0.dropout_ratio=0",
                                    "model.decode_head.1.dropout_ratio=0"])
         XCTAssertGreaterThan(try StateDictDifference(model("nodropout", 3), model("one", 3)).worstRelative, 1e-3)
+    }
+
+    /// The same in bf16 (`--amp`), where each Winograd GEMM takes all of a rank's images at once: 2 ranks × 2 and
+    /// 4 × 1 equal 1 process × 4, so a rank's images still each compute as alone.
+    func testBF16DoesNotDependOnTheRankCount() throws {
+        try XCTSkipUnless(BF16.hardwareSupported, "no bf16 dot product here: --amp runs fp32")
+        try train(0, "one", ["data.batch_size=4", "train_cfg.max_iters=3", "--amp"])
+        try train(2, "two", ["data.batch_size=2", "train_cfg.max_iters=3", "--amp"])
+        try train(4, "four", ["data.batch_size=1", "train_cfg.max_iters=3", "--amp"])
+        try assertSame(model("two", 3), model("one", 3), "bf16: 2 ranks × 2 vs 1 × 4")
+        try assertSame(model("four", 3), model("one", 3), "bf16: 4 ranks × 1 vs 1 × 4")
     }
 
     /// optim_wrapper.accumulative_counts K: one process with K micro-batches of b equals K ranks × b with plain BN
@@ -155,6 +171,7 @@ final class ElasticTests: XCTestCase {
         env["SSH_STANDIN_DOWN"] = down.path
         env["RESTART_DELAY"] = "0"
         env["KILL_GRACE"] = "2"
+        env["OPENBLAS_NUM_THREADS"] = "1"   // as in `train`: the rank left alone would take both cores
         return env
     }
 

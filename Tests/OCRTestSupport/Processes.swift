@@ -57,9 +57,10 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
 }
 
 /// `mpirun -n ranks` as root on an oversubscribed 2-core machine (what CI is).
-public func mpirun(_ ranks: Int, _ arguments: [String], timeout: TimeInterval = 180) throws -> ProcessResult {
+public func mpirun(_ ranks: Int, _ arguments: [String], environment: [String: String] = [:],
+                   timeout: TimeInterval = 180) throws -> ProcessResult {
     try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)"] + arguments,
-                   timeout: timeout)
+                   environment: environment, timeout: timeout)
 }
 
 /// The project's ssh stand-in (runs the command here, as if on the named host).
