@@ -405,11 +405,10 @@ static int computes_transposed(const ocr_bf16_kernel *kern, long m, long n, long
     return transposed * 10 < direct * 9;
 }
 
-void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
-                   const float *b, long ldb, float beta, float *c, long ldc) {
+// One product on up to `threads` threads (1: on the caller's alone, never touching the pool).
+static void product(const ocr_bf16_kernel *kern, int transA, int transB, long m, long n, long k, float alpha,
+                    const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc, int threads) {
     if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
-    const ocr_bf16_kernel *kern = kernel();
-    int threads = threads_for(m, n, k, m + n);
     if (computes_transposed(kern, m, n, ldc)) {
         // op(B)ᵀ (n × k) is the packed left operand and op(A)ᵀ (k × m) the right one, each stored "transposed" as
         // the other was not; the dot products are the same pairs of products, so the bits are the same.
@@ -423,4 +422,40 @@ void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, 
     if (!packed) abort();
     pack_a(kern, transA, m, k, a, lda, packed, (int)min_long(threads, (m + kern->mr - 1) / kern->mr));
     gemm_with_packed_a(kern, transB, m, n, k, alpha, packed, b, ldb, beta, c, ldc, threads, 0);
+}
+
+void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                   const float *b, long ldb, float beta, float *c, long ldc) {
+    product(kernel(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads_for(m, n, k, m + n));
+}
+
+typedef struct {
+    const ocr_bf16_kernel *kern;
+    int transA, transB;
+    long count, m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *const *a, *const *b;
+    float *const *c;
+} batch_job;
+
+// Thread `index` of `threads` runs products index, index + threads, ..., each whole.
+static void batch_part(void *ctx, int index, int threads) {
+    const batch_job *job = ctx;
+    for (long i = index; i < job->count; i += threads)
+        product(job->kern, job->transA, job->transB, job->m, job->n, job->k, job->alpha, job->a[i], job->lda,
+                job->b[i], job->ldb, job->beta, job->c[i], job->ldc, 1);
+}
+
+void ocr_bf16_gemm_batch(int transA, int transB, long count, long m, long n, long k, float alpha,
+                         const float *const *a, long lda, const float *const *b, long ldb, float beta,
+                         float *const *c, long ldc) {
+    if (count <= 0) return;
+    const ocr_bf16_kernel *kern = kernel();
+    int threads = ocr_bf16_get_threads();
+    if (count < threads) {  // too few products to go round: one after the other, each on all threads
+        for (long i = 0; i < count; ++i) ocr_bf16_gemm(transA, transB, m, n, k, alpha, a[i], lda, b[i], ldb, beta, c[i], ldc);
+        return;
+    }
+    batch_job job = {kern, transA, transB, count, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    run_parallel(batch_part, &job, threads);
 }

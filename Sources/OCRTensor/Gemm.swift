@@ -35,6 +35,33 @@ public func gemm(
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// `a.count` products of one shape, c[i] = alpha·op(a[i])·op(b[i]) + beta·c[i] (Winograd's 16 GEMMs). In bf16 each
+/// product runs whole on one thread, the threads taking them in turn (`ocr_bf16_gemm_batch`: one fork-join for all,
+/// the bits of `gemm`); in fp32 they run one after the other, each on OpenBLAS's threads.
+public func gemmBatch(
+    transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+    alpha: Float = 1, a: [UnsafePointer<Float>], lda: Int? = nil, b: [UnsafePointer<Float>], ldb: Int? = nil,
+    beta: Float = 0, c: [UnsafeMutablePointer<Float>], ldc: Int? = nil, precision: Precision = .float32
+) {
+    precondition(a.count == b.count && b.count == c.count, "gemmBatch: \(a.count), \(b.count), \(c.count) operands")
+    guard precision == .float32 else {
+        let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
+        a.map(Optional.some).withUnsafeBufferPointer { a in
+            b.map(Optional.some).withUnsafeBufferPointer { b in
+                c.map(Optional.some).withUnsafeBufferPointer { c in
+                    ocr_bf16_gemm_batch(transA ? 1 : 0, transB ? 1 : 0, a.count, m, n, k, alpha, a.baseAddress, lda,
+                                        b.baseAddress, ldb, beta, c.baseAddress, ldc)
+                }
+            }
+        }
+        return
+    }
+    for i in a.indices {
+        gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a[i], lda: lda, b: b[i], ldb: ldb,
+             beta: beta, c: c[i], ldc: ldc)
+    }
+}
+
 /// The textbook triple loop (accumulating in double) that `gemm` must agree with; tests only.
 public func naiveGemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,

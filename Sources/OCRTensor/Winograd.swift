@@ -87,14 +87,12 @@ public struct WinogradPlan {
         // run of columns).
         let (products, columns) = precision == .bfloat16 ? (1, t) : (Swift.max(images, 1), t / Swift.max(images, 1))
         let swap = [3, 1, 2, 0]
-        for xi in 0..<16 {
-            let a = u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride
-            for i in 0..<products {
-                gemm(transA: transposed, m: o, n: columns, k: c, a: a, lda: transposed ? o : c,
-                     b: v + xi * inputStride + i * columns, ldb: t, c: m + xi * outputStride + i * columns, ldc: t,
-                     precision: precision)
-            }
-        }
+        let runs = (0..<16).flatMap { xi in (0..<products).map { (xi, $0 * columns) } }
+        gemmBatch(transA: transposed, m: o, n: columns, k: c,
+                  a: runs.map { xi, _ in u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride },
+                  lda: transposed ? o : c,
+                  b: runs.map { xi, first in UnsafePointer(v + xi * inputStride + first) }, ldb: t,
+                  c: runs.map { xi, first in m + xi * outputStride + first }, ldc: t, precision: precision)
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()
         transformOutput(m, channels: o, into: y)
@@ -118,10 +116,9 @@ public struct WinogradPlan {
         transformOutputGradient(dy, channels: o, into: z)
         Profiler.end("Winograd output-gradient transform", timing)
         timing = Profiler.begin()
-        for xi in 0..<16 {
-            gemm(transB: true, m: o, n: c, k: t, a: z + xi * outputStride, b: v + xi * inputStride,
-                 c: du + xi * kernelStride, precision: precision)
-        }
+        gemmBatch(transB: true, m: o, n: c, k: t, a: (0..<16).map { UnsafePointer(z + $0 * outputStride) },
+                  b: (0..<16).map { UnsafePointer(v + $0 * inputStride) }, c: (0..<16).map { du + $0 * kernelStride },
+                  precision: precision)
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()
         parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in

@@ -62,6 +62,29 @@ final class BF16GemmTests: XCTestCase {
         XCTAssertEqual(results[0], results[1])
     }
 
+    /// A batch gives each product the bits of its own GEMM: with more products than threads (each whole on one
+    /// thread, the transposed-C path among them) and with fewer (one after the other on both threads).
+    func testBatchGivesEachProductTheBitsOfItsOwnGEMM() {
+        BLAS.setThreads(2)
+        for (count, m, n, k, transA, transB) in [(5, 37, 70, 129, false, true), (3, 70, 19, 65, true, false),
+                                                   (1, 30, 200, 40, false, false)] {
+            let operands = (0..<count).map { i in
+                (randomTensor([m * k], seed: UInt64(10 + i)), randomTensor([k * n], seed: UInt64(20 + i)))
+            }
+            let batched = (0..<count).map { _ in Tensor(zeros: [m * n]) }
+            gemmBatch(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5,
+                      a: operands.map { UnsafePointer($0.0.data) }, b: operands.map { UnsafePointer($0.1.data) },
+                      c: batched.map(\.data), precision: .bfloat16)
+            for (i, (a, b)) in operands.enumerated() {
+                let alone = Tensor(zeros: [m * n])
+                gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, b: b.data,
+                     c: alone.data, precision: .bfloat16)
+                XCTAssertEqual((0..<(m * n)).map { batched[i][$0] }, (0..<(m * n)).map { alone[$0] },
+                               "product \(i) of \(count), \(m)×\(n)×\(k)")
+            }
+        }
+    }
+
     func testRoundsToNearestEven() {
         let one = Float(1), ulp = Float(pow(2.0, -7.0))   // bf16 spacing at 1
         XCTAssertEqual(BF16.round(one + ulp / 2), one, "a tie rounds to the even neighbour (down)")
