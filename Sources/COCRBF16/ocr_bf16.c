@@ -108,6 +108,16 @@ int ocr_bf16_amx_supported(void) {
     return amx_usable;
 }
 
+// The L1 data cache per core, 0 when the C library cannot tell.
+static long l1_data_cache_bytes(void) {
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    long bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    return bytes > 0 ? bytes : 0;
+#else
+    return 0;
+#endif
+}
+
 static const ocr_bf16_kernel *active_kernel;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 
@@ -119,7 +129,8 @@ static void choose_kernel(void) {
     if (forced && strcmp(forced, "avx512bf16") == 0) rank = 1;
     if (forced && strcmp(forced, "portable") == 0) rank = 2;
     if (rank <= 0 && ocr_bf16_amx_supported()) active_kernel = &ocr_bf16_kernel_amx;
-    else if (rank <= 1 && ocr_bf16_supported()) active_kernel = &ocr_bf16_kernel_avx512;
+    else if (rank <= 1 && ocr_bf16_supported())
+        active_kernel = l1_data_cache_bytes() >= 48 * 1024 ? &ocr_bf16_kernel_avx512_l1_48k : &ocr_bf16_kernel_avx512;
     else active_kernel = &ocr_bf16_kernel_portable;
 }
 

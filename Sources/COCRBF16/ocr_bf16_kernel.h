@@ -55,6 +55,7 @@ static inline float ocr_bf16_to_float(uint16_t h) {
 // XCR0 and the OS permission) before using them.
 extern const ocr_bf16_kernel ocr_bf16_kernel_amx;
 extern const ocr_bf16_kernel ocr_bf16_kernel_avx512;
+extern const ocr_bf16_kernel ocr_bf16_kernel_avx512_l1_48k;  // the same with a k block for an L1 of 48 KB or more
 extern const ocr_bf16_kernel ocr_bf16_kernel_portable;
 
 #endif

@@ -106,7 +106,8 @@ func leadingDimensions(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: 
 }
 
 public enum BF16 {
-    /// The kernel that runs ("amx-bf16 32x32", "avx512bf16 12x32" or "portable 4x16"); benchmarks print it.
+    /// The kernel that runs ("amx-bf16 32x32", "avx512bf16 12x32", "avx512bf16 12x32 kc512" with an L1 of 48 KB
+    /// or more, or "portable 4x16"); benchmarks print it.
     public static var kernelName: String { String(cString: ocr_bf16_kernel_name()) }
     /// Whether the CPU has a bf16 dot-product instruction (AVX512-BF16 or AMX-BF16); without one, bf16 is slower
     /// than fp32 and callers should stay in fp32.

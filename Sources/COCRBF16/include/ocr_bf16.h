@@ -58,7 +58,8 @@ int ocr_bf16_amx_supported(void);
 void ocr_bf16_set_threads(int n);
 int ocr_bf16_get_threads(void);
 
-// Name of the kernel in use ("amx-bf16 32x32", "avx512bf16 12x32", "portable 4x16"), for benchmark logs.
+// Name of the kernel in use ("amx-bf16 32x32", "avx512bf16 12x32", "avx512bf16 12x32 kc512" (its k block for a
+// 48 KB L1), "portable 4x16"), for benchmark logs.
 const char *ocr_bf16_kernel_name(void);
 
 // The textbook triple loop on the bf16-rounded operands, accumulating in double; tests compare against it.
