@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,8 +188,12 @@ static double best_seconds(gemm_fn run, const shape *s, const float *a, const fl
 
 static double flops_of(const shape *s) { return 2.0 * s->m * s->n * s->k; }
 
+// On huge pages, as the trainer's tensors are (Sources/OCRTensor/FloatStorage.swift): with 4 KB pages the kernels
+// walk C by rows on a new page each and measure the TLB more than themselves.
 static float *random_floats(long count) {
-    float *x = malloc((size_t)count * sizeof(float));
+    size_t bytes = ((size_t)count * sizeof(float) + (2 << 20) - 1) / (2 << 20) * (2 << 20);
+    float *x = aligned_alloc(2 << 20, bytes);
+    madvise(x, bytes, MADV_HUGEPAGE);
     for (long i = 0; i < count; ++i) x[i] = (float)rand() / RAND_MAX - 0.5f;
     return x;
 }
