@@ -130,7 +130,8 @@ static void choose_kernel(void) {
     if (forced && strcmp(forced, "portable") == 0) rank = 2;
     if (rank <= 0 && ocr_bf16_amx_supported()) active_kernel = &ocr_bf16_kernel_amx;
     else if (rank <= 1 && ocr_bf16_supported())
-        active_kernel = l1_data_cache_bytes() >= 48 * 1024 ? &ocr_bf16_kernel_avx512_l1_48k : &ocr_bf16_kernel_avx512;
+        active_kernel = l1_data_cache_bytes() >= 48 * 1024 ? &ocr_bf16_kernel_avx512_l1_48k
+                                                            : &ocr_bf16_kernel_avx512;
     else active_kernel = &ocr_bf16_kernel_portable;
 }
 
@@ -464,7 +465,8 @@ void ocr_bf16_gemm_batch(int transA, int transB, long count, long m, long n, lon
     const ocr_bf16_kernel *kern = kernel();
     int threads = ocr_bf16_get_threads();
     if (count < threads) {  // too few products to go round: one after the other, each on all threads
-        for (long i = 0; i < count; ++i) ocr_bf16_gemm(transA, transB, m, n, k, alpha, a[i], lda, b[i], ldb, beta, c[i], ldc);
+        for (long i = 0; i < count; ++i)
+            ocr_bf16_gemm(transA, transB, m, n, k, alpha, a[i], lda, b[i], ldb, beta, c[i], ldc);
         return;
     }
     batch_job job = {kern, transA, transB, count, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};

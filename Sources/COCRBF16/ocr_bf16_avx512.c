@@ -175,11 +175,11 @@ static void microkernel(long k_padded, const uint16_t *a_panel, const uint16_t *
     tiles[rows - 1][cols > 16](k_padded, a_panel, b_panel, c, ldc, cols, alpha, beta, transpose_c);
 }
 
-// L1 32 KB, L2 1 MB per core (Cooper Lake, where these were measured): B micro-panel 384 × 32 bf16 = 24 KB; A block 720 × 384 = 540 KB and B
-// block 384 × 1024 = 768 KB share L2 with C's traffic (measured: mc 1200 / nc 2048 ran 2048³ at 63-67 GFLOP/s, these
-// at 70-76).
-#define AVX512_KERNEL(name_, kc_)                                                                                 \
-    {.name = name_, .mr = MR, .nr = NR, .k_unit = 2, .kc = kc_, .mc = 720, .nc = 1024,                \
+// L1 32 KB, L2 1 MB per core (Cooper Lake, where these were measured): B micro-panel 384 × 32 bf16 = 24 KB; A block
+// 720 × 384 = 540 KB and B block 384 × 1024 = 768 KB share L2 with C's traffic (measured: mc 1200 / nc 2048 ran
+// 2048³ at 63-67 GFLOP/s, these at 70-76).
+#define AVX512_KERNEL(name_, kc_)                                                                  \
+    {.name = name_, .mr = MR, .nr = NR, .k_unit = 2, .kc = kc_, .mc = 720, .nc = 1024,             \
      .pack_a_panel = pack_a_panel, .pack_b = pack_b, .microkernel = microkernel}
 const ocr_bf16_kernel ocr_bf16_kernel_avx512 = AVX512_KERNEL("avx512bf16 12x32", 384);
 // With a 48 KB L1 (Zen 5) a 32 KB micro-panel of kc = 512 still stays there, and C is read and written in half as
