@@ -96,6 +96,23 @@ public enum BLAS {
     }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// The three counts `setThreads` sets, as they stand. A test that varies the threads puts them back
+    /// (`restore`), so that the tests after it run as the process started: OpenBLAS on every core, the bf16 GEMM and
+    /// our kernels on one. (Float32 whole-model results differ in rounding with OpenBLAS's thread count.)
+    public struct ThreadCounts {
+        let blas, bf16, workers: Int
+    }
+
+    public static var threadCounts: ThreadCounts {
+        ThreadCounts(blas: threads, bf16: Int(ocr_bf16_get_threads()), workers: Parallelism.workers)
+    }
+
+    public static func restore(_ counts: ThreadCounts) {
+        openblas_set_num_threads(Int32(counts.blas))
+        ocr_bf16_set_threads(Int32(counts.bf16))
+        Parallelism.workers = counts.workers
+    }
 }
 
 /// The row lengths of op(A), op(B) and C as stored, where the caller gave none.

@@ -6,7 +6,9 @@ import XCTest
 /// operands, for every transpose and odd sizes; bit-identical across thread counts; and round-to-nearest-even.
 /// (Tools/bf16_kernel/build.sh tests every kernel of the library with gcc, one process per kernel.)
 final class BF16GemmTests: XCTestCase {
-    override func tearDown() { BLAS.setThreads(1) }
+    private var threadsBefore: BLAS.ThreadCounts?
+    override func setUp() { threadsBefore = BLAS.threadCounts }
+    override func tearDown() { threadsBefore.map(BLAS.restore) }
 
     func testMatchesTheRoundedReferenceForEveryTranspose() {
         print("bf16 kernel: \(BF16.kernelName)")
