@@ -37,7 +37,8 @@ public func gemm(
 
 /// `a.count` products of one shape, c[i] = alpha·op(a[i])·op(b[i]) + beta·c[i] (Winograd's 16 GEMMs). In bf16 each
 /// product runs whole on one thread, the threads taking them in turn (`ocr_bf16_gemm_batch`: one fork-join for all,
-/// the bits of `gemm`); in fp32 they run one after the other, each on OpenBLAS's threads.
+/// the bits of `gemm`). In fp32 small products do the same, each on one-threaded OpenBLAS; larger ones run one
+/// after the other, each on OpenBLAS's threads (`singleThreadedProductFlops`).
 public func gemmBatch(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
     alpha: Float = 1, a: [UnsafePointer<Float>], lda: Int? = nil, b: [UnsafePointer<Float>], ldb: Int? = nil,
@@ -56,11 +57,31 @@ public func gemmBatch(
         }
         return
     }
+    let threads = BLAS.threads
+    if threads > 1, a.count >= threads, 2 * Double(m) * Double(n) * Double(k) < singleThreadedProductFlops {
+        openblas_set_num_threads(1)   // for these calls only: each product whole on one of our threads
+        parallelChunks(a.count) { first, end in
+            for i in first..<end {
+                gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a[i], lda: lda, b: b[i],
+                     ldb: ldb, beta: beta, c: c[i], ldc: ldc)
+            }
+        }
+        openblas_set_num_threads(Int32(threads))
+        return
+    }
     for i in a.indices {
         gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a[i], lda: lda, b: b[i], ldb: ldb,
              beta: beta, c: c[i], ldc: ldc)
     }
 }
+
+/// fp32 products below this many flops run whole on one thread each in `gemmBatch`: R18-D8's Winograd products up
+/// to layer4 (512×256×512 per image, 1.3e8), not the OCR bottleneck's (2.7e8). Measured on a 2-core Zen 3 VM (AVX2,
+/// OpenBLAS's Zen kernel), R18-D8 256² batch 2 fp32 `bench --profile`, 4 alternating rounds: Winograd GEMMs
+/// 974–1055 → 813–925 ms per step, the step 1495–1638 → 1309–1525 ms, lower in every round. On AVX-512 machines
+/// one-threaded OpenBLAS was slower on large products (Zen 5, large Winograd shapes: 268 → 180 GFLOP/s), hence
+/// the bound.
+let singleThreadedProductFlops = 2e8
 
 /// The textbook triple loop (accumulating in double) that `gemm` must agree with; tests only.
 public func naiveGemm(
