@@ -299,7 +299,7 @@ def pytorch_float32_errors(initial, inputs, samples, truth, reference):
     "all gradients" [relative norm, None]. Deep narrow stacks (HRNet-W48's 7 modules) are conditioned
     so that a correct float32 step misses by 1e-2 and more; the tests bound ours by these figures. One float32 run
     is one draw of rounding, so each figure is the larger of two runs that differ only in summation order (one
-    thread and all of them), as ours differ with OpenBLAS's threads (HRNet-W48's OCR logits on Zen 5: 3.2e-4 on
+    thread and all of them), as ours differ with OpenBLAS's threads (HRNet-W48's OCR logits on Zen 3: 3.2e-4 on
     two, 6.2e-4 on one). channels_last is no such variant: on one thread PyTorch 2.15's float32 misses R101's
     stem.1.weight gradient by 0.22."""
     threads = torch.get_num_threads()
@@ -326,7 +326,7 @@ def this_machine():
 def with_earlier_machines(name, model, inputs, errors):
     """`errors` merged with the figures an earlier run on another machine recorded in this case's file: the larger
     of each. PyTorch's float32 rounding differs by machine, not only by thread count: HRNet-W48's median gradient
-    error is 1.0e-2 on the Emerald Rapids VM that first wrote the file and 3.7e-3 on Zen 5, its OCR logits' 1.7e-4
+    error is 1.0e-2 on the Emerald Rapids VM that first wrote the file and 3.7e-3 on Zen 3, its OCR logits' 1.7e-4
     and 5.1e-4. Merged only where the case is unchanged (same model dict and input), so the truth is the same.
     Returns the errors and the list of machines they come from."""
     path = os.path.join(OUT, name)
