@@ -300,7 +300,7 @@ def pytorch_float32_errors(initial, inputs, samples, truth, reference):
     so that a correct float32 step misses by 1e-2 and more; the tests bound ours by these figures. One float32 run
     is one draw of rounding, so each figure is the larger of two runs that differ only in summation order (one
     thread and all of them), as ours differ with OpenBLAS's threads (HRNet-W48's OCR logits on Zen 3: 3.2e-4 on
-    two, 6.2e-4 on one). channels_last is no such variant: on one thread PyTorch 2.15's float32 misses R101's
+    two, 6.1e-4 on one). channels_last is no such variant: on one thread PyTorch 2.15's float32 misses R101's
     stem.1.weight gradient by 0.22."""
     threads = torch.get_num_threads()
     runs = []

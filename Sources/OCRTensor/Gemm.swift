@@ -57,22 +57,19 @@ public func gemmBatch(
         }
         return
     }
-    let threads = BLAS.threads
-    if threads > 1, a.count >= threads, 2 * Double(m) * Double(n) * Double(k) < singleThreadedProductFlops {
-        openblas_set_num_threads(1)   // for these calls only: each product whole on one of our threads
-        parallelChunks(a.count) { first, end in
-            for i in first..<end {
-                gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a[i], lda: lda, b: b[i],
-                     ldb: ldb, beta: beta, c: c[i], ldc: ldc)
-            }
+    func products(_ first: Int, _ end: Int) {
+        for i in first..<end {
+            gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a[i], lda: lda, b: b[i],
+                 ldb: ldb, beta: beta, c: c[i], ldc: ldc)
         }
-        openblas_set_num_threads(Int32(threads))
-        return
     }
-    for i in a.indices {
-        gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a[i], lda: lda, b: b[i], ldb: ldb,
-             beta: beta, c: c[i], ldc: ldc)
+    let threads = BLAS.threads
+    guard threads > 1, a.count >= threads, 2 * Double(m) * Double(n) * Double(k) < singleThreadedProductFlops else {
+        return products(0, a.count)
     }
+    openblas_set_num_threads(1)   // for these calls only: each product whole on one of our threads
+    parallelChunks(a.count, products)
+    openblas_set_num_threads(Int32(threads))
 }
 
 /// fp32 products below this many flops run whole on one thread each in `gemmBatch`: R18-D8's Winograd products up
@@ -110,11 +107,7 @@ public enum BLAS {
     }
 
     /// Threads for OpenBLAS, the bf16 GEMM and our own parallel kernels alike.
-    public static func setThreads(_ n: Int) {
-        openblas_set_num_threads(Int32(n))
-        ocr_bf16_set_threads(Int32(n))
-        Parallelism.workers = n
-    }
+    public static func setThreads(_ n: Int) { restore(ThreadCounts(blas: n, bf16: n, workers: n)) }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
 

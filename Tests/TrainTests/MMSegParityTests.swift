@@ -34,7 +34,8 @@ final class MMSegParityTests: XCTestCase {
 
     func assertMatchesMMSeg(_ name: String) throws {
         let f = try Fixtures.file("mmseg/\(name).safetensors")
-        print("\(name): reference \(f.metadata["versions"]!); PyTorch float32 measured on \(f.metadata["float32_machines"]!)")
+        print("\(name): reference \(f.metadata["versions"]!); "
+              + "PyTorch float32 measured on \(f.metadata["float32_machines"]!)")
         let config = try experiment(f)
         XCTAssertEqual(config.model.auxLoss.averageOverNonIgnored, false, "mmseg's default avg_non_ignore")
         XCTAssertEqual(config.model.ocrLoss.sampler != nil, name.hasSuffix("_ohem"))
