@@ -1,3 +1,4 @@
+
 // Blocked GEMM driver (GotoBLAS/BLIS loop order), kernel dispatch, thread pool, and the reference.
 //
 // Loops, outermost first, for one thread's share of C (rows [r0, r1) × columns [c0, c1)):
@@ -254,7 +255,7 @@ static void *scratch(scratch_buffer *buffer, size_t size) {
     return buffer->data;
 }
 
-static _Thread_local scratch_buffer packed_b_scratch, packed_a_scratch;
+static _Thread_local scratch_buffer packed_b_scratch, packed_a_scratch, unfolded_b_scratch;
 
 // ---------------------------------------------------------------- packing of A
 
@@ -312,9 +313,80 @@ typedef struct {
     long m, n, k, ldb, ldc;
     float alpha, beta;
     const uint16_t *packed_a;
-    const float *b;
+    const float *b;                          // op(B) as stored, or the image whose im2col matrix it is
+    const ocr_bf16_conv_geometry *im2col;    // NULL: b is the matrix itself
     float *c;
 } gemm_job;
+
+// ---------------------------------------------------------------- the im2col matrix, block by block
+
+static long output_extent(long size, long kernel, const ocr_bf16_conv_geometry *g) {
+    return (size + 2 * g->padding - g->dilation * (kernel - 1) - 1) / g->stride + 1;
+}
+
+// out[r * ld + p] = col[row0 + r][pixel0 + p] for r < rows, p < pixels: rows of the column matrix unfolded from
+// the image, each as runs along output rows (within a run, the valid input columns are one stretch).
+static void unfold_columns(const ocr_bf16_conv_geometry *g, const float *image, long row0, long rows, long pixel0,
+                           long pixels, float *out, long ld) {
+    const long out_w = output_extent(g->width, g->kernel_w, g), kk = g->kernel_h * g->kernel_w;
+    for (long r = 0; r < rows; ++r) {
+        const long row = row0 + r, ki = row % kk / g->kernel_w, kj = row % g->kernel_w;
+        const float *plane = image + row / kk * g->height * g->width;
+        const long shift = kj * g->dilation - g->padding;  // iw = ow·stride + shift
+        // Output columns [lo, hi) read inside the image.
+        const long lo = shift >= 0 ? 0 : (-shift + g->stride - 1) / g->stride;
+        const long hi_raw = g->width - 1 - shift;
+        const long hi = hi_raw < 0 ? 0 : min_long(out_w, hi_raw / g->stride + 1);
+        float *dst = out + r * ld;
+        for (long p = pixel0, end = pixel0 + pixels; p < end;) {
+            const long oh = p / out_w, ow = p % out_w, run = min_long(out_w - ow, end - p);
+            const long ih = oh * g->stride - g->padding + ki * g->dilation;
+            const long a = lo > ow ? lo : ow, b = min_long(hi, ow + run);  // valid [a, b) of [ow, ow + run)
+            if (ih < 0 || ih >= g->height || a >= b) {
+                memset(dst, 0, (size_t)run * sizeof(float));
+            } else {
+                const float *src = plane + ih * g->width + shift;
+                memset(dst, 0, (size_t)(a - ow) * sizeof(float));
+                if (g->stride == 1) memcpy(dst + (a - ow), src + a, (size_t)(b - a) * sizeof(float));
+                else for (long t = a; t < b; ++t) dst[t - ow] = src[t * g->stride];
+                memset(dst + (b - ow), 0, (size_t)(ow + run - b) * sizeof(float));
+            }
+            dst += run;
+            p += run;
+        }
+    }
+}
+
+// The fp32 strip of an im2col B unfolded at a time: 256 KB, beside the packed B block and A's block in L2.
+static const long unfolded_strip_floats = 65536;
+
+// Packs the kc_len × nc_len block of op(B) at (pc, jc) into consecutive nr-column panels. An im2col B is unfolded
+// a few panels at a time (on AMX a strip of kc × 64), so that the strip and the packed block stay in L2
+// beside A; the panels are those the kernel's pack_b makes of the whole matrix, column group by column group.
+static void pack_b_block(const gemm_job *job, long pc, long kc_len, long jc, long nc_len, uint16_t *packed_b) {
+    const ocr_bf16_kernel *kern = job->kern;
+    if (!job->im2col) {
+        const float *src = job->transB ? job->b + jc * job->ldb + pc : job->b + pc * job->ldb + jc;
+        kern->pack_b(job->transB, src, job->ldb, nc_len, kc_len, packed_b);
+        return;
+    }
+    const long nr = kern->nr, k_padded = round_up(kc_len, kern->k_unit);
+    long group = (unfolded_strip_floats / kc_len) / nr * nr;
+    if (group < nr) group = nr;
+    float *strip = scratch(&unfolded_b_scratch, (size_t)group * kc_len * sizeof(float));
+    if (!strip) abort();
+    for (long j = 0; j < nc_len; j += group) {
+        const long cols = min_long(group, nc_len - j);
+        uint16_t *panels = packed_b + j / nr * nr * k_padded;
+        if (job->transB) {  // op(B) = colᵀ: its columns are rows of col, its k the pixels
+            unfold_columns(job->im2col, job->b, jc + j, cols, pc, kc_len, strip, kc_len);
+            kern->pack_b(1, strip, kc_len, cols, kc_len, panels);
+        } else {            // op(B) = col: its k the rows of col, its columns the pixels
+            unfold_columns(job->im2col, job->b, pc, kc_len, jc + j, cols, strip, cols);
+            kern->pack_b(0, strip, cols, cols, kc_len, panels);
+        }
+    }
+}
 
 static void gemm_range(const gemm_job *job, long r0, long r1, long c0, long c1) {
     const ocr_bf16_kernel *kern = job->kern;
@@ -328,8 +400,7 @@ static void gemm_range(const gemm_job *job, long r0, long r1, long c0, long c1) 
             long kc_len = min_long(kern->kc, job->k - pc);
             long k_padded = round_up(kc_len, kern->k_unit);
             float beta = pc == 0 ? job->beta : 1.0f;  // later k blocks add to what the first one stored
-            const float *src = job->transB ? job->b + jc * job->ldb + pc : job->b + pc * job->ldb + jc;
-            kern->pack_b(job->transB, src, job->ldb, nc_len, kc_len, packed_b);
+            pack_b_block(job, pc, kc_len, jc, nc_len, packed_b);
             for (long ic = r0; ic < r1; ic += kern->mc) {
                 long mc_len = min_long(kern->mc, r1 - ic);
                 for (long jp = 0; jp < nc_len; jp += nr) {
@@ -373,13 +444,18 @@ static void scale_c(long m, long n, float beta, float *c, long ldc) {
 }
 
 // transpose_c: the product is Cᵀ (m × n here is C's n × m), written into C transposed.
+static void run_gemm(gemm_job *job, int threads) {
+    long row_panels = (job->m + job->kern->mr - 1) / job->kern->mr;
+    long column_panels = (job->n + job->kern->nr - 1) / job->kern->nr;
+    job->split_columns = column_panels >= row_panels;
+    run_parallel(gemm_part, job, (int)min_long(threads, job->split_columns ? column_panels : row_panels));
+}
+
 static void gemm_with_packed_a(const ocr_bf16_kernel *kern, int transB, long m, long n, long k, float alpha,
                                const uint16_t *packed_a, const float *b, long ldb, float beta, float *c, long ldc,
                                int threads, int transpose_c) {
-    long row_panels = (m + kern->mr - 1) / kern->mr, column_panels = (n + kern->nr - 1) / kern->nr;
-    gemm_job job = {kern, transB, column_panels >= row_panels, transpose_c, m, n, k, ldb, ldc, alpha, beta,
-                    packed_a, b, c};
-    run_parallel(gemm_part, &job, (int)min_long(threads, job.split_columns ? column_panels : row_panels));
+    gemm_job job = {kern, transB, 0, transpose_c, m, n, k, ldb, ldc, alpha, beta, packed_a, b, NULL, c};
+    run_gemm(&job, threads);
 }
 
 // An empty C, or one that only scales by beta (alpha 0 or k 0, where A and B are never read): handled here, true.
@@ -434,6 +510,16 @@ static void product(const ocr_bf16_kernel *kern, int transA, int transB, long m,
     if (!packed) abort();
     pack_a(kern, transA, m, k, a, lda, packed, (int)min_long(threads, (m + kern->mr - 1) / kern->mr));
     gemm_with_packed_a(kern, transB, m, n, k, alpha, packed, b, ldb, beta, c, ldc, threads, 0);
+}
+
+void ocr_bf16_gemm_im2col(int transB, long m, float alpha, const void *packed_a, const ocr_bf16_conv_geometry *g,
+                          const float *image, float beta, float *c, long ldc) {
+    const long rows = g->channels * g->kernel_h * g->kernel_w;
+    const long pixels = output_extent(g->height, g->kernel_h, g) * output_extent(g->width, g->kernel_w, g);
+    const long n = transB ? rows : pixels, k = transB ? pixels : rows;
+    if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
+    gemm_job job = {kernel(), transB, 0, 0, m, n, k, 0, ldc, alpha, beta, packed_a, image, g, c};
+    run_gemm(&job, threads_for(m, n, k, m + n));
 }
 
 void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,

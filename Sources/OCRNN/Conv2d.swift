@@ -73,6 +73,25 @@ public final class Conv2d {
     /// In bf16 on AMX, `.automatic` uses Winograd from this many input channels (see `automaticWinograd`).
     static let matrixEngineWinogradChannels = 1024
 
+    /// bf16 convolutions other than pointwise and Winograd ones unfold the column matrix block by block inside the
+    /// GEMM (`BF16.gemmIm2col`), never storing it: it is 9× the image for a 3×3 kernel, and writing it and reading
+    /// it back cost more than its products on AMX. The same bits as im2col + GEMM.
+    private var unfoldsInGemm: Bool { store.precision == .bfloat16 && !isPointwise }
+
+    /// Whether the bf16 input gradient is itself a convolution unfolded in the GEMM: dx = W̃·col(dy), with W̃ the
+    /// kernel flipped and transposed (W̃[c, (o, i, j)] = W[o, c, k−1−i, k−1−j]) and dy padded by d·(k−1) − p, which
+    /// holds at stride 1. Otherwise dcol = Wᵀ·dy is scattered back (col2im): a GEMM over only k = O, which the
+    /// tiles run well from 128 output channels on. Measured on AMX (`bench-convs --amp`, backward, variants
+    /// alternated, best of 11, twice): 32→32 at 128×256 6.1–7.1 ms unfolded against 13.8–15.6 scattered, 64→64 at
+    /// 64×128 5.0–5.3 against 6.8–7.4; but 128→128 4.0–4.1 against 3.5–3.7, 256→256 d2 12.4–12.8 against 10.2–10.7
+    /// and 512→512 d4 46–49 against 34–36.
+    private var unfoldsInputGradient: Bool {
+        stride == 1 && padding <= dilation * (kernel - 1) && outChannels < Self.scatteredInputGradientChannels
+    }
+
+    /// From this many output channels the bf16 input gradient goes through dcol and col2im.
+    static let scatteredInputGradientChannels = 128
+
     /// The Winograd blocks of one image of this input, when this convolution runs that way. The weight gradient runs
     /// image by image (each image's dW formed alone), as fp32 does every pass: that keeps the transform scratch to
     /// one image's and an image's result independent of its batch (bf16 passes: `batchPlan`). Sets `winogradPlan`,
@@ -135,6 +154,13 @@ public final class Conv2d {
                               precision: store.precision)
             }
             winogradKernel = store.training && needsInputGradient ? kernel : nil
+        } else if unfoldsInGemm {
+            let packed = store.workspace.buffer(BF16.packedFloats(m: outChannels, k: g.columnRows))
+            BF16.packA(m: outChannels, k: g.columnRows, a: weight.value.data, into: packed)
+            for i in 0..<n {
+                BF16.gemmIm2col(m: outChannels, packedA: packed, geometry: g, image: x.data + i * inSize,
+                                c: y.data + i * outSize)
+            }
         } else {
             let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
             for i in 0..<n {
@@ -166,11 +192,19 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
         let dx = needsInputGradient ? Tensor.transient(shape: x.shape) : nil
-        // Work space of one image's weight gradient (Winograd transforms or the column matrix), then its dW.
+        // bf16: dW_i = dy_i·col(x_i)ᵀ with the column matrix unfolded in the GEMM, and dx_i = W̃·col(dy_i) too where
+        // `unfoldsInputGradient`; otherwise dx_i is scattered from dcol = Wᵀ·dy_i, which needs the column matrix.
+        let unfoldedWeightGradient = winogradPlan == nil && unfoldsInGemm
+        let unfoldedInputGradient = unfoldedWeightGradient && dx != nil && unfoldsInputGradient
+        let needsColumns = winogradPlan == nil && !isPointwise
+            && !(unfoldedWeightGradient && (dx == nil || unfoldedInputGradient))
+        // Work space of one image's weight gradient (Winograd transforms, dy_i packed, or the column matrix, which
+        // then holds dcol), then its dW.
         let workFloats = winogradPlan?.weightGradientScratchCount(inChannels: inChannels, outChannels: outChannels)
-            ?? (isPointwise ? 0 : g.columnRows * g.outPixels)
+            ?? Swift.max(unfoldedWeightGradient ? BF16.packedFloats(m: outChannels, k: g.outPixels) : 0,
+                         needsColumns ? g.columnRows * g.outPixels : 0)
         let scratch = store.workspace.buffer(workFloats + weight.value.count)
-        let col = isPointwise || winogradPlan != nil ? nil : scratch
+        let col = needsColumns ? scratch : nil
         let imageWeightGrad = scratch + workFloats
         for i in 0..<n {
             let xi = x.data + i * inSize
@@ -182,6 +216,9 @@ public final class Conv2d {
             if let plan = winogradPlan {
                 plan.weightGradient(xi, channels: inChannels, dyi, outChannels: outChannels, into: target,
                                     scratch: scratch, precision: store.precision)
+            } else if unfoldedWeightGradient {
+                BF16.packA(m: outChannels, k: g.outPixels, a: dyi, into: scratch)
+                BF16.gemmIm2col(transB: true, m: outChannels, packedA: scratch, geometry: g, image: xi, c: target)
             } else {
                 // dW (O×CKK) = dy_i (O×P) · col_iᵀ (P×CKK)
                 let columns = columnMatrix(xi, g, col)
@@ -196,7 +233,7 @@ public final class Conv2d {
                     for j in s..<e { gw[j] += imageWeightGrad[j] }
                 }
             }
-            guard let dx, winogradPlan == nil else { continue }
+            guard let dx, winogradPlan == nil, !unfoldedInputGradient else { continue }
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let dxi = dx.data + i * inSize
             if let col {
@@ -223,6 +260,30 @@ public final class Conv2d {
                 pass.convolve(dy.data + i * outSize, channels: outChannels, kernel: kernel.data, transposed: true,
                               outChannels: inChannels, dx.data + i * inSize, scratch: scratch,
                               precision: store.precision)
+            }
+        }
+        if unfoldedInputGradient, let dx {
+            let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
+            let k = kernel, rows = outChannels * k * k
+            let flipped = Tensor.transient(shape: [inChannels, rows])
+            let w = weight.value.data
+            for c in 0..<inChannels {
+                for o in 0..<outChannels {
+                    for i in 0..<k {
+                        for j in 0..<k {
+                            flipped.data[c * rows + (o * k + i) * k + j] =
+                                w[((o * inChannels + c) * k + k - 1 - i) * k + k - 1 - j]
+                        }
+                    }
+                }
+            }
+            let dyGeometry = ConvGeometry(channels: outChannels, height: g.outHeight, width: g.outWidth, kernelH: k,
+                                          kernelW: k, padding: dilation * (k - 1) - padding, dilation: dilation)
+            let packed = store.workspace.buffer(BF16.packedFloats(m: inChannels, k: rows))
+            BF16.packA(m: inChannels, k: rows, a: flipped.data, into: packed)
+            for i in 0..<n {
+                BF16.gemmIm2col(m: inChannels, packedA: packed, geometry: dyGeometry, image: dy.data + i * outSize,
+                                c: dx.data + i * inSize)
             }
         }
         if let bias {

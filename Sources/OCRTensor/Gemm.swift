@@ -149,6 +149,26 @@ public enum BF16 {
     /// x rounded to bf16 and back (nearest even; fp32 denormals flush to zero as the hardware conversion does).
     public static func round(_ x: Float) -> Float { ocr_bf16_round(x) }
 
+    /// Floats of caller memory that hold an m×k left operand packed for the bf16 GEMM (`packA`).
+    public static func packedFloats(m: Int, k: Int) -> Int { (ocr_bf16_packed_a_size(m, k) + 3) / 4 }
+
+    /// The m×k row-major matrix `a` rounded and laid out as the kernel of this process reads its left operand.
+    public static func packA(m: Int, k: Int, a: UnsafePointer<Float>, into packed: UnsafeMutablePointer<Float>) {
+        ocr_bf16_pack_a(0, m, k, a, k, packed)
+    }
+
+    /// c (m×n, row stride n) = A·col(image), or A·col(image)ᵀ when `transB`, with col the im2col matrix of the image
+    /// for `g` ((C·kh·kw)×(Ho·Wo)) and A packed by `packA`: the product `gemm` gives on `im2col`'s matrix, bit for bit,
+    /// without that matrix ever being stored (`ocr_bf16_gemm_im2col`).
+    public static func gemmIm2col(transB: Bool = false, m: Int, packedA: UnsafePointer<Float>, geometry g: ConvGeometry,
+                                  image: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+        var geometry = ocr_bf16_conv_geometry(channels: g.channels, height: g.height, width: g.width,
+                                              kernel_h: g.kernelH, kernel_w: g.kernelW, stride: g.stride,
+                                              padding: g.padding, dilation: g.dilation)
+        let n = transB ? g.columnRows : g.outPixels
+        ocr_bf16_gemm_im2col(transB ? 1 : 0, m, 1, packedA, &geometry, image, 0, c, n)
+    }
+
     /// `values` as bf16 bits, rounded as `round` does, into `bits` (the same count).
     public static func pack(_ values: UnsafeBufferPointer<Float>, into bits: UnsafeMutableBufferPointer<UInt16>) {
         precondition(bits.count == values.count)

@@ -20,6 +20,8 @@ struct BenchConvs: ParsableCommand {
     var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Timed repetitions per shape (median reported).")
     var repeats = 3
+    @Flag(help: "Time the convolutions in bf16 (as `train --amp` runs them) instead of fp32.")
+    var amp = false
 
     func run() throws {
         BLAS.setThreads(threads)
@@ -45,6 +47,7 @@ struct BenchConvs: ParsableCommand {
         print("shape                          fwd GFLOP/s (%sgemm) bwd GFLOP/s (%sgemm) GEMM-only (%sgemm)  fwd ms  bwd ms im2col ms")
         for (name, cin, cout, k, s, p, d, h, w) in shapes {
             let store = ParameterStore()
+            store.trainingPrecision = amp ? Precision.available(.bfloat16) : .float32
             let conv = Conv2d(store.root.child("conv"), in: cin, out: cout, kernel: k, stride: s, padding: p,
                               dilation: d)
             store.finalize()
@@ -67,7 +70,7 @@ struct BenchConvs: ParsableCommand {
             let gemmOnly = medianSeconds(repeats) {
                 for i in 0..<batch {
                     gemm(m: cout, n: g.outPixels, k: g.columnRows, a: conv.weight.value.data, b: col.data,
-                         c: y.data + i * cout * g.outPixels)
+                         c: y.data + i * cout * g.outPixels, precision: store.trainingPrecision)
                 }
             }
             // Backward is two GEMMs of the forward's size (weight and input gradients).

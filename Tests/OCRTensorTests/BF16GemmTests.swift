@@ -87,6 +87,43 @@ final class BF16GemmTests: XCTestCase {
         }
     }
 
+    /// An im2col B unfolded block by block inside the GEMM gives the bits of im2col into memory and `gemm`, as the
+    /// forward (A·col) and as the weight gradient (A·colᵀ), on 1 and 2 threads: strides, paddings, dilations
+    /// reaching past the image, and sizes past the kernels' k and column blocks (AMX: kc 1024, nc 512).
+    func testIm2colOperandGivesTheBitsOfTheStoredColumnMatrix() {
+        // (channels, height, width, kernel, stride, padding, dilation)
+        let geometries = [(3, 9, 11, 3, 1, 1, 1), (5, 8, 7, 3, 2, 1, 1), (4, 10, 9, 3, 1, 2, 2), (6, 7, 13, 3, 1, 4, 4),
+                          (2, 6, 6, 1, 2, 0, 1), (3, 9, 5, 5, 1, 2, 1), (120, 40, 30, 3, 1, 1, 1),
+                          (64, 20, 70, 3, 2, 1, 1)]
+        var seed: UInt64 = 500
+        for (channels, height, width, kernel, stride, padding, dilation) in geometries {
+            let g = ConvGeometry(channels: channels, height: height, width: width, kernelH: kernel, kernelW: kernel,
+                                 stride: stride, padding: padding, dilation: dilation)
+            seed += 1
+            let image = randomTensor([channels * height * width], seed: seed)
+            let col = Tensor(zeros: [g.columnRows * g.outPixels])
+            im2col(image.data, g, col.data)
+            let m = 37
+            for transB in [false, true] {
+                let k = transB ? g.outPixels : g.columnRows, n = transB ? g.columnRows : g.outPixels
+                let a = randomTensor([m * k], seed: seed + 1000)
+                let packed = Tensor(zeros: [BF16.packedFloats(m: m, k: k)])
+                BF16.packA(m: m, k: k, a: a.data, into: packed.data)
+                for threads in [1, 2] {
+                    BLAS.setThreads(threads)
+                    let stored = Tensor(zeros: [m * n]), unfolded = Tensor(zeros: [m * n])
+                    gemm(transB: transB, m: m, n: n, k: k, a: a.data, b: col.data, c: stored.data,
+                         precision: .bfloat16)
+                    BF16.gemmIm2col(transB: transB, m: m, packedA: packed.data, geometry: g, image: image.data,
+                                    c: unfolded.data)
+                    let differing = (0..<(m * n)).filter { stored[$0].bitPattern != unfolded[$0].bitPattern }
+                    XCTAssertEqual(differing.count, 0, "\(g), transB \(transB), \(threads) threads: first at "
+                                   + "\(differing.first.map { "\($0): \(unfolded[$0]) for \(stored[$0])" } ?? "")")
+                }
+            }
+        }
+    }
+
     func testRoundsToNearestEven() {
         let one = Float(1), ulp = Float(pow(2.0, -7.0))   // bf16 spacing at 1
         XCTAssertEqual(BF16.round(one + ulp / 2), one, "a tie rounds to the even neighbour (down)")

@@ -44,6 +44,21 @@ void ocr_bf16_pack_a(int transA, long m, long k, const float *a, long lda, void 
 void ocr_bf16_gemm_packed_a(int transB, long m, long n, long k, float alpha, const void *packed_a,
                             const float *b, long ldb, float beta, float *c, long ldc);
 
+// A convolution's im2col matrix as the B operand, never stored whole: the driver unfolds each block of it it packs
+// from the image (C×H×W fp32) into an L2-sized scratch, so the column matrix (C·kh·kw)×(Ho·Wo) of a 3×3 layer, 9×
+// the image, is neither written to memory nor read back (an im2col into memory and ocr_bf16_gemm give the same
+// bits). Row (c, i, j) of the matrix is x[c, oh·stride − padding + i·dilation, ow·stride − padding + j·dilation],
+// zero outside the image, column oh·Wo + ow.
+typedef struct {
+    long channels, height, width, kernel_h, kernel_w, stride, padding, dilation;
+} ocr_bf16_conv_geometry;
+
+// C (m × n) = alpha * A · op(B) + beta * C with B the im2col matrix of `image`: transB 0, op(B) = col (k = C·kh·kw
+// rows, n = Ho·Wo: a forward W·col); transB 1, op(B) = colᵀ (k = Ho·Wo, n = C·kh·kw: a weight gradient dy·colᵀ).
+// A is m × k, packed by ocr_bf16_pack_a. Results do not depend on the thread count.
+void ocr_bf16_gemm_im2col(int transB, long m, float alpha, const void *packed_a, const ocr_bf16_conv_geometry *g,
+                          const float *image, float beta, float *c, long ldc);
+
 // 1 when the CPU has AVX512F/BW/VL + AVX512-BF16 and the OS saves zmm state (XCR0), else 0.
 int ocr_bf16_supported(void);
 
