@@ -92,6 +92,13 @@ public final class Conv2d {
     /// From this many output channels the bf16 input gradient goes through dcol and col2im.
     static let scatteredInputGradientChannels = 128
 
+    /// Input channels whose dcol rows one GEMM of the scattered input gradient forms: all in fp32 (unchanged from
+    /// before bf16 existed, so its bits are too); in bf16, where the column matrix is needed for nothing else, 32
+    /// (288 rows for 3×3), which bounds the workspace to 288 × Ho·Wo floats (R50-D8 512×1024 layer4: 9 MB against
+    /// 151 MB) and keeps dcol in cache for the scatter. Each element is the same dot product either way, so the bits
+    /// do not change.
+    private var scatterChannels: Int { unfoldsInGemm ? Swift.min(32, inChannels) : inChannels }
+
     /// The Winograd blocks of one image of this input, when this convolution runs that way. The weight gradient runs
     /// image by image (each image's dW formed alone), as fp32 does every pass: that keeps the transform scratch to
     /// one image's and an image's result independent of its batch (bf16 passes: `batchPlan`). Sets `winogradPlan`,
@@ -200,9 +207,10 @@ public final class Conv2d {
             && !(unfoldedWeightGradient && (dx == nil || unfoldedInputGradient))
         // Work space of one image's weight gradient (Winograd transforms, dy_i packed, or the column matrix, which
         // then holds dcol), then its dW.
+        let columnFloats = (unfoldedWeightGradient ? scatterChannels * kernel * kernel : g.columnRows) * g.outPixels
         let workFloats = winogradPlan?.weightGradientScratchCount(inChannels: inChannels, outChannels: outChannels)
             ?? Swift.max(unfoldedWeightGradient ? BF16.packedFloats(m: outChannels, k: g.outPixels) : 0,
-                         needsColumns ? g.columnRows * g.outPixels : 0)
+                         needsColumns ? columnFloats : 0)
         let scratch = store.workspace.buffer(workFloats + weight.value.count)
         let col = needsColumns ? scratch : nil
         let imageWeightGrad = scratch + workFloats
@@ -237,12 +245,20 @@ public final class Conv2d {
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let dxi = dx.data + i * inSize
             if let col {
-                // dcol (CKK×P) = Wᵀ (CKK×O) · dy_i (O×P), scattered back onto the image.
-                gemm(transA: true, m: g.columnRows, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
-                     c: col, precision: store.precision)
-                let scatterTiming = Profiler.begin(); defer { Profiler.end("col2im", scatterTiming) }
+                // dcol (CKK×P) = Wᵀ (CKK×O) · dy_i (O×P), scattered back onto the image, `scatterChannels` channels'
+                // rows at a time.
                 dxi.update(repeating: 0, count: inSize)
-                col2im(col, g, dxi)
+                let kk = kernel * kernel
+                for c0 in Swift.stride(from: 0, to: inChannels, by: scatterChannels) {
+                    let channels = Swift.min(scatterChannels, inChannels - c0)
+                    gemm(transA: true, m: channels * kk, n: g.outPixels, k: outChannels, a: weight.value.data + c0 * kk,
+                         lda: g.columnRows, b: dyi, c: col, precision: store.precision)
+                    let scatterTiming = Profiler.begin()
+                    col2im(col, ConvGeometry(channels: channels, height: g.height, width: g.width, kernelH: kernel,
+                                             kernelW: kernel, stride: stride, padding: padding, dilation: dilation),
+                           dxi + c0 * g.height * g.width)
+                    Profiler.end("col2im", scatterTiming)
+                }
             } else {
                 gemm(transA: true, m: inChannels, n: g.outPixels, k: outChannels, a: weight.value.data, b: dyi,
                      c: dxi, precision: store.precision)

@@ -110,6 +110,38 @@ final class BF16ParityTests: XCTestCase {
         }
     }
 
+    /// The bf16 input gradients that scatter dcol = Wᵀ·dy back (strided, or from 128 output channels) form dcol 32
+    /// input channels at a time: dx must have the bits of one whole dcol GEMM and one col2im, over a partial last
+    /// chunk too (80 channels).
+    func testScatteredInputGradientHasTheBitsOfOneWholeDcol() {
+        // (in, out, stride, padding, dilation, height, width)
+        for (cin, cout, stride, padding, dilation, h, w) in [(80, 40, 2, 1, 1, 15, 12), (80, 128, 1, 2, 2, 9, 10)] {
+            let store = ParameterStore()
+            let conv = Conv2d(store.root.child("conv"), in: cin, out: cout, kernel: 3, stride: stride,
+                              padding: padding, dilation: dilation)
+            conv.algorithm = .im2colGemm
+            store.finalize()
+            store.initialize(seed: 3)
+            store.trainingPrecision = .bfloat16
+            let x = randomTensor([2, cin, h, w], seed: 11)
+            let y = conv.forward(x)
+            let dy = randomTensor(y.shape, seed: 12)
+            let dx = conv.backward(dy)!
+            let g = ConvGeometry(channels: cin, height: h, width: w, kernelH: 3, kernelW: 3, stride: stride,
+                                 padding: padding, dilation: dilation)
+            let dcol = Tensor(zeros: [g.columnRows * g.outPixels]), want = Tensor(zeros: x.shape)
+            for i in 0..<2 {
+                gemm(transA: true, m: g.columnRows, n: g.outPixels, k: cout, a: conv.weight.value.data,
+                     b: dy.data + i * cout * g.outPixels, c: dcol.data, precision: .bfloat16)
+                col2im(dcol.data, g, want.data + i * cin * h * w)
+            }
+            let c = compare("dx \(cin)→\(cout) stride \(stride) dilation \(dilation)", dx, want)
+            print(c.description)
+            XCTAssertEqual(c.maxAbsDiff, 0, c.description)
+            XCTAssertGreaterThan(compare("dx", dx, Tensor(zeros: x.shape)).maxAbsDiff, 0)
+        }
+    }
+
     /// Evaluation runs fp32 whatever the training precision (mmengine's ValLoop is outside the autocast): the
     /// same convolution gives fp32's bits in eval mode.
     func testEvaluationStaysFP32() throws {
