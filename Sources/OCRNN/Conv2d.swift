@@ -137,6 +137,23 @@ public final class Conv2d {
         return kernel
     }
 
+    /// W̃ (C × O·k·k): W̃[c, (o, i, j)] = W[o, c, k−1−i, k−1−j], the kernel of the input gradient as a convolution.
+    private func flippedKernel() -> Tensor {
+        let k = kernel, rows = outChannels * k * k
+        let flipped = Tensor.transient(shape: [inChannels, rows])
+        let (w, f) = (weight.value.data, flipped.data)
+        for c in 0..<inChannels {
+            for o in 0..<outChannels {
+                for i in 0..<k {
+                    for j in 0..<k {
+                        f[c * rows + (o * k + i) * k + j] = w[((o * inChannels + c) * k + k - 1 - i) * k + k - 1 - j]
+                    }
+                }
+            }
+        }
+        return flipped
+    }
+
     /// Profile row of this convolution's kernel shape, e.g. "conv 3×3" or "conv 3×3 Winograd".
     private var profileName: String {
         "conv \(kernel)×\(kernel)" + (winogradPlan != nil ? " Winograd" : "")
@@ -280,21 +297,10 @@ public final class Conv2d {
         }
         if unfoldedInputGradient, let dx {
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
-            let k = kernel, rows = outChannels * k * k
-            let flipped = Tensor.transient(shape: [inChannels, rows])
-            let w = weight.value.data
-            for c in 0..<inChannels {
-                for o in 0..<outChannels {
-                    for i in 0..<k {
-                        for j in 0..<k {
-                            flipped.data[c * rows + (o * k + i) * k + j] =
-                                w[((o * inChannels + c) * k + k - 1 - i) * k + k - 1 - j]
-                        }
-                    }
-                }
-            }
-            let dyGeometry = ConvGeometry(channels: outChannels, height: g.outHeight, width: g.outWidth, kernelH: k,
-                                          kernelW: k, padding: dilation * (k - 1) - padding, dilation: dilation)
+            let flipped = flippedKernel(), rows = outChannels * kernel * kernel
+            let dyGeometry = ConvGeometry(channels: outChannels, height: g.outHeight, width: g.outWidth,
+                                          kernelH: kernel, kernelW: kernel, padding: dilation * (kernel - 1) - padding,
+                                          dilation: dilation)
             let packed = store.workspace.buffer(BF16.packedFloats(m: inChannels, k: rows))
             BF16.packA(m: inChannels, k: rows, a: flipped.data, into: packed)
             for i in 0..<n {
