@@ -1,6 +1,6 @@
-// Checks ocr_bf16_gemm (and the packed-A entry points) against ocr_bf16_gemm_reference, the bf16 rounding, and
-// that results do not depend on the thread count. Run by build.sh once per kernel (OCR_BF16_KERNEL=amx,
-// avx512bf16, portable). Prints "N passed, M failed" and exits non-zero on any failure.
+// Checks ocr_bf16_gemm (the packed-A entry points and the im2col operand too) against ocr_bf16_gemm_reference,
+// the bf16 rounding, and that results do not depend on the thread count. Run by build.sh once per kernel
+// (OCR_BF16_KERNEL=amx, avx512bf16, portable). Prints "N passed, M failed" and exits non-zero on any failure.
 #include "ocr_bf16.h"
 
 #include <math.h>
@@ -239,12 +239,67 @@ static void test_threads_and_packing(void) {
     check_same_bits(333, 444, 555, 0, 1, -0.5f, 0.25f);
 }
 
+// ---------------------------------------------------------------- the im2col operand
+
+// col (C·kh·kw × Ho·Wo) of the image, written out: the matrix ocr_bf16_gemm_im2col unfolds block by block.
+static void im2col_reference(const ocr_bf16_conv_geometry *g, const float *image, long out_h, long out_w,
+                             float *col) {
+    for (long c = 0; c < g->channels; ++c)
+        for (long i = 0; i < g->kernel_h; ++i)
+            for (long j = 0; j < g->kernel_w; ++j)
+                for (long oh = 0; oh < out_h; ++oh)
+                    for (long ow = 0; ow < out_w; ++ow) {
+                        long ih = oh * g->stride - g->padding + i * g->dilation;
+                        long iw = ow * g->stride - g->padding + j * g->dilation;
+                        int inside = ih >= 0 && ih < g->height && iw >= 0 && iw < g->width;
+                        col[((c * g->kernel_h + i) * g->kernel_w + j) * out_h * out_w + oh * out_w + ow] =
+                            inside ? image[(c * g->height + ih) * g->width + iw] : 0;
+                    }
+}
+
+// A·col and A·colᵀ with the operand unfolded inside the GEMM: the bits of the stored matrix's product, on 1 and 2
+// threads, for strides, paddings, dilations reaching past the image and sizes past every kernel's blocks.
+static void test_im2col_operand(void) {
+    const ocr_bf16_conv_geometry geometries[] = {
+        // channels, height, width, kernel_h, kernel_w, stride, padding, dilation
+        {3, 9, 11, 3, 3, 1, 1, 1}, {5, 8, 7, 3, 3, 2, 1, 1}, {6, 7, 13, 3, 3, 1, 4, 4}, {2, 6, 6, 1, 1, 2, 0, 1},
+        {3, 9, 5, 5, 5, 1, 2, 1}, {130, 40, 30, 3, 3, 1, 1, 1}, {64, 20, 70, 3, 3, 2, 1, 1},
+    };
+    const long m = 37;
+    char what[200];
+    for (size_t s = 0; s < sizeof geometries / sizeof geometries[0]; ++s) {
+        const ocr_bf16_conv_geometry *g = &geometries[s];
+        long out_h = (g->height + 2 * g->padding - g->dilation * (g->kernel_h - 1) - 1) / g->stride + 1;
+        long out_w = (g->width + 2 * g->padding - g->dilation * (g->kernel_w - 1) - 1) / g->stride + 1;
+        long rows = g->channels * g->kernel_h * g->kernel_w, pixels = out_h * out_w;
+        float *image = random_matrix(g->channels * g->height * g->width, 0), *col = malloc(rows * pixels * 4);
+        im2col_reference(g, image, out_h, out_w, col);
+        for (int transB = 0; transB < 2; ++transB) {
+            long k = transB ? pixels : rows, n = transB ? rows : pixels;
+            float *a = random_matrix(m * k, 0), *want = malloc(m * n * 4), *got = malloc(m * n * 4);
+            void *packed = malloc(ocr_bf16_packed_a_size(m, k));
+            ocr_bf16_pack_a(0, m, k, a, k, packed);
+            for (int threads = 1; threads <= 2; ++threads) {
+                ocr_bf16_set_threads(threads);
+                ocr_bf16_gemm(0, transB, m, n, k, 1, a, k, col, transB ? pixels : n, 0, want, n);
+                ocr_bf16_gemm_im2col(transB, m, 1, packed, g, image, 0, got, n);
+                snprintf(what, sizeof what, "im2col operand, geometry %zu, transB %d, %d threads: same bits", s,
+                         transB, threads);
+                check(memcmp(want, got, (size_t)(m * n) * 4) == 0, what);
+            }
+            free(a), free(want), free(got), free(packed);
+        }
+        free(image), free(col);
+    }
+}
+
 int main(void) {
     printf("kernel: %s (ocr_bf16_supported = %d, ocr_bf16_amx_supported = %d)\n", ocr_bf16_kernel_name(),
            ocr_bf16_supported(), ocr_bf16_amx_supported());
     test_round();
     test_products();
     test_threads_and_packing();
+    test_im2col_operand();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
