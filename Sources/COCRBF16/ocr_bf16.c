@@ -1,4 +1,3 @@
-
 // Blocked GEMM driver (GotoBLAS/BLIS loop order), kernel dispatch, thread pool, and the reference.
 //
 // Loops, outermost first, for one thread's share of C (rows [r0, r1) × columns [c0, c1)):
@@ -443,7 +442,7 @@ static void scale_c(long m, long n, float beta, float *c, long ldc) {
     }
 }
 
-// transpose_c: the product is Cᵀ (m × n here is C's n × m), written into C transposed.
+// Runs a job on up to `threads` threads, split along C's columns or rows, whichever has more panels.
 static void run_gemm(gemm_job *job, int threads) {
     long row_panels = (job->m + job->kern->mr - 1) / job->kern->mr;
     long column_panels = (job->n + job->kern->nr - 1) / job->kern->nr;
@@ -451,6 +450,7 @@ static void run_gemm(gemm_job *job, int threads) {
     run_parallel(gemm_part, job, (int)min_long(threads, job->split_columns ? column_panels : row_panels));
 }
 
+// transpose_c: the product is Cᵀ (m × n here is C's n × m), written into C transposed.
 static void gemm_with_packed_a(const ocr_bf16_kernel *kern, int transB, long m, long n, long k, float alpha,
                                const uint16_t *packed_a, const float *b, long ldb, float beta, float *c, long ldc,
                                int threads, int transpose_c) {

@@ -74,8 +74,8 @@ public final class Conv2d {
     static let matrixEngineWinogradChannels = 1024
 
     /// bf16 convolutions other than pointwise and Winograd ones unfold the column matrix block by block inside the
-    /// GEMM (`BF16.gemmIm2col`), never storing it: it is 9× the image for a 3×3 kernel, and writing it and reading
-    /// it back cost more than its products on AMX. The same bits as im2col + GEMM.
+    /// GEMM (`BF16.gemmIm2col`), never storing it (9× the image for a 3×3 kernel): the same bits as im2col + GEMM,
+    /// and on AMX faster forward on every R18-D8 shape, measured alternating (README, "Speed").
     private var unfoldsInGemm: Bool { store.precision == .bfloat16 && !isPointwise }
 
     /// Whether the bf16 input gradient is itself a convolution unfolded in the GEMM: dx = W̃·col(dy), with W̃ the
@@ -95,8 +95,7 @@ public final class Conv2d {
     /// Input channels whose dcol rows one GEMM of the scattered input gradient forms: all in fp32 (unchanged from
     /// before bf16 existed, so its bits are too); in bf16, where the column matrix is needed for nothing else, 32
     /// (288 rows for 3×3), which bounds the workspace to 288 × Ho·Wo floats (R50-D8 512×1024 layer4: 9 MB against
-    /// 151 MB) and keeps dcol in cache for the scatter. Each element is the same dot product either way, so the bits
-    /// do not change.
+    /// 151 MB). Each element is the same dot product either way, so the bits do not change.
     private var scatterChannels: Int { unfoldsInGemm ? Swift.min(32, inChannels) : inChannels }
 
     /// The Winograd blocks of one image of this input, when this convolution runs that way. The weight gradient runs
