@@ -140,12 +140,12 @@ static const ocr_bf16_kernel *kernel(void) {
     return active_kernel;
 }
 
+const ocr_bf16_kernel *ocr_bf16_active_kernel(void) { return kernel(); }
+
 const char *ocr_bf16_kernel_name(void) { return kernel()->name; }
 
 // ---------------------------------------------------------------- thread pool
 
-// A job runs as job(ctx, index, count) for index in [0, count); index 0 on the caller's thread.
-typedef void (*pool_job)(void *ctx, int index, int count);
 
 static atomic_int requested_threads = 1;
 
@@ -154,7 +154,7 @@ static struct {
     pthread_cond_t start, finished;
     int workers;                 // helper threads started so far (indices 1...workers)
     unsigned long generation;    // bumped per job; a helper runs each generation once
-    pool_job job;
+    ocr_bf16_pool_job job;
     void *ctx;
     int count, remaining;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
@@ -170,7 +170,7 @@ static void *pool_worker(void *arg) {
         while (pool.generation == seen) pthread_cond_wait(&pool.start, &pool.mutex);
         seen = pool.generation;
         if (index >= pool.count) continue;
-        pool_job job = pool.job;
+        ocr_bf16_pool_job job = pool.job;
         void *ctx = pool.ctx;
         int count = pool.count;
         pthread_mutex_unlock(&pool.mutex);
@@ -196,7 +196,7 @@ static int ensure_workers(int count) {
     return min_long(count, pool.workers + 1);
 }
 
-static void run_parallel(pool_job job, void *ctx, int count) {
+void ocr_bf16_run_parallel(ocr_bf16_pool_job job, void *ctx, int count) {
     if (count <= 1 || pthread_mutex_trylock(&pool_owner) != 0) {
         job(ctx, 0, 1);
         return;
@@ -295,7 +295,7 @@ static void pack_a_part(void *ctx, int index, int count) {
 static void pack_a(const ocr_bf16_kernel *kern, int transA, long m, long k, const float *a, long lda,
                    uint16_t *packed, int threads) {
     pack_a_job job = {kern, transA, m, k, lda, a, packed};
-    run_parallel(pack_a_part, &job, threads);
+    ocr_bf16_run_parallel(pack_a_part, &job, threads);
 }
 
 void ocr_bf16_pack_a(int transA, long m, long k, const float *a, long lda, void *packed_a) {
@@ -447,7 +447,7 @@ static void run_gemm(gemm_job *job, int threads) {
     long row_panels = (job->m + job->kern->mr - 1) / job->kern->mr;
     long column_panels = (job->n + job->kern->nr - 1) / job->kern->nr;
     job->split_columns = column_panels >= row_panels;
-    run_parallel(gemm_part, job, (int)min_long(threads, job->split_columns ? column_panels : row_panels));
+    ocr_bf16_run_parallel(gemm_part, job, (int)min_long(threads, job->split_columns ? column_panels : row_panels));
 }
 
 // transpose_c: the product is Cᵀ (m × n here is C's n × m), written into C transposed.
@@ -556,5 +556,5 @@ void ocr_bf16_gemm_batch(int transA, int transB, long count, long m, long n, lon
         return;
     }
     batch_job job = {kern, transA, transB, count, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
-    run_parallel(batch_part, &job, threads);
+    ocr_bf16_run_parallel(batch_part, &job, threads);
 }

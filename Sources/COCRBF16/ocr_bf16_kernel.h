@@ -37,6 +37,14 @@ typedef struct {
     void (*thread_end)(void);
 } ocr_bf16_kernel;
 
+// The kernel the driver picked (ocr_bf16.c), for code beside the GEMM that runs only on one of them.
+const ocr_bf16_kernel *ocr_bf16_active_kernel(void);
+
+// The driver's thread pool: job(ctx, index, count) for index in [0, count), index 0 on the caller's thread. A call
+// made while another thread's job holds the pool runs job(ctx, 0, 1) on its caller alone.
+typedef void (*ocr_bf16_pool_job)(void *ctx, int index, int count);
+void ocr_bf16_run_parallel(ocr_bf16_pool_job job, void *ctx, int count);
+
 // Round-to-nearest-even fp32 -> bf16 bits, matching VCVTNEPS2BF16 (denormal inputs as zero, NaN quieted).
 static inline uint16_t ocr_bf16_bits(float x) {
     union { float f; uint32_t u; } v = { x };

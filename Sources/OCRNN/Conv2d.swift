@@ -11,7 +11,9 @@ public final class Conv2d {
     public var needsInputGradient = true
     /// How 3×3 stride-1 "same" convolutions run forward, input and weight gradients: Winograd F(2×2, 3×3) (2.25×
     /// fewer multiplies) or im2col + GEMM, the reference Winograd is tested against. Other shapes use im2col + GEMM.
-    public enum Algorithm { case automatic, winograd, im2colGemm }
+    /// `tiles`: in bf16 on AMX, stride-1 forwards and input gradients run straight on the tiles (`BF16.convolve`),
+    /// the rest as im2col + GEMM; `.automatic` does so too, except where it picks Winograd.
+    public enum Algorithm { case automatic, winograd, im2colGemm, tiles }
     public var algorithm = Algorithm.automatic
     private var winogradPlan: WinogradPlan?
     /// In bf16 the forward and the input gradient run one Winograd pass over the whole batch (`batchPlan`).
@@ -78,18 +80,58 @@ public final class Conv2d {
     /// and on AMX faster forward on every R18-D8 shape, measured alternating (README, "Speed").
     private var unfoldsInGemm: Bool { store.precision == .bfloat16 && !isPointwise }
 
-    /// Whether the bf16 input gradient is itself a convolution unfolded in the GEMM: dx = W̃·col(dy), with W̃ the
-    /// kernel flipped and transposed (W̃[c, (o, i, j)] = W[o, c, k−1−i, k−1−j]) and dy padded by d·(k−1) − p, which
-    /// holds at stride 1. Otherwise dcol = Wᵀ·dy is scattered back (col2im): a GEMM over only k = O, which the
-    /// tiles run well from 128 output channels on. Measured on AMX (`bench-convs --amp`, backward, variants
-    /// alternated, best of 11, twice): 32→32 at 128×256 6.1–7.1 ms unfolded against 13.8–15.6 scattered, 64→64 at
-    /// 64×128 5.0–5.3 against 6.8–7.4; but 128→128 4.0–4.1 against 3.5–3.7, 256→256 d2 12.4–12.8 against 10.2–10.7
-    /// and 512→512 d4 46–49 against 34–36.
-    private var unfoldsInputGradient: Bool {
-        stride == 1 && padding <= dilation * (kernel - 1) && outChannels < Self.scatteredInputGradientChannels
+    /// y_i = conv(x_i) for `images` images of `geometry` in bf16, with this layer's kernel, or for the input gradient
+    /// (`flipped`: x is dy, y is dx) with `flippedKernel()`: straight on the AMX tiles where they run it
+    /// (`BF16.convolve`: no column matrix at all), else with the column matrix unfolded block by block in the GEMM.
+    /// Measured per shape on AMX in C (best of 12, 2 threads, forward): 64→64 at 64×64 0.71 ms against 1.62,
+    /// 512→512 d4 at 32×32 10.1 against 13.4, 18→18 at 64×128 0.30 against 0.55.
+    private func convolveInBF16(_ x: UnsafePointer<Float>, images: Int, geometry g: ConvGeometry, flipped: Bool = false,
+                                into y: UnsafeMutablePointer<Float>) {
+        let outputs = flipped ? inChannels : outChannels
+        let (inSize, outSize) = (g.channels * g.height * g.width, outputs * g.outPixels)
+        if runsOnTiles(g, outputs: outputs) {
+            let floats = BF16.convolutionFloats(outChannels: outputs, geometry: g)
+            let scratch = store.workspace.buffer(floats.kernel + floats.planes)
+            BF16.packConvolutionKernel(outChannels: outputs, geometry: g, weights: weight.value.data, flipped: flipped,
+                                       into: scratch)
+            for i in 0..<images {
+                BF16.convolve(outChannels: outputs, packedKernel: scratch, geometry: g, image: x + i * inSize,
+                              planes: scratch + floats.kernel, y: y + i * outSize)
+            }
+        } else {
+            let kernel: Tensor = flipped ? flippedKernel() : weight.value
+            let packed = store.workspace.buffer(BF16.packedFloats(m: outputs, k: g.columnRows))
+            BF16.packA(m: outputs, k: g.columnRows, a: kernel.data, into: packed)
+            for i in 0..<images {
+                BF16.gemmIm2col(m: outputs, packedA: packed, geometry: g, image: x + i * inSize, c: y + i * outSize)
+            }
+        }
     }
 
-    /// From this many output channels the bf16 input gradient goes through dcol and col2im.
+    /// The input gradient as a convolution, where that holds (stride 1): dx = conv(dy, W̃) with W̃ the kernel flipped
+    /// and transposed (W̃[c, o, i, j] = W[o, c, k−1−i, k−1−j]) and dy padded by d·(k−1) − p.
+    private func inputGradientGeometry(_ g: ConvGeometry) -> ConvGeometry? {
+        guard stride == 1, padding <= dilation * (kernel - 1) else { return nil }
+        return ConvGeometry(channels: outChannels, height: g.outHeight, width: g.outWidth, kernelH: kernel,
+                            kernelW: kernel, padding: dilation * (kernel - 1) - padding, dilation: dilation)
+    }
+
+    /// Whether the bf16 input gradient runs as that convolution (`convolveInBF16`) rather than as dcol = Wᵀ·dy
+    /// scattered back (col2im): always on the AMX tiles; unfolded in the GEMM only below 128 output channels, since
+    /// dcol's GEMM (k = O) runs well from there on. Measured on AMX (`bench-convs --amp`, backward, variants
+    /// alternated, best of 11, twice), unfolded against scattered: 32→32 at 128×256 6.1–7.1 ms against 13.8–15.6,
+    /// 64→64 at 64×128 5.0–5.3 against 6.8–7.4; but 128→128 4.0–4.1 against 3.5–3.7, 256→256 d2 12.4–12.8 against
+    /// 10.2–10.7 and 512→512 d4 46–49 against 34–36.
+    private func convolvesInputGradient(_ dyGeometry: ConvGeometry) -> Bool {
+        runsOnTiles(dyGeometry, outputs: inChannels) || outChannels < Self.scatteredInputGradientChannels
+    }
+
+    /// Whether a bf16 convolution of `g` into `outputs` channels runs on the AMX tiles (`convolveInBF16`).
+    private func runsOnTiles(_ g: ConvGeometry, outputs: Int) -> Bool {
+        (algorithm == .automatic || algorithm == .tiles) && BF16.convolves(outChannels: outputs, geometry: g)
+    }
+
+    /// From this many output channels the bf16 input gradient, when not on the tiles, goes through dcol and col2im.
     static let scatteredInputGradientChannels = 128
 
     /// Input channels whose dcol rows one GEMM of the scattered input gradient forms: all in fp32 (unchanged from
@@ -178,12 +220,7 @@ public final class Conv2d {
             }
             winogradKernel = store.training && needsInputGradient ? kernel : nil
         } else if unfoldsInGemm {
-            let packed = store.workspace.buffer(BF16.packedFloats(m: outChannels, k: g.columnRows))
-            BF16.packA(m: outChannels, k: g.columnRows, a: weight.value.data, into: packed)
-            for i in 0..<n {
-                BF16.gemmIm2col(m: outChannels, packedA: packed, geometry: g, image: x.data + i * inSize,
-                                c: y.data + i * outSize)
-            }
+            convolveInBF16(x.data, images: n, geometry: g, into: y.data)
         } else {
             let col = isPointwise ? nil : store.workspace.buffer(g.columnRows * g.outPixels)
             for i in 0..<n {
@@ -215,12 +252,14 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
         let dx = needsInputGradient ? Tensor.transient(shape: x.shape) : nil
-        // bf16: dW_i = dy_i·col(x_i)ᵀ with the column matrix unfolded in the GEMM, and dx_i = W̃·col(dy_i) too where
-        // `unfoldsInputGradient`; otherwise dx_i is scattered from dcol = Wᵀ·dy_i, which needs the column matrix.
+        // bf16: dW_i = dy_i·col(x_i)ᵀ with the column matrix unfolded in the GEMM, and dx = conv(dy, W̃) too where
+        // `convolvesInputGradient`; otherwise dx_i is scattered from dcol = Wᵀ·dy_i, which needs the column matrix.
         let unfoldedWeightGradient = winogradPlan == nil && unfoldsInGemm
-        let unfoldedInputGradient = unfoldedWeightGradient && dx != nil && unfoldsInputGradient
+        let dyGeometry = inputGradientGeometry(g)
+        let convolvedInputGradient = unfoldedWeightGradient && dx != nil
+            && dyGeometry.map(convolvesInputGradient) == true
         let needsColumns = winogradPlan == nil && !isPointwise
-            && !(unfoldedWeightGradient && (dx == nil || unfoldedInputGradient))
+            && !(unfoldedWeightGradient && (dx == nil || convolvedInputGradient))
         // Work space of one image's weight gradient (Winograd transforms, dy_i packed, or the column matrix, which
         // then holds dcol), then its dW.
         let columnFloats = (unfoldedWeightGradient ? scatterChannels * kernel * kernel : g.columnRows) * g.outPixels
@@ -257,7 +296,7 @@ public final class Conv2d {
                     for j in s..<e { gw[j] += imageWeightGrad[j] }
                 }
             }
-            guard let dx, winogradPlan == nil, !unfoldedInputGradient else { continue }
+            guard let dx, winogradPlan == nil, !convolvedInputGradient else { continue }
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
             let dxi = dx.data + i * inSize
             if let col {
@@ -294,18 +333,9 @@ public final class Conv2d {
                               precision: store.precision)
             }
         }
-        if unfoldedInputGradient, let dx {
+        if convolvedInputGradient, let dx, let dyGeometry {
             let inputTiming = Profiler.begin(); defer { Profiler.end("\(profileName) backward dX", inputTiming) }
-            let flipped = flippedKernel(), rows = outChannels * kernel * kernel
-            let dyGeometry = ConvGeometry(channels: outChannels, height: g.outHeight, width: g.outWidth,
-                                          kernelH: kernel, kernelW: kernel, padding: dilation * (kernel - 1) - padding,
-                                          dilation: dilation)
-            let packed = store.workspace.buffer(BF16.packedFloats(m: inChannels, k: rows))
-            BF16.packA(m: inChannels, k: rows, a: flipped.data, into: packed)
-            for i in 0..<n {
-                BF16.gemmIm2col(m: inChannels, packedA: packed, geometry: dyGeometry, image: dy.data + i * outSize,
-                                c: dx.data + i * inSize)
-            }
+            convolveInBF16(dy.data, images: n, geometry: dyGeometry, flipped: true, into: dx.data)
         }
         if let bias {
             let hw = g.outPixels

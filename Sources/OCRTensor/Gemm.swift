@@ -162,11 +162,40 @@ public enum BF16 {
     /// without that matrix ever being stored (`ocr_bf16_gemm_im2col`).
     public static func gemmIm2col(transB: Bool = false, m: Int, packedA: UnsafePointer<Float>, geometry g: ConvGeometry,
                                   image: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
-        var geometry = ocr_bf16_conv_geometry(channels: g.channels, height: g.height, width: g.width,
-                                              kernel_h: g.kernelH, kernel_w: g.kernelW, stride: g.stride,
-                                              padding: g.padding, dilation: g.dilation)
+        var geometry = g.bf16
         let n = transB ? g.columnRows : g.outPixels
         ocr_bf16_gemm_im2col(transB ? 1 : 0, m, 1, packedA, &geometry, image, 0, c, n)
+    }
+
+    /// Whether `convolve` runs a convolution of geometry `g` into `outChannels` outputs here: on the AMX kernel, at
+    /// stride 1.
+    public static func convolves(outChannels: Int, geometry g: ConvGeometry) -> Bool {
+        var geometry = g.bf16
+        return ocr_bf16_conv_available(outChannels, &geometry) != 0
+    }
+
+    /// Floats of caller memory that `convolve` needs: the packed kernel, and the image's bf16 planes.
+    public static func convolutionFloats(outChannels: Int, geometry g: ConvGeometry) -> (kernel: Int, planes: Int) {
+        var geometry = g.bf16
+        return ((ocr_bf16_conv_packed_kernel_size(outChannels, &geometry) + 3) / 4,
+                (ocr_bf16_conv_planes_size(outChannels, &geometry) + 3) / 4)
+    }
+
+    /// The kernel (outChannels × C × kh × kw) rounded and laid out for `convolve`; `flipped`: the input gradient's
+    /// kernel W̃[o, c, i, j] = w[c, o, kh−1−i, kw−1−j] of a forward kernel w (C × outChannels × kh × kw).
+    public static func packConvolutionKernel(outChannels: Int, geometry g: ConvGeometry, weights: UnsafePointer<Float>,
+                                             flipped: Bool = false, into packed: UnsafeMutablePointer<Float>) {
+        var geometry = g.bf16
+        ocr_bf16_conv_pack_kernel(outChannels, &geometry, weights, flipped ? 1 : 0, packed)
+    }
+
+    /// y (outChannels × Ho × Wo) = the convolution of `image` with the kernel packed by `packConvolutionKernel`, run
+    /// directly on the AMX tiles with no column matrix (`ocr_bf16_conv`); `planes` is scratch. Only where `convolves`.
+    public static func convolve(outChannels: Int, packedKernel: UnsafePointer<Float>, geometry g: ConvGeometry,
+                                image: UnsafePointer<Float>, planes: UnsafeMutablePointer<Float>,
+                                y: UnsafeMutablePointer<Float>) {
+        var geometry = g.bf16
+        ocr_bf16_conv(outChannels, packedKernel, &geometry, image, planes, y)
     }
 
     /// `values` as bf16 bits, rounded as `round` does, into `bits` (the same count).
@@ -178,5 +207,13 @@ public enum BF16 {
     public static func unpack(_ bits: UnsafeBufferPointer<UInt16>, into values: UnsafeMutableBufferPointer<Float>) {
         precondition(bits.count == values.count)
         ocr_bf16_unpack(bits.baseAddress, values.baseAddress, bits.count)
+    }
+}
+
+extension ConvGeometry {
+    /// The same geometry as the bf16 kernels' C struct.
+    var bf16: ocr_bf16_conv_geometry {
+        ocr_bf16_conv_geometry(channels: channels, height: height, width: width, kernel_h: kernelH, kernel_w: kernelW,
+                               stride: stride, padding: padding, dilation: dilation)
     }
 }

@@ -22,6 +22,11 @@ struct BenchConvs: ParsableCommand {
     var repeats = 3
     @Flag(help: "Time the convolutions in bf16 (as `train --amp` runs them) instead of fp32.")
     var amp = false
+    @Flag(help: """
+        Alternate the convolution algorithms call by call on each shape (automatic, im2col + GEMM, Winograd and the \
+        AMX tiles where they apply) and report each one's best forward and backward, instead of the table against sgemm.
+        """)
+    var alternate = false
 
     func run() throws {
         BLAS.setThreads(threads)
@@ -44,7 +49,11 @@ struct BenchConvs: ParsableCommand {
             ("ocr bottleneck 3×3 2048→512", 2048, 512, 3, 1, 1, 1, h8, w8),
             ("fcn 3×3 1024→256", 1024, 256, 3, 1, 1, 1, h8, w8),
         ]
-        print("shape                          fwd GFLOP/s (%sgemm) bwd GFLOP/s (%sgemm) GEMM-only (%sgemm)  fwd ms  bwd ms im2col ms")
+        if alternate {
+            print("shape                          algorithm      best fwd ms  best bwd ms  (of \(repeats), alternated)")
+        } else {
+            print("shape                          fwd GFLOP/s (%sgemm) bwd GFLOP/s (%sgemm) GEMM-only (%sgemm)  fwd ms  bwd ms im2col ms")
+        }
         for (name, cin, cout, k, s, p, d, h, w) in shapes {
             let store = ParameterStore()
             store.trainingPrecision = amp ? Precision.available(.bfloat16) : .float32
@@ -58,6 +67,10 @@ struct BenchConvs: ParsableCommand {
             let y = conv.forward(x)
             let flops = 2.0 * Double(batch * cout * y.shape[2] * y.shape[3] * cin * k * k)
             let dy = y.clone()
+            if alternate {
+                alternateAlgorithms(conv, name: name, x: x, dy: dy)
+                continue
+            }
             let forward = medianSeconds(repeats) { _ = conv.forward(x) }
             let backward = medianSeconds(repeats) { conv.backward(dy) }
             let g = ConvGeometry(channels: cin, height: h, width: w, kernelH: k, kernelW: k, stride: s, padding: p,
@@ -83,6 +96,40 @@ struct BenchConvs: ParsableCommand {
     }
 }
 
+extension BenchConvs {
+    /// Forward and backward of `conv` under each algorithm in turn, `repeats` rounds (after one warm-up round), so
+    /// that the host's slow and fast phases fall on every algorithm alike; prints each one's best times.
+    func alternateAlgorithms(_ conv: Conv2d, name: String, x: Tensor, dy: Tensor) {
+        var algorithms: [(String, Conv2d.Algorithm)] = [("automatic", .automatic), ("im2col+GEMM", .im2colGemm)]
+        if WinogradPlan.applies(kernel: conv.kernel, stride: conv.stride, padding: conv.padding,
+                                dilation: conv.dilation) {
+            algorithms.append(("Winograd", .winograd))
+        }
+        if amp && BF16.hasMatrixEngine && conv.stride == 1 && conv.kernel > 1 { algorithms.append(("tiles", .tiles)) }
+        var best = Array(repeating: (forward: Double.infinity, backward: Double.infinity), count: algorithms.count)
+        for round in 0...max(repeats, 1) {
+            for (index, (_, algorithm)) in algorithms.enumerated() {
+                conv.algorithm = algorithm
+                let forward = seconds { _ = conv.forward(x) }
+                let backward = seconds { conv.backward(dy) }
+                if round > 0 { best[index] = (min(best[index].forward, forward), min(best[index].backward, backward)) }
+            }
+        }
+        for (index, (label, _)) in algorithms.enumerated() {
+            print(name.padding(toLength: 30, withPad: " ", startingAt: 0) + " "
+                  + label.padding(toLength: 14, withPad: " ", startingAt: 0)
+                  + String(format: " %11.2f  %11.2f", best[index].forward * 1e3, best[index].backward * 1e3))
+        }
+    }
+}
+
+/// Wall time of one run of `body`.
+func seconds(_ body: () -> Void) -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
 /// GFLOP/s of one 2048³ `cblas_sgemm` with the current BLAS threads: the peak the convolutions are judged against.
 func sgemmRate(repeats: Int) -> Double { gemmRate(repeats: repeats, precision: .float32) }
 
@@ -99,10 +146,6 @@ func gemmRate(repeats: Int, precision: Precision) -> Double {
 func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
     body()
     var times: [Double] = []
-    for _ in 0..<max(repeats, 1) {
-        let start = DispatchTime.now().uptimeNanoseconds
-        body()
-        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-    }
+    for _ in 0..<max(repeats, 1) { times.append(seconds(body)) }
     return times.sorted()[times.count / 2]
 }

@@ -48,18 +48,24 @@ final class BF16ParityTests: XCTestCase {
         return (conv, store)
     }
 
-    /// Forward, input and weight gradients, both by im2col + GEMM and, where it applies, by Winograd F(2×2, 3×3),
-    /// whose transforms (sums of up to 4 inputs, halves of kernel entries) round to bf16 before the GEMMs.
+    /// Forward, input and weight gradients by im2col + GEMM, by Winograd F(2×2, 3×3) where it applies, whose
+    /// transforms (sums of up to 4 inputs, halves of kernel entries) round to bf16 before the GEMMs, and on the AMX
+    /// tiles where this machine has them (stride 1: forward and input gradient).
     func testConvolutionsInBF16() throws {
         for name in ["conv3x3_64", "conv3x3_d2_64_48", "conv3x3_s2_32_64", "conv1x1_128_64"] {
             let f = try Fixtures.file("bf16/\(name).safetensors")
-            for algorithm in [Conv2d.Algorithm.im2colGemm, .winograd] {
+            for algorithm in [Conv2d.Algorithm.im2colGemm, .winograd, .tiles] {
                 let (conv, _) = try convolution(f, algorithm: algorithm)
                 let x = try f.tensor("x")
                 let winograd = algorithm == .winograd
                 if winograd && !WinogradPlan.applies(kernel: conv.kernel, stride: conv.stride, padding: conv.padding,
                                                      dilation: conv.dilation) { continue }
-                let label = "\(name)" + (winograd ? " (Winograd)" : "")
+                let g = ConvGeometry(channels: conv.inChannels, height: x.shape[2], width: x.shape[3],
+                                     kernelH: conv.kernel, kernelW: conv.kernel, stride: conv.stride,
+                                     padding: conv.padding, dilation: conv.dilation)
+                if algorithm == .tiles && (conv.kernel == 1 || !BF16.convolves(outChannels: conv.outChannels,
+                                                                               geometry: g)) { continue }
+                let label = "\(name)" + (winograd ? " (Winograd)" : algorithm == .tiles ? " (tiles)" : "")
                 print(label)
                 check(name, "y", conv.forward(x), try f.tensor("y"))
                 check(name, "dx", conv.backward(try f.tensor("dy"))!, try f.tensor("dx"))

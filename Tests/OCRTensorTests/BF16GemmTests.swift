@@ -124,6 +124,73 @@ final class BF16GemmTests: XCTestCase {
         }
     }
 
+    /// The convolution straight on the AMX tiles (`BF16.convolve`), where this machine has them: against the
+    /// rounded reference product of the kernel and the stored column matrix, the same bits on 1 and 2 threads, and
+    /// the input gradient's flipped packing giving the bits of the flipped kernel written out. Channels, widths and
+    /// outputs off the kernel's 32-channel chunks, 16-pixel blocks and 32-output blocks; dilation; no padding.
+    func testConvolutionOnTilesMatchesTheRoundedReference() throws {
+        // (channels, outputs, height, width, kernel, padding, dilation)
+        let shapes = [(32, 48, 9, 11, 3, 1, 1), (40, 19, 8, 21, 3, 2, 2), (64, 70, 7, 13, 3, 4, 4), (3, 32, 9, 5, 5, 2, 1),
+                      (130, 64, 12, 30, 3, 1, 1), (64, 33, 10, 40, 3, 0, 1)]
+        var seed: UInt64 = 900
+        for (channels, outputs, height, width, kernel, padding, dilation) in shapes {
+            let g = ConvGeometry(channels: channels, height: height, width: width, kernelH: kernel, kernelW: kernel,
+                                 padding: padding, dilation: dilation)
+            guard BF16.convolves(outChannels: outputs, geometry: g) else {
+                throw XCTSkip("no AMX tiles here (\(BF16.kernelName))")
+            }
+            seed += 1
+            let image = randomTensor([channels * height * width], seed: seed)
+            let w = randomTensor([outputs * g.columnRows], seed: seed + 1000)
+            let col = Tensor(zeros: [g.columnRows * g.outPixels])
+            im2col(image.data, g, col.data)
+            let (rw, rcol) = (Tensor(zeros: [w.count]), Tensor(zeros: [col.count]))
+            for i in 0..<w.count { rw[i] = BF16.round(w[i]) }
+            for i in 0..<col.count { rcol[i] = BF16.round(col[i]) }
+            let want = Tensor(zeros: [outputs * g.outPixels])
+            naiveGemm(transA: false, transB: false, m: outputs, n: g.outPixels, k: g.columnRows, alpha: 1,
+                      a: rw.data, b: rcol.data, beta: 0, c: want.data)
+
+            let floats = BF16.convolutionFloats(outChannels: outputs, geometry: g)
+            let packed = Tensor(zeros: [floats.kernel]), planes = Tensor(zeros: [floats.planes])
+            BF16.packConvolutionKernel(outChannels: outputs, geometry: g, weights: w.data, into: packed.data)
+            var results: [Tensor] = []
+            for threads in [1, 2] {
+                BLAS.setThreads(threads)
+                let y = Tensor(zeros: [outputs * g.outPixels])
+                y.fill(.nan)
+                BF16.convolve(outChannels: outputs, packedKernel: packed.data, geometry: g, image: image.data,
+                              planes: planes.data, y: y.data)
+                results.append(y)
+            }
+            let k = g.columnRows
+            let bound = Double(k + 8) * pow(2, -24) * Double(k)   // operands within ±1
+            let worst = (0..<want.count).map { abs(Double(results[0][$0]) - Double(want[$0])) }.max() ?? 0
+            XCTAssertLessThanOrEqual(worst, bound, "\(g) into \(outputs)")   // NaN (an output not written) fails
+            XCTAssertEqual((0..<want.count).filter { results[0][$0].bitPattern != results[1][$0].bitPattern }.count, 0,
+                           "\(g): 1 and 2 threads")
+
+            // w read as the kernel (channels × outputs × k × k) of a forward whose input gradient this is.
+            let flipped = Tensor(zeros: [w.count])
+            for o in 0..<outputs {
+                for c in 0..<channels {
+                    for i in 0..<kernel {
+                        for j in 0..<kernel {
+                            flipped[((o * channels + c) * kernel + i) * kernel + j] =
+                                w[((c * outputs + o) * kernel + kernel - 1 - i) * kernel + kernel - 1 - j]
+                        }
+                    }
+                }
+            }
+            let packedFlipped = Tensor(zeros: [floats.kernel])
+            BF16.packConvolutionKernel(outChannels: outputs, geometry: g, weights: w.data, flipped: true,
+                                       into: packedFlipped.data)
+            BF16.packConvolutionKernel(outChannels: outputs, geometry: g, weights: flipped.data, into: packed.data)
+            XCTAssertEqual((0..<floats.kernel).filter { packed[$0].bitPattern != packedFlipped[$0].bitPattern }.count,
+                           0, "\(g): flipped packing")
+        }
+    }
+
     func testRoundsToNearestEven() {
         let one = Float(1), ulp = Float(pow(2.0, -7.0))   // bf16 spacing at 1
         XCTAssertEqual(BF16.round(one + ulp / 2), one, "a tie rounds to the even neighbour (down)")

@@ -293,6 +293,81 @@ static void test_im2col_operand(void) {
     }
 }
 
+// ---------------------------------------------------------------- the direct convolution (AMX)
+
+// ocr_bf16_conv against the bf16 reference product of the kernel and the stored column matrix, with the bound of
+// compare_product per output; the same bits on 1 and 2 threads. Channels and widths off the 32-channel chunks and
+// 16-pixel blocks, output channels off the 32-output blocks, dilations, no padding, 5×5 and 1×1 kernels.
+static void test_direct_conv(void) {
+    const ocr_bf16_conv_geometry geometries[] = {
+        // channels, height, width, kernel_h, kernel_w, stride, padding, dilation
+        {32, 9, 11, 3, 3, 1, 1, 1}, {40, 8, 21, 3, 3, 1, 2, 2}, {64, 7, 13, 3, 3, 1, 4, 4}, {3, 9, 5, 5, 5, 1, 2, 1},
+        {33, 6, 6, 1, 1, 1, 0, 1}, {130, 12, 30, 3, 3, 1, 1, 1}, {64, 10, 40, 3, 3, 1, 0, 1},
+    };
+    const long out_channels[] = {48, 19, 70, 32, 16, 64, 33};
+    char what[200];
+    for (size_t s = 0; s < sizeof geometries / sizeof geometries[0]; ++s) {
+        const ocr_bf16_conv_geometry *g = &geometries[s];
+        const long o = out_channels[s];
+        if (!ocr_bf16_conv_available(o, g)) {
+            check(ocr_bf16_conv_packed_kernel_size(o, g) > 0, "direct conv: sizes known where it does not run");
+            continue;
+        }
+        long out_h = g->height + 2 * g->padding - g->dilation * (g->kernel_h - 1);
+        long out_w = g->width + 2 * g->padding - g->dilation * (g->kernel_w - 1);
+        long rows = g->channels * g->kernel_h * g->kernel_w, pixels = out_h * out_w;
+        float *image = random_matrix(g->channels * g->height * g->width, 0), *col = malloc(rows * pixels * 4);
+        float *w = random_matrix(o * rows, 0), *want = malloc(o * pixels * 4), *got[2];
+        im2col_reference(g, image, out_h, out_w, col);
+        ocr_bf16_gemm_reference(0, 0, o, pixels, rows, 1, w, rows, col, pixels, 0, want, pixels);
+        void *packed = malloc(ocr_bf16_conv_packed_kernel_size(o, g));
+        void *planes = aligned_alloc(64, (ocr_bf16_conv_planes_size(o, g) + 63) / 64 * 64);
+        ocr_bf16_conv_pack_kernel(o, g, w, 0, packed);
+        for (int threads = 1; threads <= 2; ++threads) {
+            got[threads - 1] = malloc(o * pixels * 4);
+            for (long i = 0; i < o * pixels; ++i) got[threads - 1][i] = NAN;
+            ocr_bf16_set_threads(threads);
+            ocr_bf16_conv(o, packed, g, image, planes, got[threads - 1]);
+        }
+        int ok = 1;
+        double worst = 0;
+        for (long i = 0; i < o && ok; ++i) {
+            for (long p = 0; p < pixels; ++p) {
+                double magnitude = 0;
+                for (long r = 0; r < rows; ++r)
+                    magnitude += fabs((double)ocr_bf16_round(w[i * rows + r]) * ocr_bf16_round(col[r * pixels + p]));
+                double bound = (rows + 8) * ldexp(1, -24) * magnitude + 1e-37;
+                double diff = fabs((double)got[0][i * pixels + p] - want[i * pixels + p]);
+                if (!(diff <= bound)) ok = 0;
+                if (diff / bound > worst) worst = diff / bound;
+            }
+        }
+        snprintf(what, sizeof what, "direct conv, geometry %zu, %ld outputs: within the bound (worst %.3g of it)", s,
+                 o, worst);
+        check(ok, what);
+        snprintf(what, sizeof what, "direct conv, geometry %zu: same bits on 1 and 2 threads", s);
+        check(memcmp(got[0], got[1], (size_t)(o * pixels) * 4) == 0, what);
+        // Flipped: w read as the C × O × kh × kw kernel of a forward whose input gradient this is; the packing
+        // must be that of W̃ written out.
+        const long kh = g->kernel_h, kw = g->kernel_w, channels = g->channels;
+        float *flipped = malloc(o * rows * 4);
+        for (long i = 0; i < o; ++i)
+            for (long c = 0; c < channels; ++c)
+                for (long y = 0; y < kh; ++y)
+                    for (long x = 0; x < kw; ++x)
+                        flipped[((i * channels + c) * kh + y) * kw + x] =
+                            w[((c * o + i) * kh + kh - 1 - y) * kw + kw - 1 - x];
+        size_t packed_size = ocr_bf16_conv_packed_kernel_size(o, g);
+        void *packed_flipped = malloc(packed_size);
+        ocr_bf16_conv_pack_kernel(o, g, flipped, 0, packed);
+        ocr_bf16_conv_pack_kernel(o, g, w, 1, packed_flipped);
+        snprintf(what, sizeof what, "direct conv, geometry %zu: the flipped packing is that of W̃ written out", s);
+        check(memcmp(packed, packed_flipped, packed_size) == 0, what);
+        free(flipped), free(packed_flipped);
+        free(image), free(col), free(w), free(want), free(got[0]), free(got[1]), free(packed), free(planes);
+    }
+}
+
 int main(void) {
     printf("kernel: %s (ocr_bf16_supported = %d, ocr_bf16_amx_supported = %d)\n", ocr_bf16_kernel_name(),
            ocr_bf16_supported(), ocr_bf16_amx_supported());
@@ -300,6 +375,7 @@ int main(void) {
     test_products();
     test_threads_and_packing();
     test_im2col_operand();
+    test_direct_conv();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -59,6 +59,27 @@ typedef struct {
 void ocr_bf16_gemm_im2col(int transB, long m, float alpha, const void *packed_a, const ocr_bf16_conv_geometry *g,
                           const float *image, float beta, float *c, long ldc);
 
+// A stride-1 convolution run directly on AMX tiles, with no column matrix: y (O × Ho × Wo, row-major, stored, not
+// accumulated) = the convolution of `image` (C × H × W) with the kernel w (O × C × kh × kw) under g (stride 1).
+// - The image is first copied into bf16 channel-pair planes with zero borders (`planes`: ocr_bf16_conv_planes_size
+//   bytes of caller memory, any alignment, 64 bytes best), in which each kernel tap's operand is a strided tile
+//   load; every output sums all taps and channels inside the tiles.
+// - The kernel is packed once by ocr_bf16_conv_pack_kernel (ocr_bf16_conv_packed_kernel_size bytes, 4-byte
+//   aligned) for the same out_channels and g. With `flipped` 1 it packs instead the kernel of an input gradient,
+//   W̃[o, c, i, j] = w[c, o, kh−1−i, kw−1−j], from the forward's w (C × O × kh × kw): dx = conv(dy, W̃) with dy
+//   padded by dilation·(k−1) − padding.
+// - Operands round to bf16 as the GEMM's do and accumulate in fp32, taps outermost (not the im2col GEMM's order, so
+//   not its bits); results do not depend on the thread count.
+// - ocr_bf16_conv_available says whether it runs here (the AMX kernel is in use and g has stride 1); for a g it
+//   cannot run, the sizes are 0 and ocr_bf16_conv does nothing.
+int ocr_bf16_conv_available(long out_channels, const ocr_bf16_conv_geometry *g);
+size_t ocr_bf16_conv_packed_kernel_size(long out_channels, const ocr_bf16_conv_geometry *g);
+void ocr_bf16_conv_pack_kernel(long out_channels, const ocr_bf16_conv_geometry *g, const float *w, int flipped,
+                               void *packed);
+size_t ocr_bf16_conv_planes_size(long out_channels, const ocr_bf16_conv_geometry *g);
+void ocr_bf16_conv(long out_channels, const void *packed_kernel, const ocr_bf16_conv_geometry *g, const float *image,
+                   void *planes, float *y);
+
 // 1 when the CPU has AVX512F/BW/VL + AVX512-BF16 and the OS saves zmm state (XCR0), else 0.
 int ocr_bf16_supported(void);
 
