@@ -282,3 +282,216 @@ void ocr_bf16_conv(long out_channels, const void *packed_kernel, const ocr_bf16_
     conv_job job = {&l, out_channels, packed_kernel, planes, y};
     ocr_bf16_run_parallel(conv_part, &job, (int)min_long(threads, (l.blocks + 1) / 2));
 }
+
+// ---------------------------------------------------------------- the weight gradient
+
+// dW (O × C × kh × kw) of one image, k = pixels: dWᵀ[c, o] for tap t = Σ_p x[c, p + shift_t] · dy[o, p], on a grid
+// of `grid_w` = Wp rounded up to even columns, so that a row starts on a whole pixel pair. The operands:
+//   A (x):  C planes (channels padded to 32) of `x_plane` bf16, padded pixel (h, w) at c·x_plane + h·grid_w + w, zero
+//           outside the image; a tile row is 32 consecutive pixels of one channel at any shift (a plain load).
+//   B (dy): pixel pairs × outputs (padded to 32) × 2 bf16: pair q (grid pixels 2q, 2q + 1), output o at
+//           (q·O32 + o)·2; grid pixel oh·grid_w + ow holds dy[o, oh, ow], zero where ow ≥ Wo and past the last row.
+// Each (32-channel block, 32-output block, tap) is one thread's 2 × 2 tiles over every pixel chunk, stored once.
+typedef struct {
+    long chunks, outputs32, out_h, out_w, grid_w, x_plane, pixel_chunks, taps;
+    long tap_shift[MAX_TAPS];
+} gradient_layout;
+
+static int gradient_layout_of(long out_channels, const ocr_bf16_conv_geometry *g, gradient_layout *l) {
+    conv_layout forward;
+    if (!layout_of(out_channels, g, &forward)) return 0;
+    l->chunks = forward.chunks;
+    l->outputs32 = forward.output_blocks * BLOCK_OUTPUTS;
+    l->out_h = forward.out_h;
+    l->out_w = forward.out_w;
+    l->taps = forward.taps;
+    l->grid_w = round_up(forward.padded_w, 2);
+    l->pixel_chunks = (l->out_h * l->grid_w + 31) / 32;
+    // Reads reach pixel_chunks·32 − 1 + the largest shift; whole cache lines, an odd count (see layout_of).
+    const long padded_h = g->height + 2 * g->padding;
+    const long largest_shift = (g->kernel_h - 1) * g->dilation * l->grid_w + (g->kernel_w - 1) * g->dilation;
+    l->x_plane = round_up(l->pixel_chunks * 32 + largest_shift, 32);
+    if (l->x_plane < padded_h * l->grid_w) l->x_plane = round_up(padded_h * l->grid_w, 32);
+    if (l->x_plane / 32 % 2 == 0) l->x_plane += 32;
+    for (long i = 0; i < g->kernel_h; ++i)
+        for (long j = 0; j < g->kernel_w; ++j)
+            l->tap_shift[i * g->kernel_w + j] = i * g->dilation * l->grid_w + j * g->dilation;
+    return 1;
+}
+
+// Pixel chunks (32 pixels each) an item runs before the next item's turn: the x rows (32 channels) and dy pairs (32
+// outputs) of 2048 pixels are 128 KB each and stay in L2 across the items of the same channel or output block, where
+// a whole image's (R50-D8 layer4 at 512×1024: 557 KB each) would stream from memory once per item. Between blocks an
+// item's four accumulator tiles wait in `partial` (exact fp32), so the bits are those of one unbroken pass.
+static const long gradient_chunks_per_block = 64;
+
+// The scratch: x planes and dy pairs (bf16 counts), then the items' partial sums (floats; 4 tiles of 256 per item).
+static long gradient_x_bf16(const gradient_layout *l) { return l->chunks * CHUNK_CHANNELS * l->x_plane; }
+static long gradient_dy_bf16(const gradient_layout *l) { return l->pixel_chunks * 32 * l->outputs32; }
+static long gradient_partial_floats(const gradient_layout *l) {
+    return l->pixel_chunks > gradient_chunks_per_block ? l->chunks * (l->outputs32 / BLOCK_OUTPUTS) * l->taps * 1024 : 0;
+}
+
+size_t ocr_bf16_conv_weight_gradient_scratch_size(long out_channels, const ocr_bf16_conv_geometry *g) {
+    gradient_layout l;
+    if (!gradient_layout_of(out_channels, g, &l)) return 0;
+    return (size_t)(gradient_x_bf16(&l) + gradient_dy_bf16(&l)) * sizeof(uint16_t)
+        + (size_t)gradient_partial_floats(&l) * sizeof(float);
+}
+
+typedef struct {
+    const ocr_bf16_conv_geometry *g;
+    const gradient_layout *l;
+    long out_channels;
+    const float *image, *dy;
+    uint16_t *x_planes, *dy_pairs;
+    float *partial;  // 4 accumulator tiles per item between pixel blocks
+    float *dw;
+} gradient_job;
+
+// x planes [index·n/count, ...) of the padded channels.
+static AMX void fill_x_planes_part(void *ctx, int index, int count) {
+    const gradient_job *job = ctx;
+    const ocr_bf16_conv_geometry *g = job->g;
+    const gradient_layout *l = job->l;
+    const long planes = l->chunks * CHUNK_CHANNELS, p = g->padding, gw = l->grid_w;
+    for (long c = planes * index / count; c < planes * (index + 1) / count; ++c) {
+        uint16_t *plane = job->x_planes + c * l->x_plane;
+        if (c >= g->channels) {
+            memset(plane, 0, (size_t)l->x_plane * 2);
+            continue;
+        }
+        const float *src = job->image + c * g->height * g->width;
+        memset(plane, 0, (size_t)(p * gw) * 2);
+        for (long h = 0; h < g->height; ++h) {
+            uint16_t *row = plane + (h + p) * gw;
+            memset(row, 0, (size_t)p * 2);
+            for (long w = 0; w < g->width; w += 16) {
+                const __mmask16 valid = first_lanes(g->width - w);
+                const __m256i bits = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, src + h * g->width + w));
+                _mm256_mask_storeu_epi16(row + p + w, valid, bits);
+            }
+            memset(row + p + g->width, 0, (size_t)(gw - p - g->width) * 2);
+        }
+        const long filled = (g->height + p) * gw;
+        memset(plane + filled, 0, (size_t)(l->x_plane - filled) * 2);
+    }
+}
+
+// Word (bf16 pair) of output group `group` (16 outputs) and pixel pair q: each 16 pairs × 16 outputs, one B tile,
+// are 1 KB together.
+static long dy_pair_word(const gradient_layout *l, long group, long q) {
+    return ((group * l->pixel_chunks + q / 16) * 16 + q % 16) * 16;
+}
+
+// dy pairs for output groups of 16 [index·n/count, ...): per output row and 32 grid columns, 16 outputs' 16 pairs
+// each (one zmm per output), transposed into 16 pairs' 16 outputs (the B tile rows).
+static AMX void fill_dy_pairs_part(void *ctx, int index, int count) {
+    const gradient_job *job = ctx;
+    const gradient_layout *l = job->l;
+    const long groups = l->outputs32 / 16, pixels = l->out_h * l->out_w, gw = l->grid_w;
+    uint32_t *pairs = (uint32_t *)job->dy_pairs;  // pair q, output o at q·O32 + o
+    for (long group = groups * index / count; group < groups * (index + 1) / count; ++group) {
+        const long o0 = group * 16;
+        for (long oh = 0; oh < l->out_h; ++oh) {
+            for (long w0 = 0; w0 < gw; w0 += 32) {
+                __m512i rows[16];
+                for (long r = 0; r < 16; ++r) {
+                    const long o = o0 + r;
+                    if (o >= job->out_channels) {
+                        rows[r] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    const float *src = job->dy + o * pixels + oh * l->out_w + w0;
+                    const __m512 even_half = _mm512_maskz_loadu_ps(first_lanes(l->out_w - w0), src);
+                    const __m512 odd_half = _mm512_maskz_loadu_ps(first_lanes(l->out_w - w0 - 16), src + 16);
+                    rows[r] = (__m512i)_mm512_cvtne2ps_pbh(odd_half, even_half);  // 16 pairs of consecutive pixels
+                }
+                transpose_16x16(rows);
+                const long first_pair = (oh * gw + w0) / 2, pairs_here = min_long(16, (gw - w0) / 2);
+                for (long q = 0; q < pairs_here; ++q)
+                    _mm512_storeu_si512(pairs + dy_pair_word(l, group, first_pair + q), rows[q]);
+            }
+        }
+        // Pairs past the last output row, up to whole pixel chunks.
+        for (long q = l->out_h * gw / 2; q < l->pixel_chunks * 16; ++q)
+            _mm512_storeu_si512(pairs + dy_pair_word(l, group, q), _mm512_setzero_si512());
+    }
+}
+
+// dW[o, c, tap] for tile `tile` = channels [c0, c0 + 16) × outputs [o0, o0 + 16), through a scratch tile.
+#define STORE_GRADIENT(tile, c0, o0)                                                                               \
+    do {                                                                                                           \
+        _tile_stored(tile, scratch, 64);                                                                           \
+        for (long c_ = c0; c_ < min_long((c0) + 16, channels); ++c_)                                               \
+            for (long o_ = o0; o_ < min_long((o0) + 16, job->out_channels); ++o_)                                  \
+                job->dw[(o_ * channels + c_) * l->taps + t] = scratch[(c_ - (c0)) * 16 + o_ - (o0)];               \
+    } while (0)
+
+static AMX void gradient_part(void *ctx, int index, int count) {
+    const gradient_job *job = ctx;
+    const gradient_layout *l = job->l;
+    const long channels = job->g->channels, output_blocks = l->outputs32 / BLOCK_OUTPUTS;
+    const long items = l->chunks * output_blocks * l->taps;
+    const long first = items * index / count, last = items * (index + 1) / count;
+    float scratch[16 * 16] __attribute__((aligned(64)));
+    _tile_loadconfig(&config);
+    for (long k0 = 0; k0 < l->pixel_chunks; k0 += gradient_chunks_per_block) {
+        const long k1 = min_long(k0 + gradient_chunks_per_block, l->pixel_chunks);
+        for (long item = first; item < last; ++item) {
+            const long t = item % l->taps, ob = item / l->taps % output_blocks, cb = item / l->taps / output_blocks;
+            const uint16_t *a = job->x_planes + cb * CHUNK_CHANNELS * l->x_plane + l->tap_shift[t] + k0 * 32;
+            const uint16_t *b0 = job->dy_pairs + 2 * dy_pair_word(l, 2 * ob, k0 * 16);
+            const uint16_t *b1 = job->dy_pairs + 2 * dy_pair_word(l, 2 * ob + 1, k0 * 16);
+            float *partial = job->partial + item * 4 * 256;
+            if (k0 == 0) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+            } else {
+                _tile_loadd(0, partial, 64);
+                _tile_loadd(1, partial + 256, 64);
+                _tile_loadd(2, partial + 512, 64);
+                _tile_loadd(3, partial + 768, 64);
+            }
+            for (long k = k0; k < k1; ++k, a += 32, b0 += 512, b1 += 512) {
+                _tile_loadd(4, a, l->x_plane * 2);
+                _tile_loadd(6, b0, 64);
+                _tile_loadd(7, b1, 64);
+                _tile_loadd(5, a + 16 * l->x_plane, l->x_plane * 2);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            if (k1 < l->pixel_chunks) {
+                _tile_stored(0, partial, 64);
+                _tile_stored(1, partial + 256, 64);
+                _tile_stored(2, partial + 512, 64);
+                _tile_stored(3, partial + 768, 64);
+                continue;
+            }
+            const long c0 = cb * CHUNK_CHANNELS, o0 = ob * BLOCK_OUTPUTS;
+            STORE_GRADIENT(0, c0, o0);
+            STORE_GRADIENT(1, c0, o0 + 16);
+            STORE_GRADIENT(2, c0 + 16, o0);
+            STORE_GRADIENT(3, c0 + 16, o0 + 16);
+        }
+    }
+    _tile_release();
+}
+
+void ocr_bf16_conv_weight_gradient(long out_channels, const ocr_bf16_conv_geometry *g, const float *image,
+                                   const float *dy, void *scratch, float *dw) {
+    gradient_layout l;
+    if (!gradient_layout_of(out_channels, g, &l)) return;
+    const int threads = ocr_bf16_get_threads();
+    uint16_t *x_planes = scratch, *dy_pairs = x_planes + gradient_x_bf16(&l);
+    float *partial = (float *)(dy_pairs + gradient_dy_bf16(&l));
+    gradient_job job = {g, &l, out_channels, image, dy, x_planes, dy_pairs, partial, dw};
+    ocr_bf16_run_parallel(fill_x_planes_part, &job, (int)min_long(threads, l.chunks * CHUNK_CHANNELS));
+    ocr_bf16_run_parallel(fill_dy_pairs_part, &job, (int)min_long(threads, l.outputs32 / 16));
+    ocr_bf16_run_parallel(gradient_part, &job,
+                          (int)min_long(threads, l.chunks * (l.outputs32 / BLOCK_OUTPUTS) * l.taps));
+}

@@ -252,8 +252,9 @@ public final class Conv2d {
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
         let dx = needsInputGradient ? Tensor.transient(shape: x.shape) : nil
-        // bf16: dW_i = dy_i·col(x_i)ᵀ with the column matrix unfolded in the GEMM, and dx = conv(dy, W̃) too where
-        // `convolvesInputGradient`; otherwise dx_i is scattered from dcol = Wᵀ·dy_i, which needs the column matrix.
+        // bf16: dW_i = dy_i·col(x_i)ᵀ on the AMX tiles where they run it, else with the column matrix unfolded in the
+        // GEMM; dx = conv(dy, W̃) where `convolvesInputGradient`, else scattered from dcol = Wᵀ·dy_i, which needs the
+        // column matrix.
         let unfoldedWeightGradient = winogradPlan == nil && unfoldsInGemm
         let dyGeometry = inputGradientGeometry(g)
         let convolvedInputGradient = unfoldedWeightGradient && dx != nil
@@ -263,9 +264,11 @@ public final class Conv2d {
         // Work space of one image's weight gradient (Winograd transforms, dy_i packed, or the column matrix, which
         // then holds dcol), then its dW.
         let columnFloats = (unfoldedWeightGradient ? scatterChannels * kernel * kernel : g.columnRows) * g.outPixels
+        let tiledWeightGradient = unfoldedWeightGradient && runsOnTiles(g, outputs: outChannels)
+        let unfoldedFloats = tiledWeightGradient ? BF16.weightGradientFloats(outChannels: outChannels, geometry: g)
+            : unfoldedWeightGradient ? BF16.packedFloats(m: outChannels, k: g.outPixels) : 0
         let workFloats = winogradPlan?.weightGradientScratchCount(inChannels: inChannels, outChannels: outChannels)
-            ?? Swift.max(unfoldedWeightGradient ? BF16.packedFloats(m: outChannels, k: g.outPixels) : 0,
-                         needsColumns ? columnFloats : 0)
+            ?? Swift.max(unfoldedFloats, needsColumns ? columnFloats : 0)
         let scratch = store.workspace.buffer(workFloats + weight.value.count)
         let col = needsColumns ? scratch : nil
         let imageWeightGrad = scratch + workFloats
@@ -279,6 +282,9 @@ public final class Conv2d {
             if let plan = winogradPlan {
                 plan.weightGradient(xi, channels: inChannels, dyi, outChannels: outChannels, into: target,
                                     scratch: scratch, precision: store.precision)
+            } else if tiledWeightGradient {
+                BF16.convolutionWeightGradient(outChannels: outChannels, geometry: g, image: xi, dy: dyi,
+                                               scratch: scratch, dw: target)
             } else if unfoldedWeightGradient {
                 BF16.packA(m: outChannels, k: g.outPixels, a: dyi, into: scratch)
                 BF16.gemmIm2col(transB: true, m: outChannels, packedA: scratch, geometry: g, image: xi, c: target)

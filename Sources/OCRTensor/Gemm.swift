@@ -198,6 +198,22 @@ public enum BF16 {
         ocr_bf16_conv(outChannels, packedKernel, &geometry, image, planes, y)
     }
 
+    /// Floats of scratch `convolutionWeightGradient` needs.
+    public static func weightGradientFloats(outChannels: Int, geometry g: ConvGeometry) -> Int {
+        var geometry = g.bf16
+        return (ocr_bf16_conv_weight_gradient_scratch_size(outChannels, &geometry) + 3) / 4
+    }
+
+    /// dw (outChannels × C × kh × kw, stored) = the weight gradient of one image of that convolution, dy·colᵀ, on the
+    /// AMX tiles with no column matrix (`ocr_bf16_conv_weight_gradient`). Only where `convolves`.
+    public static func convolutionWeightGradient(outChannels: Int, geometry g: ConvGeometry,
+                                                 image: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                                                 scratch: UnsafeMutablePointer<Float>,
+                                                 dw: UnsafeMutablePointer<Float>) {
+        var geometry = g.bf16
+        ocr_bf16_conv_weight_gradient(outChannels, &geometry, image, dy, scratch, dw)
+    }
+
     /// `values` as bf16 bits, rounded as `round` does, into `bits` (the same count).
     public static func pack(_ values: UnsafeBufferPointer<Float>, into bits: UnsafeMutableBufferPointer<UInt16>) {
         precondition(bits.count == values.count)

@@ -131,7 +131,8 @@ final class BF16GemmTests: XCTestCase {
     func testConvolutionOnTilesMatchesTheRoundedReference() throws {
         // (channels, outputs, height, width, kernel, padding, dilation)
         let shapes = [(32, 48, 9, 11, 3, 1, 1), (40, 19, 8, 21, 3, 2, 2), (64, 70, 7, 13, 3, 4, 4), (3, 32, 9, 5, 5, 2, 1),
-                      (130, 64, 12, 30, 3, 1, 1), (64, 33, 10, 40, 3, 0, 1)]
+                      (130, 64, 12, 30, 3, 1, 1), (64, 33, 10, 40, 3, 0, 1),
+                      (32, 40, 50, 61, 3, 1, 1)]   // more pixels than one block of the weight gradient
         var seed: UInt64 = 900
         for (channels, outputs, height, width, kernel, padding, dilation) in shapes {
             let g = ConvGeometry(channels: channels, height: height, width: width, kernelH: kernel, kernelW: kernel,
@@ -166,9 +167,37 @@ final class BF16GemmTests: XCTestCase {
             let k = g.columnRows
             let bound = Double(k + 8) * pow(2, -24) * Double(k)   // operands within ±1
             let worst = (0..<want.count).map { abs(Double(results[0][$0]) - Double(want[$0])) }.max() ?? 0
-            XCTAssertLessThanOrEqual(worst, bound, "\(g) into \(outputs)")   // NaN (an output not written) fails
+            XCTAssertLessThanOrEqual(worst, bound, "\(g) into \(outputs)")
+            XCTAssertEqual((0..<want.count).filter { !results[0][$0].isFinite }.count, 0, "\(g): outputs not written")
             XCTAssertEqual((0..<want.count).filter { results[0][$0].bitPattern != results[1][$0].bitPattern }.count, 0,
                            "\(g): 1 and 2 threads")
+
+            // The weight gradient dy·colᵀ on the tiles: every element a sum over all output pixels.
+            let dy = randomTensor([outputs * g.outPixels], seed: seed + 2000)
+            let rdy = Tensor(zeros: [dy.count])
+            for i in 0..<dy.count { rdy[i] = BF16.round(dy[i]) }
+            let wantGradient = Tensor(zeros: [w.count])
+            naiveGemm(transA: false, transB: true, m: outputs, n: k, k: g.outPixels, alpha: 1,
+                      a: rdy.data, b: rcol.data, beta: 0, c: wantGradient.data)
+            let gradientScratch = Tensor(zeros: [BF16.weightGradientFloats(outChannels: outputs, geometry: g)])
+            var gradients: [Tensor] = []
+            for threads in [1, 2] {
+                BLAS.setThreads(threads)
+                let dw = Tensor(zeros: [w.count])
+                dw.fill(.nan)
+                BF16.convolutionWeightGradient(outChannels: outputs, geometry: g, image: image.data, dy: dy.data,
+                                               scratch: gradientScratch.data, dw: dw.data)
+                gradients.append(dw)
+            }
+            let pixels = g.outPixels
+            let gradientBound = Double(pixels + 8) * pow(2, -24) * Double(pixels)
+            let (gradientWorst, at) = (0..<w.count).map { (abs(Double(gradients[0][$0]) - Double(wantGradient[$0])), $0) }
+                .max { $0.0 < $1.0 } ?? (0, 0)
+            XCTAssertLessThanOrEqual(gradientWorst, gradientBound, "\(g) into \(outputs): weight gradient at \(at)")
+            XCTAssertEqual((0..<w.count).filter { !gradients[0][$0].isFinite }.count, 0,
+                           "\(g): weight gradient elements not written")
+            XCTAssertEqual((0..<w.count).filter { gradients[0][$0].bitPattern != gradients[1][$0].bitPattern }.count, 0,
+                           "\(g): weight gradient, 1 and 2 threads")
 
             // w read as the kernel (channels × outputs × k × k) of a forward whose input gradient this is.
             let flipped = Tensor(zeros: [w.count])

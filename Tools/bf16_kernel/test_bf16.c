@@ -303,8 +303,9 @@ static void test_direct_conv(void) {
         // channels, height, width, kernel_h, kernel_w, stride, padding, dilation
         {32, 9, 11, 3, 3, 1, 1, 1}, {40, 8, 21, 3, 3, 1, 2, 2}, {64, 7, 13, 3, 3, 1, 4, 4}, {3, 9, 5, 5, 5, 1, 2, 1},
         {33, 6, 6, 1, 1, 1, 0, 1}, {130, 12, 30, 3, 3, 1, 1, 1}, {64, 10, 40, 3, 3, 1, 0, 1},
+        {32, 50, 61, 3, 3, 1, 1, 1},  // > 2048 grid pixels: the weight gradient's pixel blocks
     };
-    const long out_channels[] = {48, 19, 70, 32, 16, 64, 33};
+    const long out_channels[] = {48, 19, 70, 32, 16, 64, 33, 40};
     char what[200];
     for (size_t s = 0; s < sizeof geometries / sizeof geometries[0]; ++s) {
         const ocr_bf16_conv_geometry *g = &geometries[s];
@@ -347,6 +348,36 @@ static void test_direct_conv(void) {
         check(ok, what);
         snprintf(what, sizeof what, "direct conv, geometry %zu: same bits on 1 and 2 threads", s);
         check(memcmp(got[0], got[1], (size_t)(o * pixels) * 4) == 0, what);
+        // The weight gradient: dy·colᵀ against the reference, same bits on 1 and 2 threads.
+        float *dy = random_matrix(o * pixels, 0), *dw_want = malloc(o * rows * 4), *dw[2];
+        ocr_bf16_gemm_reference(0, 1, o, rows, pixels, 1, dy, pixels, col, pixels, 0, dw_want, rows);
+        void *gradient_scratch = malloc(ocr_bf16_conv_weight_gradient_scratch_size(o, g));
+        for (int threads = 1; threads <= 2; ++threads) {
+            dw[threads - 1] = malloc(o * rows * 4);
+            for (long i = 0; i < o * rows; ++i) dw[threads - 1][i] = NAN;
+            ocr_bf16_set_threads(threads);
+            ocr_bf16_conv_weight_gradient(o, g, image, dy, gradient_scratch, dw[threads - 1]);
+        }
+        ok = 1;
+        worst = 0;
+        for (long i = 0; i < o && ok; ++i) {
+            for (long r = 0; r < rows; ++r) {
+                double magnitude = 0;
+                for (long p = 0; p < pixels; ++p)
+                    magnitude += fabs((double)ocr_bf16_round(dy[i * pixels + p]) * ocr_bf16_round(col[r * pixels + p]));
+                double bound = (pixels + 8) * ldexp(1, -24) * magnitude + 1e-37;
+                double diff = fabs((double)dw[0][i * rows + r] - dw_want[i * rows + r]);
+                if (!(diff <= bound)) ok = 0;
+                if (diff / bound > worst) worst = diff / bound;
+            }
+        }
+        snprintf(what, sizeof what, "direct conv weight gradient, geometry %zu: within the bound (worst %.3g of it)",
+                 s, worst);
+        check(ok, what);
+        snprintf(what, sizeof what, "direct conv weight gradient, geometry %zu: same bits on 1 and 2 threads", s);
+        check(memcmp(dw[0], dw[1], (size_t)(o * rows) * 4) == 0, what);
+        free(dy), free(dw_want), free(dw[0]), free(dw[1]), free(gradient_scratch);
+
         // Flipped: w read as the C × O × kh × kw kernel of a forward whose input gradient this is; the packing
         // must be that of W̃ written out.
         const long kh = g->kernel_h, kw = g->kernel_w, channels = g->channels;

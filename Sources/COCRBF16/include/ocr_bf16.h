@@ -80,6 +80,14 @@ size_t ocr_bf16_conv_planes_size(long out_channels, const ocr_bf16_conv_geometry
 void ocr_bf16_conv(long out_channels, const void *packed_kernel, const ocr_bf16_conv_geometry *g, const float *image,
                    void *planes, float *y);
 
+// The weight gradient of one image of that convolution, on the tiles too: dw (O × C × kh × kw, stored, not
+// accumulated) = Σ over output pixels of dy (O × Ho × Wo) times the image under each tap, every element summed over
+// all pixels inside the tiles. `scratch`: ocr_bf16_conv_weight_gradient_scratch_size bytes (the image and dy in bf16
+// on a padded pixel grid). Same conditions as ocr_bf16_conv; results do not depend on the thread count.
+size_t ocr_bf16_conv_weight_gradient_scratch_size(long out_channels, const ocr_bf16_conv_geometry *g);
+void ocr_bf16_conv_weight_gradient(long out_channels, const ocr_bf16_conv_geometry *g, const float *image,
+                                   const float *dy, void *scratch, float *dw);
+
 // 1 when the CPU has AVX512F/BW/VL + AVX512-BF16 and the OS saves zmm state (XCR0), else 0.
 int ocr_bf16_supported(void);
 
