@@ -30,7 +30,16 @@ static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
 
 float ocr_bf16_round(float x) { return ocr_bf16_to_float(ocr_bf16_bits(x)); }
 
+static int vector_pack;
+static pthread_once_t vector_pack_once = PTHREAD_ONCE_INIT;
+static void check_vector_pack(void) { vector_pack = ocr_bf16_supported(); }
+
 void ocr_bf16_pack(const float *x, uint16_t *out, long n) {
+    pthread_once(&vector_pack_once, check_vector_pack);
+    if (vector_pack) {
+        ocr_bf16_pack_avx512(x, out, n);
+        return;
+    }
     for (long i = 0; i < n; ++i) out[i] = ocr_bf16_bits(x[i]);
 }
 
@@ -315,6 +324,7 @@ typedef struct {
     const float *b;                          // op(B) as stored, or the image whose im2col matrix it is
     const ocr_bf16_conv_geometry *im2col;    // NULL: b is the matrix itself
     float *c;
+    const uint16_t *b_bits;                  // non-NULL: op(B) as stored, in bf16 (b unused)
 } gemm_job;
 
 // ---------------------------------------------------------------- the im2col matrix, block by block
@@ -364,6 +374,21 @@ static const long unfolded_strip_floats = 65536;
 // beside A; the panels are those the kernel's pack_b makes of the whole matrix, column group by column group.
 static void pack_b_block(const gemm_job *job, long pc, long kc_len, long jc, long nc_len, uint16_t *packed_b) {
     const ocr_bf16_kernel *kern = job->kern;
+    if (job->b_bits) {
+        const uint16_t *src = job->transB ? job->b_bits + jc * job->ldb + pc : job->b_bits + pc * job->ldb + jc;
+        if (kern->pack_b_bf16) {
+            kern->pack_b_bf16(job->transB, src, job->ldb, nc_len, kc_len, packed_b);
+            return;
+        }
+        // Widened to fp32 (exact) and packed as such: rounding a bf16 value again leaves it as it is.
+        const long rows = job->transB ? nc_len : kc_len, cols = job->transB ? kc_len : nc_len;
+        float *wide = scratch(&unfolded_b_scratch, (size_t)rows * cols * sizeof(float));
+        if (!wide) abort();
+        for (long r = 0; r < rows; ++r)
+            for (long j = 0; j < cols; ++j) wide[r * cols + j] = ocr_bf16_to_float(src[r * job->ldb + j]);
+        kern->pack_b(job->transB, wide, cols, nc_len, kc_len, packed_b);
+        return;
+    }
     if (!job->im2col) {
         const float *src = job->transB ? job->b + jc * job->ldb + pc : job->b + pc * job->ldb + jc;
         kern->pack_b(job->transB, src, job->ldb, nc_len, kc_len, packed_b);
@@ -452,9 +477,9 @@ static void run_gemm(gemm_job *job, int threads) {
 
 // transpose_c: the product is Cᵀ (m × n here is C's n × m), written into C transposed.
 static void gemm_with_packed_a(const ocr_bf16_kernel *kern, int transB, long m, long n, long k, float alpha,
-                               const uint16_t *packed_a, const float *b, long ldb, float beta, float *c, long ldc,
-                               int threads, int transpose_c) {
-    gemm_job job = {kern, transB, 0, transpose_c, m, n, k, ldb, ldc, alpha, beta, packed_a, b, NULL, c};
+                               const uint16_t *packed_a, const float *b, const uint16_t *b_bits, long ldb, float beta,
+                               float *c, long ldc, int threads, int transpose_c) {
+    gemm_job job = {kern, transB, 0, transpose_c, m, n, k, ldb, ldc, alpha, beta, packed_a, b, NULL, c, b_bits};
     run_gemm(&job, threads);
 }
 
@@ -470,7 +495,7 @@ void ocr_bf16_gemm_packed_a(int transB, long m, long n, long k, float alpha, con
                             const float *b, long ldb, float beta, float *c, long ldc) {
     if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
     const ocr_bf16_kernel *kern = kernel();
-    gemm_with_packed_a(kern, transB, m, n, k, alpha, packed_a, b, ldb, beta, c, ldc,
+    gemm_with_packed_a(kern, transB, m, n, k, alpha, packed_a, b, NULL, ldb, beta, c, ldc,
                        threads_for(m, n, k, m + n), 0);
 }
 
@@ -493,23 +518,25 @@ static int computes_transposed(const ocr_bf16_kernel *kern, long m, long n, long
     return transposed * 10 < direct * 9;
 }
 
-// One product on up to `threads` threads (1: on the caller's alone, never touching the pool).
+// One product on up to `threads` threads (1: on the caller's alone, never touching the pool). A B given as bf16
+// bits (b_bits) is never the transposed product's left operand, which would need a bf16 A packing too.
 static void product(const ocr_bf16_kernel *kern, int transA, int transB, long m, long n, long k, float alpha,
-                    const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc, int threads) {
+                    const float *a, long lda, const float *b, const uint16_t *b_bits, long ldb, float beta, float *c,
+                    long ldc, int threads) {
     if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
-    if (computes_transposed(kern, m, n, ldc)) {
+    if (!b_bits && computes_transposed(kern, m, n, ldc)) {
         // op(B)ᵀ (n × k) is the packed left operand and op(A)ᵀ (k × m) the right one, each stored "transposed" as
         // the other was not; the dot products are the same pairs of products, so the bits are the same.
         uint16_t *packed = scratch(&packed_a_scratch, ocr_bf16_packed_a_size(n, k));
         if (!packed) abort();
         pack_a(kern, !transB, n, k, b, ldb, packed, (int)min_long(threads, (n + kern->mr - 1) / kern->mr));
-        gemm_with_packed_a(kern, !transA, n, m, k, alpha, packed, a, lda, beta, c, ldc, threads, 1);
+        gemm_with_packed_a(kern, !transA, n, m, k, alpha, packed, a, NULL, lda, beta, c, ldc, threads, 1);
         return;
     }
     uint16_t *packed = scratch(&packed_a_scratch, ocr_bf16_packed_a_size(m, k));
     if (!packed) abort();
     pack_a(kern, transA, m, k, a, lda, packed, (int)min_long(threads, (m + kern->mr - 1) / kern->mr));
-    gemm_with_packed_a(kern, transB, m, n, k, alpha, packed, b, ldb, beta, c, ldc, threads, 0);
+    gemm_with_packed_a(kern, transB, m, n, k, alpha, packed, b, b_bits, ldb, beta, c, ldc, threads, 0);
 }
 
 void ocr_bf16_gemm_im2col(int transB, long m, float alpha, const void *packed_a, const ocr_bf16_conv_geometry *g,
@@ -518,13 +545,14 @@ void ocr_bf16_gemm_im2col(int transB, long m, float alpha, const void *packed_a,
     const long pixels = output_extent(g->height, g->kernel_h, g) * output_extent(g->width, g->kernel_w, g);
     const long n = transB ? rows : pixels, k = transB ? pixels : rows;
     if (product_is_trivial(m, n, k, alpha, beta, c, ldc)) return;
-    gemm_job job = {kernel(), transB, 0, 0, m, n, k, 0, ldc, alpha, beta, packed_a, image, g, c};
+    gemm_job job = {kernel(), transB, 0, 0, m, n, k, 0, ldc, alpha, beta, packed_a, image, g, c, NULL};
     run_gemm(&job, threads_for(m, n, k, m + n));
 }
 
 void ocr_bf16_gemm(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                    const float *b, long ldb, float beta, float *c, long ldc) {
-    product(kernel(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads_for(m, n, k, m + n));
+    product(kernel(), transA, transB, m, n, k, alpha, a, lda, b, NULL, ldb, beta, c, ldc,
+            threads_for(m, n, k, m + n));
 }
 
 typedef struct {
@@ -533,28 +561,43 @@ typedef struct {
     long count, m, n, k, lda, ldb, ldc;
     float alpha, beta;
     const float *const *a, *const *b;
+    const uint16_t *const *b_bits;  // non-NULL: the B operands in bf16 (b unused)
     float *const *c;
 } batch_job;
+
+static void batch_product(const batch_job *job, long i, int threads) {
+    product(job->kern, job->transA, job->transB, job->m, job->n, job->k, job->alpha, job->a[i], job->lda,
+            job->b_bits ? NULL : job->b[i], job->b_bits ? job->b_bits[i] : NULL, job->ldb, job->beta, job->c[i],
+            job->ldc, threads);
+}
 
 // Thread `index` of `threads` runs products index, index + threads, ..., each whole.
 static void batch_part(void *ctx, int index, int threads) {
     const batch_job *job = ctx;
-    for (long i = index; i < job->count; i += threads)
-        product(job->kern, job->transA, job->transB, job->m, job->n, job->k, job->alpha, job->a[i], job->lda,
-                job->b[i], job->ldb, job->beta, job->c[i], job->ldc, 1);
+    for (long i = index; i < job->count; i += threads) batch_product(job, i, 1);
+}
+
+static void run_batch(const batch_job *job) {
+    if (job->count <= 0) return;
+    int threads = ocr_bf16_get_threads();
+    if (job->count < threads) {  // too few products to go round: one after the other, each on all threads
+        for (long i = 0; i < job->count; ++i)
+            batch_product(job, i, threads_for(job->m, job->n, job->k, job->m + job->n));
+        return;
+    }
+    ocr_bf16_run_parallel(batch_part, (void *)job, threads);
 }
 
 void ocr_bf16_gemm_batch(int transA, int transB, long count, long m, long n, long k, float alpha,
                          const float *const *a, long lda, const float *const *b, long ldb, float beta,
                          float *const *c, long ldc) {
-    if (count <= 0) return;
-    const ocr_bf16_kernel *kern = kernel();
-    int threads = ocr_bf16_get_threads();
-    if (count < threads) {  // too few products to go round: one after the other, each on all threads
-        for (long i = 0; i < count; ++i)
-            ocr_bf16_gemm(transA, transB, m, n, k, alpha, a[i], lda, b[i], ldb, beta, c[i], ldc);
-        return;
-    }
-    batch_job job = {kern, transA, transB, count, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
-    ocr_bf16_run_parallel(batch_part, &job, threads);
+    batch_job job = {kernel(), transA, transB, count, m, n, k, lda, ldb, ldc, alpha, beta, a, b, NULL, c};
+    run_batch(&job);
+}
+
+void ocr_bf16_gemm_batch_bf16_b(int transA, int transB, long count, long m, long n, long k, float alpha,
+                                const float *const *a, long lda, const uint16_t *const *b, long ldb, float beta,
+                                float *const *c, long ldc) {
+    batch_job job = {kernel(), transA, transB, count, m, n, k, lda, ldb, ldc, alpha, beta, a, NULL, b, c};
+    run_batch(&job);
 }

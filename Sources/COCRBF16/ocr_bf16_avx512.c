@@ -84,6 +84,54 @@ static void AVX512BF16 pack_b(int trans, const float *b, long ldb, long cols, lo
     }
 }
 
+// pack_b's panels from B as bf16 bits. Stored k × n: the words of rows p and p + 1 of 16 columns, zero-extended
+// and merged into pairs. Stored n × k: 32 k of 16 lines at a time are already 16 pairs, transposed as pack_b does.
+static void AVX512BF16 pack_b_bf16(int trans, const uint16_t *b, long ldb, long cols, long k_len, uint16_t *panels) {
+    uint32_t *out = (uint32_t *)panels;
+    long panel_size = NR * ((k_len + 1) / 2);  // in 32-bit pairs
+    if (trans) {
+        for (long j = 0; j < cols; j += 16) {
+            uint32_t *panel = out + j / NR * panel_size + j % NR;
+            for (long p = 0; p < k_len; p += 32) {
+                __m512i rows[16];
+                for (long line = 0; line < 16; ++line)
+                    rows[line] = j + line < cols ? _mm512_maskz_loadu_epi16(first_words(k_len - p), b + (j + line) * ldb + p)
+                                                 : _mm512_setzero_si512();
+                transpose_16x16(rows);
+                long pairs = (k_len - p + 1) / 2 < 16 ? (k_len - p + 1) / 2 : 16;
+                for (long pair = 0; pair < pairs; ++pair) _mm512_storeu_si512(panel + (p / 2 + pair) * NR, rows[pair]);
+            }
+        }
+        if (cols % NR > 0 && cols % NR <= 16) {  // the last panel's unused half: zeros, as pack_b leaves it
+            uint32_t *half = out + cols / NR * panel_size + 16;
+            for (long pair = 0; pair < (k_len + 1) / 2; ++pair)
+                _mm512_storeu_si512(half + pair * NR, _mm512_setzero_si512());
+        }
+        return;
+    }
+    long groups = (cols + 31) / 32 * 2;  // 16-column groups, the last panel's both halves included
+    for (long p = 0; p < k_len; p += 2) {
+        const uint16_t *even_row = b + p * ldb, *odd_row = b + (p + 1) * ldb;
+        uint32_t *pair_out = out + p / 2 * NR;
+        for (long g = 0; g < groups; ++g) {
+            __mmask16 valid = first_lanes(cols - 16 * g);
+            __m512i even = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, even_row + 16 * g));
+            __m512i odd = p + 1 < k_len ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, odd_row + 16 * g))
+                                        : _mm512_setzero_si512();
+            _mm512_storeu_si512(pair_out + g / 2 * panel_size + g % 2 * 16,
+                                _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
+        }
+    }
+}
+
+// ocr_bf16_pack's rounding, 16 values per VCVTNEPS2BF16 (the instruction ocr_bf16_bits matches).
+void AVX512BF16 ocr_bf16_pack_avx512(const float *x, uint16_t *out, long n) {
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 valid = first_lanes(n - i);
+        _mm256_mask_storeu_epi16(out + i, valid, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, x + i)));
+    }
+}
+
 // c = alpha * acc + beta * c on the lanes of `mask` (beta == 0: c is not read, so NaN there does not leak).
 static inline AVX512BF16 void store_tile_row(float *c, __m512 acc, __mmask16 mask, __m512 alpha, float beta) {
     __m512 result = _mm512_mul_ps(acc, alpha);
@@ -180,7 +228,7 @@ static void microkernel(long k_padded, const uint16_t *a_panel, const uint16_t *
 // 2048³ at 63-67 GFLOP/s, these at 70-76).
 #define AVX512_KERNEL(name_, kc_)                                                                  \
     {.name = name_, .mr = MR, .nr = NR, .k_unit = 2, .kc = kc_, .mc = 720, .nc = 1024,             \
-     .pack_a_panel = pack_a_panel, .pack_b = pack_b, .microkernel = microkernel}
+     .pack_a_panel = pack_a_panel, .pack_b = pack_b, .pack_b_bf16 = pack_b_bf16, .microkernel = microkernel}
 const ocr_bf16_kernel ocr_bf16_kernel_avx512 = AVX512_KERNEL("avx512bf16 12x32", 384);
 // With a 48 KB L1 (Zen 5) a 32 KB micro-panel of kc = 512 still stays there, and C is read and written in half as
 // many k passes for k = 512 (measured, 2 threads, in one process: 2048×8192×512 639 → 676 GFLOP/s, the input

@@ -12,6 +12,11 @@ static inline OCR_AVX512 __mmask16 first_lanes(long count) {
     return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count > 0 ? count : 0)) - 1);
 }
 
+// Mask of the first `count` (clamped to 0...32) 16-bit lanes.
+static inline OCR_AVX512 __mmask32 first_words(long count) {
+    return count >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (count > 0 ? count : 0)) - 1);
+}
+
 // In-register transpose of a 16×16 matrix of 32-bit elements (rows[i] lane j  ->  rows[j] lane i): pairs of
 // rows interleaved by 32 then 64 bits, then the 128-bit lanes gathered with two rounds of vshufi32x4.
 static inline OCR_AVX512 void transpose_16x16(__m512i rows[16]) {

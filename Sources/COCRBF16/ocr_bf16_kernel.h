@@ -22,6 +22,9 @@ typedef struct {
     // nr × round_up(k_len, k_unit) bf16. A whole block at once, so that a B stored k × n can be read along its
     // rows (panel by panel, each k row would be a different page: 32 KB apart for n = 8192).
     void (*pack_b)(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panels);
+    // Optional (NULL: the driver widens the block to fp32 and calls pack_b). The same panels from B given as bf16
+    // bits (ocr_bf16_gemm_batch_bf16_b): the values are already rounded, so only their layout changes.
+    void (*pack_b_bf16)(int trans, const uint16_t *b, long ldb, long cols, long k_len, uint16_t *panels);
     // tile[0..rows) [0..cols) = alpha * Apanel·Bpanel + beta * tile (beta == 0: c is not read), where tile (i, j) is
     // c[i * ldc + j], or c[j * ldc + i] when transpose_c (the driver computes Cᵀ = op(B)ᵀ·op(A)ᵀ when C has few
     // columns). k_padded is the panels' padded k extent.
@@ -65,5 +68,12 @@ extern const ocr_bf16_kernel ocr_bf16_kernel_amx;
 extern const ocr_bf16_kernel ocr_bf16_kernel_avx512;
 extern const ocr_bf16_kernel ocr_bf16_kernel_avx512_l1_48k;  // the same with a k block for an L1 of 48 KB or more
 extern const ocr_bf16_kernel ocr_bf16_kernel_portable;
+
+// ocr_bf16_pack on AVX512-BF16 (ocr_bf16_avx512.c): the same bits, 16 at a time.
+void ocr_bf16_pack_avx512(const float *x, uint16_t *out, long n);
+
+// ocr_bf16_winograd_input's scalar reference (ocr_bf16_winograd.c), which runs where AVX512-BF16 does not.
+void ocr_bf16_winograd_input_reference(const float *padded, long block_rows, long block_cols, uint16_t *out,
+                                       long stride);
 
 #endif

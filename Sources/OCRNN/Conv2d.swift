@@ -212,7 +212,8 @@ public final class Conv2d {
         if let plan {
             let kernel = transformedKernel()
             let pass = batchPlan(plan, images: n)
-            let scratch = store.workspace.buffer(pass.scratchCount(inChannels: inChannels, outChannels: outChannels))
+            let scratch = store.workspace.buffer(pass.scratchCount(inChannels: inChannels, outChannels: outChannels,
+                                                                            precision: store.precision))
             for i in Swift.stride(from: 0, to: n, by: pass.images) {
                 pass.convolve(x.data + i * inSize, channels: inChannels, kernel: kernel.data,
                               outChannels: outChannels, y.data + i * outSize, scratch: scratch,
@@ -267,7 +268,8 @@ public final class Conv2d {
         let tiledWeightGradient = unfoldedWeightGradient && runsOnTiles(g, outputs: outChannels)
         let unfoldedFloats = tiledWeightGradient ? BF16.weightGradientFloats(outChannels: outChannels, geometry: g)
             : unfoldedWeightGradient ? BF16.packedFloats(m: outChannels, k: g.outPixels) : 0
-        let workFloats = winogradPlan?.weightGradientScratchCount(inChannels: inChannels, outChannels: outChannels)
+        let workFloats = winogradPlan?.weightGradientScratchCount(inChannels: inChannels, outChannels: outChannels,
+                                                                  precision: store.precision)
             ?? Swift.max(unfoldedFloats, needsColumns ? columnFloats : 0)
         let scratch = store.workspace.buffer(workFloats + weight.value.count)
         let col = needsColumns ? scratch : nil
@@ -332,7 +334,8 @@ public final class Conv2d {
             let kernel = winogradKernel ?? transformedKernel()   // kept only by a training forward
             winogradKernel = nil   // backward walks towards the large early layers, which can reuse its storage
             let pass = batchPlan(plan, images: n)
-            let scratch = store.workspace.buffer(pass.scratchCount(inChannels: outChannels, outChannels: inChannels))
+            let scratch = store.workspace.buffer(pass.scratchCount(inChannels: outChannels, outChannels: inChannels,
+                                                                            precision: store.precision))
             for i in Swift.stride(from: 0, to: n, by: pass.images) {
                 pass.convolve(dy.data + i * outSize, channels: outChannels, kernel: kernel.data, transposed: true,
                               outChannels: inChannels, dx.data + i * inSize, scratch: scratch,

@@ -149,6 +149,7 @@ public enum BF16 {
     /// x rounded to bf16 and back (nearest even; fp32 denormals flush to zero as the hardware conversion does).
     public static func round(_ x: Float) -> Float { ocr_bf16_round(x) }
 
+
     /// Floats of caller memory that hold an m×k left operand packed for the bf16 GEMM (`packA`).
     public static func packedFloats(m: Int, k: Int) -> Int { (ocr_bf16_packed_a_size(m, k) + 3) / 4 }
 
@@ -196,6 +197,31 @@ public enum BF16 {
                                 y: UnsafeMutablePointer<Float>) {
         var geometry = g.bf16
         ocr_bf16_conv(outChannels, packedKernel, &geometry, image, planes, y)
+    }
+
+    /// `gemmBatch` in bf16 with each B_i given as bf16 bits (`pack`'s rounding), stored as op(B_i) would be in fp32:
+    /// the bits the fp32 operands that round to them give (`ocr_bf16_gemm_batch_bf16_b`).
+    public static func gemmBatch(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                                 a: [UnsafePointer<Float>], lda: Int? = nil, bits b: [UnsafePointer<UInt16>],
+                                 ldb: Int? = nil, c: [UnsafeMutablePointer<Float>], ldc: Int? = nil) {
+        precondition(a.count == b.count && b.count == c.count, "gemmBatch: \(a.count), \(b.count), \(c.count) operands")
+        let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
+        a.map(Optional.some).withUnsafeBufferPointer { a in
+            b.map(Optional.some).withUnsafeBufferPointer { b in
+                c.map(Optional.some).withUnsafeBufferPointer { c in
+                    ocr_bf16_gemm_batch_bf16_b(transA ? 1 : 0, transB ? 1 : 0, a.count, m, n, k, 1, a.baseAddress,
+                                               lda, b.baseAddress, ldb, 0, c.baseAddress, ldc)
+                }
+            }
+        }
+    }
+
+    /// Winograd's input transform of one channel of one sub-image (`padded`: (2·blockRows + 2) × (2·blockCols + 2),
+    /// zero-bordered) into 16 matrices of bf16 bits `stride` apart, block (u, v) at u·blockCols + v: the fp32
+    /// transform's values rounded as `pack` rounds (`ocr_bf16_winograd_input`).
+    public static func winogradInput(padded: UnsafePointer<Float>, blockRows: Int, blockCols: Int,
+                                     into out: UnsafeMutablePointer<UInt16>, stride: Int) {
+        ocr_bf16_winograd_input(padded, blockRows, blockCols, out, stride)
     }
 
     /// Floats of scratch `convolutionWeightGradient` needs.

@@ -14,6 +14,8 @@ public struct WinogradPlan {
     /// One 2×2 output block: its image, sub-image (row/column residue) and first sub-image row and column.
     struct Block { let image, rowResidue, colResidue, row, col, subHeight, subWidth: Int }
     let blocks: [Block]
+    /// T, the 2×2 output blocks of all images: the columns of the 16 products.
+    public var blockCount: Int { blocks.count }
     /// One sub-image (image, residues) with its block rows and columns and the index of its first block.
     struct SubImage { let image, rowResidue, colResidue, height, width, blockRows, blockCols, firstBlock: Int }
     let subImages: [SubImage]
@@ -52,9 +54,20 @@ public struct WinogradPlan {
     /// same cache sets and evict each other (measured: the kernel transform ran at ~2 GB/s).
     public static func matrixStride(_ count: Int) -> Int { count + 16 }
 
+    /// The same for the 16 transformed inputs V_ξ when the GEMMs run in bf16: stored as bf16 bits, rounded as the
+    /// GEMM's packing would round them (so the same products), with half the bytes written and read; one cache
+    /// line more than their size, as above.
+    public static func bitsStride(_ count: Int) -> Int { count + 32 }
+
+    /// Floats (of fp32 scratch) the 16 transformed inputs of C channels take in `precision`.
+    func transformedInputFloats(channels c: Int, precision: Precision) -> Int {
+        precision == .bfloat16 ? 8 * Self.bitsStride(c * blocks.count) : 16 * Self.matrixStride(c * blocks.count)
+    }
+
     /// Floats of scratch `convolve` needs for C input and O output channels.
-    public func scratchCount(inChannels: Int, outChannels: Int) -> Int {
-        16 * (Self.matrixStride(inChannels * blocks.count) + Self.matrixStride(outChannels * blocks.count))
+    public func scratchCount(inChannels: Int, outChannels: Int, precision: Precision) -> Int {
+        transformedInputFloats(channels: inChannels, precision: precision)
+            + 16 * Self.matrixStride(outChannels * blocks.count)
     }
 
     /// Floats of a transformed kernel of O×C 3×3 kernels.
@@ -72,13 +85,10 @@ public struct WinogradPlan {
                          transposed: Bool = false, outChannels: Int, _ y: UnsafeMutablePointer<Float>,
                          scratch: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (c, o, t) = (channels, outChannels, blocks.count)
-        let (kernelStride, inputStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(c * t),
-                                                         Self.matrixStride(o * t))
-        let v = scratch, m = v + 16 * inputStride
+        let (kernelStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(o * t))
+        let inputFloats = transformedInputFloats(channels: c, precision: precision)
+        let m = scratch + inputFloats
         var timing = Profiler.begin()
-        transformInput(x, channels: c, into: v)
-        Profiler.end("Winograd input transform", timing)
-        timing = Profiler.begin()
         // An image's result must not depend on the rest of the batch: that keeps a batch split over ranks
         // bit-identical to the whole batch in one process. The bf16 GEMM computes every element the same way
         // whatever the column count (ocr_bf16.h), so one product covers all images' blocks (fewer, wider GEMMs:
@@ -88,11 +98,27 @@ public struct WinogradPlan {
         let (products, columns) = precision == .bfloat16 ? (1, t) : (Swift.max(images, 1), t / Swift.max(images, 1))
         let swap = [3, 1, 2, 0]
         let runs = (0..<16).flatMap { xi in (0..<products).map { (xi, $0 * columns) } }
-        gemmBatch(transA: transposed, m: o, n: columns, k: c,
-                  a: runs.map { xi, _ in u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride },
-                  lda: transposed ? o : c,
-                  b: runs.map { xi, first in UnsafePointer(v + xi * inputStride + first) }, ldb: t,
-                  c: runs.map { xi, first in m + xi * outputStride + first }, ldc: t, precision: precision)
+        let kernels = runs.map { xi, _ in
+            UnsafePointer(u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride)
+        }
+        let outputs = runs.map { xi, first in m + xi * outputStride + first }
+        if precision == .bfloat16 {
+            scratch.withMemoryRebound(to: UInt16.self, capacity: 2 * inputFloats) { v in
+                transformInput(x, channels: c, into: .bfloat16(v))
+                Profiler.end("Winograd input transform", timing)
+                timing = Profiler.begin()
+                BF16.gemmBatch(transA: transposed, m: o, n: t, k: c, a: kernels, lda: transposed ? o : c,
+                               bits: (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) }, ldb: t,
+                               c: outputs, ldc: t)
+            }
+        } else {
+            transformInput(x, channels: c, into: .float32(scratch))
+            Profiler.end("Winograd input transform", timing)
+            timing = Profiler.begin()
+            gemmBatch(transA: transposed, m: o, n: columns, k: c, a: kernels, lda: transposed ? o : c,
+                      b: runs.map { xi, first in UnsafePointer(scratch + xi * Self.matrixStride(c * t) + first) },
+                      ldb: t, c: outputs, ldc: t)
+        }
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()
         transformOutput(m, channels: o, into: y)
@@ -106,19 +132,31 @@ public struct WinogradPlan {
                                outChannels: Int, into dw: UnsafeMutablePointer<Float>,
                                scratch: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (c, o, t) = (channels, outChannels, blocks.count)
-        let (kernelStride, inputStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(c * t),
-                                                         Self.matrixStride(o * t))
-        let v = scratch, z = v + 16 * inputStride, du = z + 16 * outputStride
+        let (kernelStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(o * t))
+        let inputFloats = transformedInputFloats(channels: c, precision: precision)
+        let z = scratch + inputFloats, du = z + 16 * outputStride
         var timing = Profiler.begin()
-        transformInput(x, channels: c, into: v)
-        Profiler.end("Winograd input transform", timing)
-        timing = Profiler.begin()
         transformOutputGradient(dy, channels: o, into: z)
         Profiler.end("Winograd output-gradient transform", timing)
+        let gradients = (0..<16).map { UnsafePointer(z + $0 * outputStride) }
+        let kernelGradients = (0..<16).map { du + $0 * kernelStride }
         timing = Profiler.begin()
-        gemmBatch(transB: true, m: o, n: c, k: t, a: (0..<16).map { UnsafePointer(z + $0 * outputStride) },
-                  b: (0..<16).map { UnsafePointer(v + $0 * inputStride) }, c: (0..<16).map { du + $0 * kernelStride },
-                  precision: precision)
+        if precision == .bfloat16 {
+            scratch.withMemoryRebound(to: UInt16.self, capacity: 2 * inputFloats) { v in
+                transformInput(x, channels: c, into: .bfloat16(v))
+                Profiler.end("Winograd input transform", timing)
+                timing = Profiler.begin()
+                BF16.gemmBatch(transB: true, m: o, n: c, k: t, a: gradients,
+                               bits: (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) },
+                               c: kernelGradients)
+            }
+        } else {
+            transformInput(x, channels: c, into: .float32(scratch))
+            Profiler.end("Winograd input transform", timing)
+            timing = Profiler.begin()
+            gemmBatch(transB: true, m: o, n: c, k: t, a: gradients,
+                      b: (0..<16).map { UnsafePointer(scratch + $0 * Self.matrixStride(c * t)) }, c: kernelGradients)
+        }
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()
         parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in
@@ -141,8 +179,8 @@ public struct WinogradPlan {
     }
 
     /// Scratch `weightGradient` needs: the input and output-gradient transforms and dU.
-    public func weightGradientScratchCount(inChannels: Int, outChannels: Int) -> Int {
-        scratchCount(inChannels: inChannels, outChannels: outChannels)
+    public func weightGradientScratchCount(inChannels: Int, outChannels: Int, precision: Precision) -> Int {
+        scratchCount(inChannels: inChannels, outChannels: outChannels, precision: precision)
             + Self.kernelCount(outChannels: outChannels, channels: inChannels)
     }
 
@@ -203,12 +241,19 @@ public struct WinogradPlan {
         }
     }
 
+    /// Where `transformInput` writes V_ξ: 16 fp32 matrices `matrixStride` apart, or, for bf16 GEMMs, 16 matrices
+    /// of bf16 bits `bitsStride` apart.
+    public enum TransformedInput {
+        case float32(UnsafeMutablePointer<Float>)
+        case bfloat16(UnsafeMutablePointer<UInt16>)
+    }
+
     /// V_ξ[c][t] = (Bᵀ d B)_ξ for the 4×4 input block d of block t (zero outside the image). Each sub-image is
     /// first copied into a zero-bordered buffer, so the rows of Bᵀ d are whole-row vector operations and no block
-    /// needs a bounds check.
-    func transformInput(_ x: UnsafePointer<Float>, channels c: Int, into v: UnsafeMutablePointer<Float>) {
+    /// needs a bounds check. In bf16 the same arithmetic runs vectorised in C (`ocr_bf16_winograd_input`), rounding
+    /// each value to bf16 bits as it stores it.
+    public func transformInput(_ x: UnsafePointer<Float>, channels c: Int, into target: TransformedInput) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
-        let stride = Self.matrixStride(c * t)
         // The padded sub-image plus the 4 rows of Bᵀ d, for the largest sub-image.
         var largest = 0
         for sub in subImages {
@@ -233,6 +278,15 @@ public struct WinogradPlan {
                                     for q in 0..<sub.width { row[q] = line[q * d] }
                                 }
                             }
+                            let v: UnsafeMutablePointer<Float>
+                            switch target {
+                            case .float32(let matrices): v = matrices
+                            case .bfloat16(let matrices):
+                                BF16.winogradInput(padded: padded, blockRows: sub.blockRows, blockCols: sub.blockCols,
+                                                   into: matrices + ch * t + sub.firstBlock, stride: Self.bitsStride(c * t))
+                                continue
+                            }
+                            let stride = Self.matrixStride(c * t)
                             let rows = padded + ph * pw   // Bᵀ d for one block row: 4 rows of pw
                             for bu in 0..<sub.blockRows {
                                 let (d0, d1, d2, d3) = (padded + 2 * bu * pw, padded + (2 * bu + 1) * pw,
@@ -264,7 +318,7 @@ public struct WinogradPlan {
     }
 
     /// y block = Aᵀ m A for each output channel and block, written where it falls inside the image.
-    func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>) {
+    public func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
         let stride = Self.matrixStride(o * t)
         blocks.withUnsafeBufferPointer { blocks in

@@ -28,6 +28,45 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// In bf16 the transformed inputs are stored as bf16 bits: they must be the fp32 transform rounded as the GEMM's
+    /// packing rounds it, so that the products, and the convolution, keep the bits of the GEMM on fp32 inputs.
+    func testBF16TransformedInputsAreTheRoundedFP32Ones() {
+        for (c, o, h, w, d, n) in [(40, 24, 10, 13, 2, 2), (7, 5, 9, 6, 1, 1), (33, 17, 16, 16, 4, 2)] {
+            let tag = "in \(c) out \(o) \(h)×\(w) d\(d) n\(n)"
+            let plan = WinogradPlan(images: n, height: h, width: w, dilation: d)
+            let t = plan.blockCount
+            let x = randomTensor([n, c, h, w], seed: 11)
+            let floats = Tensor(zeros: [16 * WinogradPlan.matrixStride(c * t)])
+            plan.transformInput(x.data, channels: c, into: .float32(floats.data))
+            var bits = [UInt16](repeating: 0xffff, count: 16 * WinogradPlan.bitsStride(c * t))
+            bits.withUnsafeMutableBufferPointer { plan.transformInput(x.data, channels: c, into: .bfloat16($0.baseAddress!)) }
+            var differ = 0
+            for xi in 0..<16 {
+                for i in 0..<(c * t) {
+                    let want = BF16.round(floats[xi * WinogradPlan.matrixStride(c * t) + i]).bitPattern >> 16
+                    differ += bits[xi * WinogradPlan.bitsStride(c * t) + i] == UInt16(want) ? 0 : 1
+                }
+            }
+            XCTAssertEqual(differ, 0, "\(tag): transformed inputs in bf16")
+
+            // The whole forward: the bf16 GEMMs on those fp32 matrices, then the output transform.
+            let kernel = Tensor(zeros: [WinogradPlan.kernelCount(outChannels: o, channels: c)])
+            WinogradPlan.transformKernel(randomTensor([o, c, 3, 3], seed: 12).data, outChannels: o, channels: c,
+                                         into: kernel.data)
+            let products = Tensor(zeros: [16 * WinogradPlan.matrixStride(o * t)])
+            gemmBatch(m: o, n: t, k: c, a: (0..<16).map { UnsafePointer(kernel.data + $0 * WinogradPlan.matrixStride(o * c)) },
+                      b: (0..<16).map { UnsafePointer(floats.data + $0 * WinogradPlan.matrixStride(c * t)) },
+                      c: (0..<16).map { products.data + $0 * WinogradPlan.matrixStride(o * t) }, precision: .bfloat16)
+            let want = Tensor(zeros: [n, o, h, w]), y = Tensor(zeros: [n, o, h, w])
+            plan.transformOutput(products.data, channels: o, into: want.data)
+            let scratch = Tensor(zeros: [plan.scratchCount(inChannels: c, outChannels: o, precision: .bfloat16)])
+            plan.convolve(x.data, channels: c, kernel: kernel.data, outChannels: o, y.data, scratch: scratch.data,
+                          precision: .bfloat16)
+            XCTAssertEqual((0..<y.count).filter { y[$0].bitPattern != want[$0].bitPattern }.count, 0,
+                           "\(tag): bf16 forward")
+        }
+    }
+
     func makeConvolution(_ cin: Int, _ cout: Int, _ dilation: Int) -> (store: ParameterStore, conv: Conv2d) {
         let store = ParameterStore()
         let conv = Conv2d(store.root.child("c"), in: cin, out: cout, kernel: 3, padding: dilation, dilation: dilation,

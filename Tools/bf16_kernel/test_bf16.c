@@ -2,6 +2,7 @@
 // the bf16 rounding, and that results do not depend on the thread count. Run by build.sh once per kernel
 // (OCR_BF16_KERNEL=amx, avx512bf16, portable). Prints "N passed, M failed" and exits non-zero on any failure.
 #include "ocr_bf16.h"
+#include "ocr_bf16_kernel.h"  // the scalar references of vector code
 
 #include <math.h>
 #include <stdint.h>
@@ -239,6 +240,85 @@ static void test_threads_and_packing(void) {
     check_same_bits(333, 444, 555, 0, 1, -0.5f, 0.25f);
 }
 
+// ---------------------------------------------------------------- B given as bf16 bits
+
+// ocr_bf16_pack (vectorised where AVX512-BF16 runs) gives ocr_bf16_round's bits; a batch whose B operands are those
+// bits gives ocr_bf16_gemm_batch's bits on the fp32 values, on 1 and 2 threads, with fewer products than threads
+// and more, for every layout (and a thin C, which the fp32 path computes transposed).
+static void test_bf16_b_operand(void) {
+    enum { PATTERNS = 100003 };  // not a multiple of 16: the vector loop's last, partial step too
+    float *x = malloc(PATTERNS * sizeof(float));
+    uint16_t *bits = malloc(PATTERNS * sizeof(uint16_t));
+    for (long i = 0; i < PATTERNS; ++i) {
+        uint32_t u = (uint32_t)next_random();
+        if (i % 4 == 0) u &= 0x807fffff;  // denormals
+        if (i % 7 == 0) u |= 0x7f800000;  // inf and NaN
+        x[i] = float_of(u);
+    }
+    ocr_bf16_pack(x, bits, PATTERNS);
+    long differ = 0;
+    for (long i = 0; i < PATTERNS; ++i) differ += bits[i] != bits_of(ocr_bf16_round(x[i])) >> 16;
+    char what[200];
+    snprintf(what, sizeof what, "ocr_bf16_pack gives ocr_bf16_round's bits on %d patterns (%ld differ)", PATTERNS,
+             differ);
+    check(differ == 0, what);
+    free(x), free(bits);
+
+    const long shapes[][6] = {  // count, m, n, k, transA, transB
+        {3, 70, 90, 45, 0, 0}, {3, 64, 600, 130, 1, 0}, {4, 50, 70, 900, 0, 1}, {1, 300, 500, 200, 0, 0},
+        {2, 100, 19, 77, 0, 0}, {5, 33, 1100, 400, 1, 1},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        const long count = shapes[s][0], m = shapes[s][1], n = shapes[s][2], k = shapes[s][3];
+        const int transA = (int)shapes[s][4], transB = (int)shapes[s][5];
+        const long lda = transA ? m : k, ldb = transB ? k : n;
+        const float *a[8], *b[8];
+        const uint16_t *b_bits[8];
+        float *want[8], *got[8];
+        for (long i = 0; i < count; ++i) {
+            a[i] = random_matrix(m * k, 0), b[i] = random_matrix(k * n, 0);
+            uint16_t *packed = malloc((size_t)(k * n) * sizeof(uint16_t));
+            ocr_bf16_pack(b[i], packed, k * n);
+            b_bits[i] = packed;
+            want[i] = malloc((size_t)(m * n) * sizeof(float)), got[i] = malloc((size_t)(m * n) * sizeof(float));
+        }
+        for (int threads = 1; threads <= 2; ++threads) {
+            ocr_bf16_set_threads(threads);
+            ocr_bf16_gemm_batch(transA, transB, count, m, n, k, 1, a, lda, b, ldb, 0, want, n);
+            for (long i = 0; i < count; ++i) memset(got[i], 0xff, (size_t)(m * n) * sizeof(float));  // NaN
+            ocr_bf16_gemm_batch_bf16_b(transA, transB, count, m, n, k, 1, a, lda, b_bits, ldb, 0, got, n);
+            int same = 1;
+            for (long i = 0; i < count; ++i) same &= memcmp(want[i], got[i], (size_t)(m * n) * sizeof(float)) == 0;
+            snprintf(what, sizeof what, "bf16 B: %ld products m=%ld n=%ld k=%ld tA=%d tB=%d, %d thread(s): the fp32 "
+                     "batch's bits", count, m, n, k, transA, transB, threads);
+            check(same, what);
+        }
+        for (long i = 0; i < count; ++i)
+            free((void *)a[i]), free((void *)b[i]), free((void *)b_bits[i]), free(want[i]), free(got[i]);
+    }
+}
+
+// ---------------------------------------------------------------- Winograd's input transform in bf16
+
+// The vector transform against its scalar reference, bit for bit, over block counts that leave partial vectors
+// (and none), with values of many magnitudes so that the bf16 rounding is exercised.
+static void test_winograd_input(void) {
+    const long shapes[][2] = {{1, 1}, {3, 5}, {2, 16}, {4, 17}, {5, 40}, {1, 33}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        const long br = shapes[s][0], bc = shapes[s][1], stride = br * bc + 7;
+        float *padded = random_matrix((2 * br + 2) * (2 * bc + 2), 1);
+        uint16_t *want = malloc((size_t)(16 * stride) * 2), *got = malloc((size_t)(16 * stride) * 2);
+        memset(want, 0, (size_t)(16 * stride) * 2), memset(got, 0, (size_t)(16 * stride) * 2);
+        ocr_bf16_winograd_input_reference(padded, br, bc, want, stride);
+        ocr_bf16_winograd_input(padded, br, bc, got, stride);
+        char what[120];
+        snprintf(what, sizeof what, "Winograd input transform %ld × %ld blocks: the reference's bits, nothing else written",
+                 br, bc);
+        check(memcmp(want, got, (size_t)(16 * stride) * 2) == 0, what);
+        free(padded), free(want), free(got);
+    }
+}
+
 // ---------------------------------------------------------------- the im2col operand
 
 // col (C·kh·kw × Ho·Wo) of the image, written out: the matrix ocr_bf16_gemm_im2col unfolds block by block.
@@ -405,6 +485,8 @@ int main(void) {
     test_round();
     test_products();
     test_threads_and_packing();
+    test_bf16_b_operand();
+    test_winograd_input();
     test_im2col_operand();
     test_direct_conv();
     printf("%d passed, %d failed\n", passed, failed);

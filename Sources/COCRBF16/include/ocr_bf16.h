@@ -35,6 +35,13 @@ void ocr_bf16_gemm_batch(int transA, int transB, long count, long m, long n, lon
                          const float *const *a, long lda, const float *const *b, long ldb, float beta,
                          float *const *c, long ldc);
 
+// The same with each B_i given as bf16 bits, stored as op(B_i) would be in fp32 (ldb in elements): the bits
+// ocr_bf16_gemm_batch gives for the fp32 values that ocr_bf16_pack rounds to them, with half the bytes written by
+// whoever produces B and read by the packing (Winograd's transformed inputs).
+void ocr_bf16_gemm_batch_bf16_b(int transA, int transB, long count, long m, long n, long k, float alpha,
+                                const float *const *a, long lda, const uint16_t *const *b, long ldb, float beta,
+                                float *const *c, long ldc);
+
 // Weights reused across many GEMMs (Winograd's 16 GEMMs per convolution, per-image loops, forward + backward of
 // one step) can be packed once: ocr_bf16_packed_a_size bytes of caller memory (4-byte aligned; 64 is best), filled by
 // ocr_bf16_pack_a, then used by ocr_bf16_gemm_packed_a with the same m and k. The layout belongs to the kernel
@@ -87,6 +94,11 @@ void ocr_bf16_conv(long out_channels, const void *packed_kernel, const ocr_bf16_
 size_t ocr_bf16_conv_weight_gradient_scratch_size(long out_channels, const ocr_bf16_conv_geometry *g);
 void ocr_bf16_conv_weight_gradient(long out_channels, const ocr_bf16_conv_geometry *g, const float *image,
                                    const float *dy, void *scratch, float *dw);
+
+// Winograd F(2×2, 3×3)'s input transform of one channel of one sub-image into bf16 bits (ocr_bf16_winograd.c has
+// the shapes): `padded` (2·block_rows + 2) × (2·block_cols + 2) floats, the sub-image with a zero border; V_ξ of
+// block (u, v) at out[ξ·stride + u·block_cols + v]. The values of the fp32 transform, rounded as ocr_bf16_pack does.
+void ocr_bf16_winograd_input(const float *padded, long block_rows, long block_cols, uint16_t *out, long stride);
 
 // 1 when the CPU has AVX512F/BW/VL + AVX512-BF16 and the OS saves zmm state (XCR0), else 0.
 int ocr_bf16_supported(void);
