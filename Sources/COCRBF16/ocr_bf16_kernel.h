@@ -72,8 +72,11 @@ extern const ocr_bf16_kernel ocr_bf16_kernel_portable;
 // ocr_bf16_pack on AVX512-BF16 (ocr_bf16_avx512.c): the same bits, 16 at a time.
 void ocr_bf16_pack_avx512(const float *x, uint16_t *out, long n);
 
-// ocr_bf16_winograd_input's scalar reference (ocr_bf16_winograd.c), which runs where AVX512-BF16 does not.
+// The Winograd transforms' scalar references (ocr_bf16_winograd.c), which run where AVX512-BF16 does not.
 void ocr_bf16_winograd_input_reference(const float *padded, long block_rows, long block_cols, uint16_t *out,
                                        long stride);
+void ocr_bf16_winograd_output_reference(const float *m, long stride, long block_rows, long block_cols, float *y);
+void ocr_bf16_winograd_output_gradient_reference(const float *dy, long block_rows, long block_cols, float *z,
+                                                 long stride);
 
 #endif

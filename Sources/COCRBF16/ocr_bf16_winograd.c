@@ -1,12 +1,13 @@
-// Winograd F(2×2, 3×3) input transform with bf16 output (Sources/OCRTensor/Winograd.swift, transformInput, when
-// the 16 GEMMs run in bf16): the transformed inputs go straight to bf16 bits, half the bytes of fp32, with the
-// rounding the GEMM's packing would apply to them.
+// Winograd F(2×2, 3×3) transforms for the bf16 path (Sources/OCRTensor/Winograd.swift runs them when the 16 GEMMs
+// run in bf16), vectorised over 16 blocks of a block row, each beside its scalar reference. Each does the
+// operations of Winograd.swift's fp32 transform in its order, so it gives its values; the input transform then
+// rounds them to bf16 bits (half the bytes of fp32, the rounding the GEMM's packing would apply).
 //
-// Shapes, for one channel of one sub-image of br × bc blocks of 2×2 outputs:
-//   padded:  (2·br + 2) × pw floats, pw = 2·bc + 2: the sub-image with a zero border (rows and columns −1 ...)
-//   out:     V_ξ for ξ = 4i + j at out[ξ·stride + u·bc + v] for block (u, v): (Bᵀ d B)[i][j] of its 4×4 input d
-// Arithmetic: first the rows of Bᵀ d (d0 − d2, d1 + d2, d2 − d1, d1 − d3, each rounded to fp32), then their
-// columns combined the same way, then rounded to bf16: the fp32 path's operations in its order, so its values.
+// Shapes, for one channel of one sub-image of br × bc blocks of 2×2 outputs, ξ = 4i + j:
+//   input:            padded (2·br + 2) × pw floats, pw = 2·bc + 2: the sub-image with a zero border (rows and
+//                     columns −1 ...); out[ξ·stride + u·bc + v] = (Bᵀ d B)[i][j] of the 4×4 input d of block (u, v)
+//   output:           m[ξ·stride + u·bc + v] → y: 2·br × 2·bc floats, the sub-image's outputs (Aᵀ M A per block)
+//   output gradient:  dy: 2·br × 2·bc floats (zero past the sub-image) → z[ξ·stride + u·bc + v] = (A dŶ Aᵀ)[i][j]
 #include "ocr_bf16.h"
 #include "ocr_bf16_avx512_common.h"
 #include "ocr_bf16_kernel.h"
@@ -34,6 +35,8 @@ void ocr_bf16_winograd_input_reference(const float *padded, long block_rows, lon
         }
     }
 }
+
+// ---------------------------------------------------------------- input: Bᵀ d B
 
 // 16 blocks of a block row at a time: columns x ... x + 31 of each row of Bᵀ d give, split into even and odd
 // columns, e0 and e1 of the 16 blocks; columns x + 2 ... x + 33 give e2 and e3.
@@ -73,6 +76,117 @@ static OCR_AVX512 void winograd_input_avx512(const float *padded, long block_row
     }
 }
 
+// ---------------------------------------------------------------- output: Aᵀ M A
+
+// Per block, row a of M gives r0 = m0 + m1 + m2 and r1 = m1 − m2 − m3; Aᵀ sums them into the four outputs
+// starting from 0 (so that a −0 sum comes out as +0, as the fp32 transform's accumulators do).
+void ocr_bf16_winograd_output_reference(const float *m, long stride, long block_rows, long block_cols, float *y) {
+    const long width = 2 * block_cols;
+    for (long b = 0; b < block_rows * block_cols; ++b) {
+        float r0[4], r1[4];
+        for (int a = 0; a < 4; ++a) {
+            const float m0 = m[(4 * a) * stride + b], m1 = m[(4 * a + 1) * stride + b];
+            const float m2 = m[(4 * a + 2) * stride + b], m3 = m[(4 * a + 3) * stride + b];
+            r0[a] = m0 + m1 + m2, r1[a] = m1 - m2 - m3;
+        }
+        float *top = y + b / block_cols * 2 * width + b % block_cols * 2;
+        top[0] = 0.0f + r0[0] + r0[1] + r0[2];
+        top[1] = 0.0f + r1[0] + r1[1] + r1[2];
+        top[width] = 0.0f + r0[1] - r0[2] - r0[3];
+        top[width + 1] = 0.0f + r1[1] - r1[2] - r1[3];
+    }
+}
+
+static OCR_AVX512 void winograd_output_avx512(const float *m, long stride, long block_rows, long block_cols,
+                                              float *y) {
+    const long width = 2 * block_cols;
+    // Lanes of (left, right) interleaved: outputs 0 ... 15 and 16 ... 31 of a row of 16 blocks.
+    const __m512i low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+    const __m512 zero = _mm512_setzero_ps();
+    for (long bu = 0; bu < block_rows; ++bu) {
+        for (long bv = 0; bv < block_cols; bv += 16) {
+            const long b = bu * block_cols + bv;
+            const __mmask16 blocks = first_lanes(block_cols - bv);
+            __m512 r0[4], r1[4];
+            for (int a = 0; a < 4; ++a) {
+                const __m512 m0 = _mm512_maskz_loadu_ps(blocks, m + (4 * a) * stride + b);
+                const __m512 m1 = _mm512_maskz_loadu_ps(blocks, m + (4 * a + 1) * stride + b);
+                const __m512 m2 = _mm512_maskz_loadu_ps(blocks, m + (4 * a + 2) * stride + b);
+                const __m512 m3 = _mm512_maskz_loadu_ps(blocks, m + (4 * a + 3) * stride + b);
+                r0[a] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                r1[a] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            const __m512 y00 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(zero, r0[0]), r0[1]), r0[2]);
+            const __m512 y01 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(zero, r1[0]), r1[1]), r1[2]);
+            const __m512 y10 = _mm512_sub_ps(_mm512_sub_ps(_mm512_add_ps(zero, r0[1]), r0[2]), r0[3]);
+            const __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(_mm512_add_ps(zero, r1[1]), r1[2]), r1[3]);
+            float *top = y + 2 * bu * width + 2 * bv;
+            const long columns = 2 * (block_cols - bv);
+            _mm512_mask_storeu_ps(top, first_lanes(columns), _mm512_permutex2var_ps(y00, low, y01));
+            _mm512_mask_storeu_ps(top + 16, first_lanes(columns - 16), _mm512_permutex2var_ps(y00, high, y01));
+            _mm512_mask_storeu_ps(top + width, first_lanes(columns), _mm512_permutex2var_ps(y10, low, y11));
+            _mm512_mask_storeu_ps(top + width + 16, first_lanes(columns - 16), _mm512_permutex2var_ps(y10, high, y11));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- output gradient: A dŶ Aᵀ
+
+// Per block, A dŶ has rows (y0q, y0q + y1q, y0q − y1q, −y1q); each row (p, q) times Aᵀ is (p, p + q, p − q, −q).
+void ocr_bf16_winograd_output_gradient_reference(const float *dy, long block_rows, long block_cols, float *z,
+                                                 long stride) {
+    const long width = 2 * block_cols;
+    for (long b = 0; b < block_rows * block_cols; ++b) {
+        const float *top = dy + b / block_cols * 2 * width + b % block_cols * 2;
+        const float y00 = top[0], y01 = top[1], y10 = top[width], y11 = top[width + 1];
+        const float p[4] = {y00, y00 + y10, y00 - y10, -y10}, q[4] = {y01, y01 + y11, y01 - y11, -y11};
+        for (int a = 0; a < 4; ++a) {
+            z[(4 * a) * stride + b] = p[a];
+            z[(4 * a + 1) * stride + b] = p[a] + q[a];
+            z[(4 * a + 2) * stride + b] = p[a] - q[a];
+            z[(4 * a + 3) * stride + b] = -q[a];
+        }
+    }
+}
+
+// −x, exactly (the sign bit flipped; AVX512F has no floating-point xor).
+static inline OCR_AVX512 __m512 negate(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+}
+
+static OCR_AVX512 void winograd_output_gradient_avx512(const float *dy, long block_rows, long block_cols, float *z,
+                                                       long stride) {
+    const long width = 2 * block_cols;
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+    for (long bu = 0; bu < block_rows; ++bu) {
+        for (long bv = 0; bv < block_cols; bv += 16) {
+            const long b = bu * block_cols + bv, columns = 2 * (block_cols - bv);
+            const __mmask16 blocks = first_lanes(block_cols - bv);
+            const float *top = dy + 2 * bu * width + 2 * bv;
+            const __m512 t0 = _mm512_maskz_loadu_ps(first_lanes(columns), top);
+            const __m512 t1 = _mm512_maskz_loadu_ps(first_lanes(columns - 16), top + 16);
+            const __m512 u0 = _mm512_maskz_loadu_ps(first_lanes(columns), top + width);
+            const __m512 u1 = _mm512_maskz_loadu_ps(first_lanes(columns - 16), top + width + 16);
+            const __m512 y00 = _mm512_permutex2var_ps(t0, evens, t1), y01 = _mm512_permutex2var_ps(t0, odds, t1);
+            const __m512 y10 = _mm512_permutex2var_ps(u0, evens, u1), y11 = _mm512_permutex2var_ps(u0, odds, u1);
+            const __m512 p[4] = {y00, _mm512_add_ps(y00, y10), _mm512_sub_ps(y00, y10),
+                                 negate(y10)};
+            const __m512 q[4] = {y01, _mm512_add_ps(y01, y11), _mm512_sub_ps(y01, y11),
+                                 negate(y11)};
+            for (int a = 0; a < 4; ++a) {
+                _mm512_mask_storeu_ps(z + (4 * a) * stride + b, blocks, p[a]);
+                _mm512_mask_storeu_ps(z + (4 * a + 1) * stride + b, blocks, _mm512_add_ps(p[a], q[a]));
+                _mm512_mask_storeu_ps(z + (4 * a + 2) * stride + b, blocks, _mm512_sub_ps(p[a], q[a]));
+                _mm512_mask_storeu_ps(z + (4 * a + 3) * stride + b, blocks, negate(q[a]));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- dispatch
+
 static int vector_transform;
 static pthread_once_t vector_transform_once = PTHREAD_ONCE_INIT;
 static void check_vector_transform(void) { vector_transform = ocr_bf16_supported(); }
@@ -81,4 +195,16 @@ void ocr_bf16_winograd_input(const float *padded, long block_rows, long block_co
     pthread_once(&vector_transform_once, check_vector_transform);
     if (vector_transform) winograd_input_avx512(padded, block_rows, block_cols, out, stride);
     else ocr_bf16_winograd_input_reference(padded, block_rows, block_cols, out, stride);
+}
+
+void ocr_bf16_winograd_output(const float *m, long stride, long block_rows, long block_cols, float *y) {
+    pthread_once(&vector_transform_once, check_vector_transform);
+    if (vector_transform) winograd_output_avx512(m, stride, block_rows, block_cols, y);
+    else ocr_bf16_winograd_output_reference(m, stride, block_rows, block_cols, y);
+}
+
+void ocr_bf16_winograd_output_gradient(const float *dy, long block_rows, long block_cols, float *z, long stride) {
+    pthread_once(&vector_transform_once, check_vector_transform);
+    if (vector_transform) winograd_output_gradient_avx512(dy, block_rows, block_cols, z, stride);
+    else ocr_bf16_winograd_output_gradient_reference(dy, block_rows, block_cols, z, stride);
 }

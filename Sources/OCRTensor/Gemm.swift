@@ -224,6 +224,20 @@ public enum BF16 {
         ocr_bf16_winograd_input(padded, blockRows, blockCols, out, stride)
     }
 
+    /// Winograd's output transform of one channel of one sub-image: `outputs` (2·blockRows × 2·blockCols) = Aᵀ M A
+    /// per block from 16 product matrices `stride` apart (`ocr_bf16_winograd_output`).
+    public static func winogradOutput(_ m: UnsafePointer<Float>, stride: Int, blockRows: Int, blockCols: Int,
+                                      into outputs: UnsafeMutablePointer<Float>) {
+        ocr_bf16_winograd_output(m, stride, blockRows, blockCols, outputs)
+    }
+
+    /// Winograd's output-gradient transform of one channel of one sub-image: 16 matrices `stride` apart = A dŶ Aᵀ
+    /// per 2×2 block of `dy` (2·blockRows × 2·blockCols, zero past the sub-image; `ocr_bf16_winograd_output_gradient`).
+    public static func winogradOutputGradient(_ dy: UnsafePointer<Float>, blockRows: Int, blockCols: Int,
+                                              into z: UnsafeMutablePointer<Float>, stride: Int) {
+        ocr_bf16_winograd_output_gradient(dy, blockRows, blockCols, z, stride)
+    }
+
     /// Floats of scratch `convolutionWeightGradient` needs.
     public static func weightGradientFloats(outChannels: Int, geometry g: ConvGeometry) -> Int {
         var geometry = g.bf16

@@ -121,7 +121,7 @@ public struct WinogradPlan {
         }
         Profiler.end("Winograd GEMMs", timing)
         timing = Profiler.begin()
-        transformOutput(m, channels: o, into: y)
+        transformOutput(m, channels: o, into: y, precision: precision)
         Profiler.end("Winograd output transform", timing)
     }
 
@@ -136,7 +136,7 @@ public struct WinogradPlan {
         let inputFloats = transformedInputFloats(channels: c, precision: precision)
         let z = scratch + inputFloats, du = z + 16 * outputStride
         var timing = Profiler.begin()
-        transformOutputGradient(dy, channels: o, into: z)
+        transformOutputGradient(dy, channels: o, into: z, precision: precision)
         Profiler.end("Winograd output-gradient transform", timing)
         let gradients = (0..<16).map { UnsafePointer(z + $0 * outputStride) }
         let kernelGradients = (0..<16).map { du + $0 * kernelStride }
@@ -186,9 +186,25 @@ public struct WinogradPlan {
 
     /// Z_ξ[o][t] = (A dŶ Aᵀ)_ξ for the 2×2 output-gradient block dŶ of block t (zero outside the image): the
     /// adjoint of `transformOutput`.
-    func transformOutputGradient(_ dy: UnsafePointer<Float>, channels o: Int, into z: UnsafeMutablePointer<Float>) {
+    /// With `precision` bf16 (the transforms of the bf16 path) it runs vectorised in C, with the same values
+    /// (`ocr_bf16_winograd_output_gradient`), on each sub-image copied into a zero-padded buffer.
+    public func transformOutputGradient(_ dy: UnsafePointer<Float>, channels o: Int, into z: UnsafeMutablePointer<Float>,
+                                        precision: Precision = .float32) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
         let stride = Self.matrixStride(o * t)
+        if precision == .bfloat16 {
+            forEachSubImage(channels: o) { oc, sub, outputs in
+                outputs.update(repeating: 0, count: 4 * sub.blockRows * sub.blockCols)
+                let src = dy + (sub.image * o + oc) * plane + sub.rowResidue * width + sub.colResidue
+                for u in 0..<sub.height {
+                    let (row, line) = (outputs + u * 2 * sub.blockCols, src + u * d * width)
+                    if d == 1 { row.update(from: line, count: sub.width) } else { for q in 0..<sub.width { row[q] = line[q * d] } }
+                }
+                BF16.winogradOutputGradient(outputs, blockRows: sub.blockRows, blockCols: sub.blockCols,
+                                            into: z + oc * t + sub.firstBlock, stride: stride)
+            }
+            return
+        }
         blocks.withUnsafeBufferPointer { blocks in
             parallelChunks(o, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
                 for oc in o0..<o1 {
@@ -317,10 +333,40 @@ public struct WinogradPlan {
         }
     }
 
-    /// y block = Aᵀ m A for each output channel and block, written where it falls inside the image.
-    public func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>) {
+    /// body(channel, sub-image, buffer) for every channel and sub-image, the channels split over the threads, with
+    /// a buffer of a sub-image's 2·blockRows × 2·blockCols outputs per thread.
+    func forEachSubImage(channels: Int, _ body: (Int, SubImage, UnsafeMutablePointer<Float>) -> Void) {
+        let largest = subImages.map { 4 * $0.blockRows * $0.blockCols }.max() ?? 0
+        subImages.withUnsafeBufferPointer { subImages in
+            parallelChunks(channels, minimumPerChunk: Swift.max(1, 2048 / Swift.max(blocks.count, 1))) { c0, c1 in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: largest) { buffer in
+                    for channel in c0..<c1 {
+                        for sub in subImages { body(channel, sub, buffer.baseAddress!) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// y block = Aᵀ m A for each output channel and block, written where it falls inside the image. With
+    /// `precision` bf16 (the transforms of the bf16 path) it runs vectorised in C, with the same values
+    /// (`ocr_bf16_winograd_output`), a sub-image at a time.
+    public func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>,
+                                precision: Precision = .float32) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
         let stride = Self.matrixStride(o * t)
+        if precision == .bfloat16 {
+            forEachSubImage(channels: o) { oc, sub, outputs in
+                BF16.winogradOutput(m + oc * t + sub.firstBlock, stride: stride, blockRows: sub.blockRows,
+                                    blockCols: sub.blockCols, into: outputs)
+                let dst = y + (sub.image * o + oc) * plane + sub.rowResidue * width + sub.colResidue
+                for u in 0..<sub.height {
+                    let (row, line) = (outputs + u * 2 * sub.blockCols, dst + u * d * width)
+                    if d == 1 { line.update(from: row, count: sub.width) } else { for q in 0..<sub.width { line[q * d] = row[q] } }
+                }
+            }
+            return
+        }
         blocks.withUnsafeBufferPointer { blocks in
             parallelChunks(o, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
                 for oc in o0..<o1 {

@@ -29,8 +29,9 @@ final class WinogradTests: XCTestCase {
     }
 
     /// In bf16 the transformed inputs are stored as bf16 bits: they must be the fp32 transform rounded as the GEMM's
-    /// packing rounds it, so that the products, and the convolution, keep the bits of the GEMM on fp32 inputs.
-    func testBF16TransformedInputsAreTheRoundedFP32Ones() {
+    /// packing rounds it, so that the products, and the convolution, keep the bits of the GEMM on fp32 inputs. The
+    /// bf16 path's output and output-gradient transforms (vectorised in C) must give the fp32 ones' values.
+    func testTransformsOfTheBF16PathGiveTheFP32Values() {
         for (c, o, h, w, d, n) in [(40, 24, 10, 13, 2, 2), (7, 5, 9, 6, 1, 1), (33, 17, 16, 16, 4, 2)] {
             let tag = "in \(c) out \(o) \(h)×\(w) d\(d) n\(n)"
             let plan = WinogradPlan(images: n, height: h, width: w, dilation: d)
@@ -64,6 +65,15 @@ final class WinogradTests: XCTestCase {
                           precision: .bfloat16)
             XCTAssertEqual((0..<y.count).filter { y[$0].bitPattern != want[$0].bitPattern }.count, 0,
                            "\(tag): bf16 forward")
+
+            // The output-gradient transform of the bf16 path (vectorised) against the fp32 one.
+            let dy = randomTensor([n, o, h, w], seed: 13)
+            let (z, zWant) = (Tensor(zeros: [16 * WinogradPlan.matrixStride(o * t)]),
+                              Tensor(zeros: [16 * WinogradPlan.matrixStride(o * t)]))
+            plan.transformOutputGradient(dy.data, channels: o, into: zWant.data)
+            plan.transformOutputGradient(dy.data, channels: o, into: z.data, precision: .bfloat16)
+            XCTAssertEqual((0..<z.count).filter { z[$0].bitPattern != zWant[$0].bitPattern }.count, 0,
+                           "\(tag): output-gradient transform")
         }
     }
 

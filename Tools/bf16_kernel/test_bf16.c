@@ -298,11 +298,11 @@ static void test_bf16_b_operand(void) {
     }
 }
 
-// ---------------------------------------------------------------- Winograd's input transform in bf16
+// ---------------------------------------------------------------- Winograd's transforms for bf16
 
-// The vector transform against its scalar reference, bit for bit, over block counts that leave partial vectors
+// The vector transforms against their scalar references, bit for bit, over block counts that leave partial vectors
 // (and none), with values of many magnitudes so that the bf16 rounding is exercised.
-static void test_winograd_input(void) {
+static void test_winograd_transforms(void) {
     const long shapes[][2] = {{1, 1}, {3, 5}, {2, 16}, {4, 17}, {5, 40}, {1, 33}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
         const long br = shapes[s][0], bc = shapes[s][1], stride = br * bc + 7;
@@ -315,7 +315,23 @@ static void test_winograd_input(void) {
         snprintf(what, sizeof what, "Winograd input transform %ld × %ld blocks: the reference's bits, nothing else written",
                  br, bc);
         check(memcmp(want, got, (size_t)(16 * stride) * 2) == 0, what);
-        free(padded), free(want), free(got);
+
+        const long outputs = 4 * br * bc;
+        float *m = random_matrix(16 * stride, 1);
+        float *y_want = malloc((size_t)outputs * 4), *y_got = malloc((size_t)outputs * 4);
+        ocr_bf16_winograd_output_reference(m, stride, br, bc, y_want);
+        ocr_bf16_winograd_output(m, stride, br, bc, y_got);
+        snprintf(what, sizeof what, "Winograd output transform %ld × %ld blocks: the reference's bits", br, bc);
+        check(memcmp(y_want, y_got, (size_t)outputs * 4) == 0, what);
+
+        float *z_want = malloc((size_t)(16 * stride) * 4), *z_got = malloc((size_t)(16 * stride) * 4);
+        memset(z_want, 0, (size_t)(16 * stride) * 4), memset(z_got, 0, (size_t)(16 * stride) * 4);
+        ocr_bf16_winograd_output_gradient_reference(m, br, bc, z_want, stride);  // m read as a 2br × 2bc dy
+        ocr_bf16_winograd_output_gradient(m, br, bc, z_got, stride);
+        snprintf(what, sizeof what, "Winograd output-gradient transform %ld × %ld blocks: the reference's bits, nothing "
+                 "else written", br, bc);
+        check(memcmp(z_want, z_got, (size_t)(16 * stride) * 4) == 0, what);
+        free(padded), free(want), free(got), free(m), free(y_want), free(y_got), free(z_want), free(z_got);
     }
 }
 
@@ -486,7 +502,7 @@ int main(void) {
     test_products();
     test_threads_and_packing();
     test_bf16_b_operand();
-    test_winograd_input();
+    test_winograd_transforms();
     test_im2col_operand();
     test_direct_conv();
     printf("%d passed, %d failed\n", passed, failed);

@@ -99,6 +99,12 @@ void ocr_bf16_conv_weight_gradient(long out_channels, const ocr_bf16_conv_geomet
 // the shapes): `padded` (2·block_rows + 2) × (2·block_cols + 2) floats, the sub-image with a zero border; V_ξ of
 // block (u, v) at out[ξ·stride + u·block_cols + v]. The values of the fp32 transform, rounded as ocr_bf16_pack does.
 void ocr_bf16_winograd_input(const float *padded, long block_rows, long block_cols, uint16_t *out, long stride);
+// Its output transform, y (the sub-image's 2·block_rows × 2·block_cols outputs) = Aᵀ M A per block from the 16
+// product matrices m (block (u, v) at m[ξ·stride + u·block_cols + v]), and its output-gradient transform, z (16
+// matrices, the same layout) = A dŶ Aᵀ per 2×2 block of dy (2·block_rows × 2·block_cols, zero past the sub-image):
+// the fp32 values of Winograd.swift's transforms, vectorised.
+void ocr_bf16_winograd_output(const float *m, long stride, long block_rows, long block_cols, float *y);
+void ocr_bf16_winograd_output_gradient(const float *dy, long block_rows, long block_cols, float *z, long stride);
 
 // 1 when the CPU has AVX512F/BW/VL + AVX512-BF16 and the OS saves zmm state (XCR0), else 0.
 int ocr_bf16_supported(void);
