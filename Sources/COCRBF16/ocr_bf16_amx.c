@@ -21,6 +21,7 @@
 // one chunk into the fp32 accumulator is the hardware's (not the reference's sequential one), but it is the same
 // on every call, so results remain deterministic and independent of the thread split.
 #include "ocr_bf16_avx512_common.h"
+#include "ocr_bf16_amx_tiles.h"
 #include "ocr_bf16_kernel.h"
 
 #include <immintrin.h>
@@ -122,18 +123,7 @@ static AMX void pack_b(int trans, const float *b, long ldb, long cols, long k_le
 
 // ---------------------------------------------------------------- tiles
 
-typedef struct __attribute__((aligned(64))) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t bytes_per_row[16];
-    uint8_t rows[16];
-} tile_config;
-
-// Palette 1, tmm0-7 all 16 rows × 64 bytes.
-static const tile_config config = {
-    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16},
-};
-
-static AMX void thread_begin(void) { _tile_loadconfig(&config); }
+static AMX void thread_begin(void) { _tile_loadconfig(&ocr_bf16_tiles_16x64); }
 static AMX void thread_end(void) { _tile_release(); }
 
 // GCC's tile load macros do not tell the compiler that they read memory: stores to a buffer that a tile load reads

@@ -20,6 +20,7 @@
 // (they differ from the im2col GEMM's, whose k order is channel-major).
 #include "ocr_bf16.h"
 #include "ocr_bf16_avx512_common.h"
+#include "ocr_bf16_amx_tiles.h"
 #include "ocr_bf16_kernel.h"
 
 #include <immintrin.h>
@@ -173,17 +174,6 @@ static AMX void fill_planes_part(void *ctx, int index, int count) {
 
 // ---------------------------------------------------------------- tiles
 
-typedef struct __attribute__((aligned(64))) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t bytes_per_row[16];
-    uint8_t rows[16];
-} tile_config;
-
-// Palette 1, tmm0-7 all 16 rows × 64 bytes.
-static const tile_config config = {
-    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16},
-};
-
 typedef struct {
     const conv_layout *l;
     long out_channels;
@@ -263,7 +253,7 @@ static AMX void conv_part(void *ctx, int index, int count) {
     const conv_layout *l = job->l;
     const long pairs = (l->blocks + 1) / 2;
     const long u0 = pairs * index / count, u1 = pairs * (index + 1) / count;
-    _tile_loadconfig(&config);
+    _tile_loadconfig(&ocr_bf16_tiles_16x64);
     for (long g0 = u0; g0 < u1; g0 += pairs_per_group) {
         const long g1 = min_long(g0 + pairs_per_group, u1);
         for (long b = 0; b < l->output_blocks; ++b)
@@ -435,7 +425,7 @@ static AMX void gradient_part(void *ctx, int index, int count) {
     const long items = l->chunks * output_blocks * l->taps;
     const long first = items * index / count, last = items * (index + 1) / count;
     float scratch[16 * 16] __attribute__((aligned(64)));
-    _tile_loadconfig(&config);
+    _tile_loadconfig(&ocr_bf16_tiles_16x64);
     for (long k0 = 0; k0 < l->pixel_chunks; k0 += gradient_chunks_per_block) {
         const long k1 = min_long(k0 + gradient_chunks_per_block, l->pixel_chunks);
         for (long item = first; item < last; ++item) {

@@ -54,6 +54,14 @@ static void AVX512BF16 pack_a_panel(int trans, const float *a, long lda, long ro
     else pack_k_contiguous(a, lda, rows, k_len, out, MR, first_lanes(MR));
 }
 
+// When the last of the NR-column panels holds 16 columns or fewer, its unused half: zeros (tiles of ≤ 16 columns
+// skip it).
+static void AVX512BF16 zero_unused_half(uint32_t *panels, long cols, long k_len) {
+    if (cols % NR == 0 || cols % NR > 16) return;
+    uint32_t *half = panels + cols / NR * NR * ((k_len + 1) / 2) + 16;
+    for (long pair = 0; pair < (k_len + 1) / 2; ++pair) _mm512_storeu_si512(half + pair * NR, _mm512_setzero_si512());
+}
+
 // A block of op(B) as NR = 32-column panels. Stored k × n (C = A·B): along each pair of rows, 16 columns at a
 // time, so the reads stream. Stored n × k (dW = dY·Xᵀ): per panel, 16 columns (stored rows) at a time.
 static void AVX512BF16 pack_b(int trans, const float *b, long ldb, long cols, long k_len, uint16_t *panels) {
@@ -64,11 +72,7 @@ static void AVX512BF16 pack_b(int trans, const float *b, long ldb, long cols, lo
             uint32_t *panel = out + j / NR * panel_size + j % NR;
             pack_k_contiguous(b + j * ldb, ldb, cols - j, k_len, panel, NR, 0xffff);
         }
-        if (cols % NR > 0 && cols % NR <= 16) {  // the last panel's unused half: zeros (tiles of ≤ 16 skip it)
-            uint32_t *half = out + cols / NR * panel_size + 16;
-            for (long pair = 0; pair < (k_len + 1) / 2; ++pair)
-                _mm512_storeu_si512(half + pair * NR, _mm512_setzero_si512());
-        }
+        zero_unused_half(out, cols, k_len);
         return;
     }
     long groups = (cols + 31) / 32 * 2;  // 16-column groups, the last panel's both halves included
@@ -102,11 +106,7 @@ static void AVX512BF16 pack_b_bf16(int trans, const uint16_t *b, long ldb, long 
                 for (long pair = 0; pair < pairs; ++pair) _mm512_storeu_si512(panel + (p / 2 + pair) * NR, rows[pair]);
             }
         }
-        if (cols % NR > 0 && cols % NR <= 16) {  // the last panel's unused half: zeros, as pack_b leaves it
-            uint32_t *half = out + cols / NR * panel_size + 16;
-            for (long pair = 0; pair < (k_len + 1) / 2; ++pair)
-                _mm512_storeu_si512(half + pair * NR, _mm512_setzero_si512());
-        }
+        zero_unused_half(out, cols, k_len);
         return;
     }
     long groups = (cols + 31) / 32 * 2;  // 16-column groups, the last panel's both halves included

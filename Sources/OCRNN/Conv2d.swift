@@ -66,7 +66,11 @@ public final class Conv2d {
     /// R18-D8 256² batch 2 (no layer that wide) on AMX 2.19–3.38 img/s (median 2.96) with im2col, 2.31–3.05
     /// (median 2.79) with Winograd; R50-D8 512×1024 on AMX 0.151–0.184 img/s with im2col everywhere, 0.194–0.207
     /// (peak RSS 3796 → 3648 MiB) with Winograd from 1024 channels; AVX512-BF16 alone, R18: 1.01–1.03 with im2col,
-    /// 1.35–1.37 with Winograd, which it keeps everywhere.
+    /// 1.35–1.37 with Winograd, which it keeps everywhere. Since then stride-1 convolutions below 1024 channels run
+    /// on the AMX tiles (`runsOnTiles`), measured call by call alternating (`bench-convs --amp --alternate`, R50
+    /// shapes at 256², batch 2, ms forward/backward): 64→64 1.20/2.93 against im2col's 3.39/6.05, 512→512 d4
+    /// 16.96/43.95 against Winograd's 17.08/36.79; from 1024 Winograd stays ahead (2048→512 59.5/124.0 against the
+    /// tiles' 81.2/178.6).
     private var automaticWinograd: Bool {
         guard Swift.min(inChannels, outChannels) >= Self.winogradMinimumChannels else { return false }
         return !(store.precision == .bfloat16 && BF16.hasMatrixEngine) || inChannels >= Self.matrixEngineWinogradChannels
@@ -75,9 +79,10 @@ public final class Conv2d {
     /// In bf16 on AMX, `.automatic` uses Winograd from this many input channels (see `automaticWinograd`).
     static let matrixEngineWinogradChannels = 1024
 
-    /// bf16 convolutions other than pointwise and Winograd ones unfold the column matrix block by block inside the
-    /// GEMM (`BF16.gemmIm2col`), never storing it (9× the image for a 3×3 kernel): the same bits as im2col + GEMM,
-    /// and on AMX faster forward on every R18-D8 shape, measured alternating (README, "Speed").
+    /// bf16 convolutions other than pointwise and Winograd ones never store the column matrix (9× the image for a
+    /// 3×3 kernel): on the AMX tiles they need none (`runsOnTiles`); elsewhere they unfold it block by block inside
+    /// the GEMM (`BF16.gemmIm2col`), the same bits as im2col + GEMM and on AMX faster forward on every R18-D8 shape,
+    /// measured alternating (README, "Speed").
     private var unfoldsInGemm: Bool { store.precision == .bfloat16 && !isPointwise }
 
     /// y_i = conv(x_i) for `images` images of `geometry` in bf16, with this layer's kernel, or for the input gradient
