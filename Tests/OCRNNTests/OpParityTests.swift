@@ -121,6 +121,42 @@ final class OpParityTests: XCTestCase {
         }
     }
 
+    /// Ties go to the first maximum in row-major window order and a NaN wins (the last one), as PyTorch's CPU
+    /// kernel does, on the interior windows (unrolled) and the edge ones alike: values from {0, 1, 2} and a few NaN,
+    /// against the textbook scan; backward routes each gradient to the chosen input.
+    func testMaxPoolTiesAndNaN() {
+        let (h, w) = (9, 12)
+        let x = Tensor(zeros: [2, 3, h, w])
+        var rng = SplitMix64(seed: 21)
+        for i in 0..<x.count { x[i] = i % 17 == 5 ? .nan : Float(rng.next() % 3) }
+        let pool = MaxPool2d(kernel: 3, stride: 2, padding: 1)
+        let y = pool.forward(x).clone()
+        let (ho, wo) = (y.shape[2], y.shape[3])
+        let dy = Tensor(zeros: y.shape)
+        for i in 0..<dy.count { dy[i] = Float(i + 1) }
+        let dx = pool.backward(dy)
+        let want = Tensor(zeros: x.shape)
+        var mismatches = 0
+        for plane in 0..<6 {
+            for oh in 0..<ho {
+                for ow in 0..<wo {
+                    var (best, at) = (Float.nan, -1)
+                    for ih in Swift.max(0, 2 * oh - 1)..<Swift.min(h, 2 * oh + 2) {
+                        for iw in Swift.max(0, 2 * ow - 1)..<Swift.min(w, 2 * ow + 2) {
+                            let v = x[(plane * h + ih) * w + iw]
+                            if at < 0 || v > best || v.isNaN { (best, at) = (v, ih * w + iw) }
+                        }
+                    }
+                    let out = (plane * ho + oh) * wo + ow
+                    if y[out].bitPattern != best.bitPattern { mismatches += 1 }
+                    want[plane * h * w + at] += dy[out]
+                }
+            }
+        }
+        XCTAssertEqual(mismatches, 0, "max pool values")
+        XCTAssertEqual((0..<dx.count).filter { dx[$0] != want[$0] }.count, 0, "max pool: gradient routed to the chosen input")
+    }
+
     func testMaxPool() throws {
         for name in ["maxpool", "maxpool_even"] {
             let f = try Fixtures.file("ops/\(name).safetensors")
