@@ -13,7 +13,8 @@ public enum ReplicaConsistency {
     }
 
     /// Every rank must hold the same parameter and buffer names, shapes and order; on a mismatch every rank throws
-    /// an error naming the first key where this rank differs from rank 0.
+    /// the same error, naming the first key where the lowest differing rank differs from rank 0 (that rank sends its
+    /// detail to all: whichever rank's error reaches the user first, mpirun stopping the others, names the key).
     public static func checkLayout(_ store: ParameterStore, comm: Communicator) throws {
         let lines = store.stateLayoutLines
         let mine = fnv1a(lines.joined(separator: "\n"))
@@ -29,6 +30,8 @@ public enum ReplicaConsistency {
             detail += "; rank \(comm.rank) has \(lines.count) keys, rank 0 has \(rootLines.count) (first extra: '"
                 + (lines.count > i ? lines[i] : rootLines[i]) + "')"
         }
+        let reporter = all.firstIndex { $0 != all[0] }!
+        detail = comm.broadcast(detail, root: reporter, phase: "parameter layout check")
         throw CommunicatorError("parameter layout mismatch across ranks: \(detail)")
     }
 

@@ -129,15 +129,23 @@ final class DataParallelTests: XCTestCase {
 
     func testParameterLayoutMismatchAbortsNamingTheKey() throws {
         let out = directory.appendingPathComponent("mismatch").path
+        // Each rank's output in its own file: both ranks report the mismatch at once, and on mpirun's merged stderr
+        // their bytes can interleave mid-line.
+        let perRank = directory.appendingPathComponent("mismatch-output")
         let common = ["ddp-check", "--out", out, "--rank-batches", "1,1", "--steps", "1"]
         let result = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe",
+                                                     "--output-filename", perRank.path,
                                                      "-n", "1", OCRDDPBinary.path] + common + ["--classes", "5", ":",
                                                      "-n", "1", OCRDDPBinary.path] + common + ["--classes", "6"],
                                     timeout: 120)
         XCTAssertFalse(result.timedOut, "a layout mismatch must not hang")
         XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("parameter layout mismatch"), result.stderr)
-        XCTAssertTrue(result.stderr.contains("decode_head.0.conv_seg.weight"), result.stderr)
+        let files = FileManager.default.enumerator(at: perRank, includingPropertiesForKeys: nil)?
+            .compactMap { $0 as? URL }.filter { $0.lastPathComponent == "stderr" } ?? []
+        let reports = try files.map { try String(contentsOf: $0, encoding: .utf8) }
+        XCTAssertTrue(reports.contains {
+            $0.contains("parameter layout mismatch") && $0.contains("decode_head.0.conv_seg.weight")
+        }, "per-rank stderr: \(reports); mpirun: \(result.stderr)")
     }
 
     /// Evaluation shards the split without padding (rank r takes r, r+p, …) and sums int64 counts: 2 ranks over 5
