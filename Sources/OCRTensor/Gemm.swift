@@ -47,13 +47,9 @@ public func gemmBatch(
     precondition(a.count == b.count && b.count == c.count, "gemmBatch: \(a.count), \(b.count), \(c.count) operands")
     guard precision == .float32 else {
         let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
-        a.map(Optional.some).withUnsafeBufferPointer { a in
-            b.map(Optional.some).withUnsafeBufferPointer { b in
-                c.map(Optional.some).withUnsafeBufferPointer { c in
-                    ocr_bf16_gemm_batch(transA ? 1 : 0, transB ? 1 : 0, a.count, m, n, k, alpha, a.baseAddress, lda,
-                                        b.baseAddress, ldb, beta, c.baseAddress, ldc)
-                }
-            }
+        withCArrays(a, b, c) { a, b, c in
+            ocr_bf16_gemm_batch(transA ? 1 : 0, transB ? 1 : 0, a.count, m, n, k, alpha, a.baseAddress, lda,
+                                b.baseAddress, ldb, beta, c.baseAddress, ldc)
         }
         return
     }
@@ -131,6 +127,17 @@ public enum BLAS {
 
 /// The row lengths of op(A), op(B) and C as stored, where the caller gave none.
 @inline(__always)
+/// The batched calls' operand lists as the C arrays of pointers they take (`const float *const *` and so on).
+func withCArrays<B>(_ a: [UnsafePointer<Float>], _ b: [UnsafePointer<B>], _ c: [UnsafeMutablePointer<Float>],
+                    _ body: (UnsafeBufferPointer<UnsafePointer<Float>?>, UnsafeBufferPointer<UnsafePointer<B>?>,
+                             UnsafeBufferPointer<UnsafeMutablePointer<Float>?>) -> Void) {
+    a.map(Optional.some).withUnsafeBufferPointer { a in
+        b.map(Optional.some).withUnsafeBufferPointer { b in
+            c.map(Optional.some).withUnsafeBufferPointer { c in body(a, b, c) }
+        }
+    }
+}
+
 func leadingDimensions(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ lda: Int?, _ ldb: Int?,
                        _ ldc: Int?) -> (Int, Int, Int) {
     (lda ?? (transA ? m : k), ldb ?? (transB ? k : n), ldc ?? n)
@@ -148,7 +155,6 @@ public enum BF16 {
     public static let hasMatrixEngine = kernelName.hasPrefix("amx")
     /// x rounded to bf16 and back (nearest even; fp32 denormals flush to zero as the hardware conversion does).
     public static func round(_ x: Float) -> Float { ocr_bf16_round(x) }
-
 
     /// Floats of caller memory that hold an m×k left operand packed for the bf16 GEMM (`packA`).
     public static func packedFloats(m: Int, k: Int) -> Int { (ocr_bf16_packed_a_size(m, k) + 3) / 4 }
@@ -206,13 +212,9 @@ public enum BF16 {
                                  ldb: Int? = nil, c: [UnsafeMutablePointer<Float>], ldc: Int? = nil) {
         precondition(a.count == b.count && b.count == c.count, "gemmBatch: \(a.count), \(b.count), \(c.count) operands")
         let (lda, ldb, ldc) = leadingDimensions(transA, transB, m, n, k, lda, ldb, ldc)
-        a.map(Optional.some).withUnsafeBufferPointer { a in
-            b.map(Optional.some).withUnsafeBufferPointer { b in
-                c.map(Optional.some).withUnsafeBufferPointer { c in
-                    ocr_bf16_gemm_batch_bf16_b(transA ? 1 : 0, transB ? 1 : 0, a.count, m, n, k, 1, a.baseAddress,
-                                               lda, b.baseAddress, ldb, 0, c.baseAddress, ldc)
-                }
-            }
+        withCArrays(a, b, c) { a, b, c in
+            ocr_bf16_gemm_batch_bf16_b(transA ? 1 : 0, transB ? 1 : 0, a.count, m, n, k, 1, a.baseAddress, lda,
+                                       b.baseAddress, ldb, 0, c.baseAddress, ldc)
         }
     }
 

@@ -195,11 +195,7 @@ public struct WinogradPlan {
         if precision == .bfloat16 {
             forEachSubImage(channels: o) { oc, sub, outputs in
                 outputs.update(repeating: 0, count: 4 * sub.blockRows * sub.blockCols)
-                let src = dy + (sub.image * o + oc) * plane + sub.rowResidue * width + sub.colResidue
-                for u in 0..<sub.height {
-                    let (row, line) = (outputs + u * 2 * sub.blockCols, src + u * d * width)
-                    if d == 1 { row.update(from: line, count: sub.width) } else { for q in 0..<sub.width { row[q] = line[q * d] } }
-                }
+                readSubImage(sub, of: dy + (sub.image * o + oc) * plane, into: outputs, rowStride: 2 * sub.blockCols)
                 BF16.winogradOutputGradient(outputs, blockRows: sub.blockRows, blockCols: sub.blockCols,
                                             into: z + oc * t + sub.firstBlock, stride: stride)
             }
@@ -269,7 +265,7 @@ public struct WinogradPlan {
     /// needs a bounds check. In bf16 the same arithmetic runs vectorised in C (`ocr_bf16_winograd_input`), rounding
     /// each value to bf16 bits as it stores it.
     public func transformInput(_ x: UnsafePointer<Float>, channels c: Int, into target: TransformedInput) {
-        let (t, d, plane) = (blocks.count, dilation, height * width)
+        let (t, plane) = (blocks.count, height * width)
         // The padded sub-image plus the 4 rows of Bᵀ d, for the largest sub-image.
         var largest = 0
         for sub in subImages {
@@ -285,15 +281,7 @@ public struct WinogradPlan {
                             // Sub-image rows and columns −1 ..< 2·blocks + 1, zero outside the image.
                             let (ph, pw) = (2 * sub.blockRows + 2, 2 * sub.blockCols + 2)
                             padded.update(repeating: 0, count: ph * pw)
-                            let src = x + (sub.image * c + ch) * plane + sub.rowResidue * width + sub.colResidue
-                            for u in 0..<sub.height {
-                                let (row, line) = (padded + (u + 1) * pw + 1, src + u * d * width)
-                                if d == 1 {
-                                    row.update(from: line, count: sub.width)
-                                } else {
-                                    for q in 0..<sub.width { row[q] = line[q * d] }
-                                }
-                            }
+                            readSubImage(sub, of: x + (sub.image * c + ch) * plane, into: padded + pw + 1, rowStride: pw)
                             let v: UnsafeMutablePointer<Float>
                             switch target {
                             case .float32(let matrices): v = matrices
@@ -333,6 +321,27 @@ public struct WinogradPlan {
         }
     }
 
+    /// Sub-image `sub` of one channel's plane (H×W), its rows `rowStride` apart in `rows`: every d-th pixel from its
+    /// residues on.
+    func readSubImage(_ sub: SubImage, of plane: UnsafePointer<Float>, into rows: UnsafeMutablePointer<Float>,
+                      rowStride: Int) {
+        let (d, src) = (dilation, plane + sub.rowResidue * width + sub.colResidue)
+        for u in 0..<sub.height {
+            let (row, line) = (rows + u * rowStride, src + u * d * width)
+            if d == 1 { row.update(from: line, count: sub.width) } else { for q in 0..<sub.width { row[q] = line[q * d] } }
+        }
+    }
+
+    /// The inverse of `readSubImage`: the sub-image's rows written back to where they lie in the plane.
+    func writeSubImage(_ sub: SubImage, from rows: UnsafePointer<Float>, rowStride: Int,
+                       into plane: UnsafeMutablePointer<Float>) {
+        let (d, dst) = (dilation, plane + sub.rowResidue * width + sub.colResidue)
+        for u in 0..<sub.height {
+            let (row, line) = (rows + u * rowStride, dst + u * d * width)
+            if d == 1 { line.update(from: row, count: sub.width) } else { for q in 0..<sub.width { line[q * d] = row[q] } }
+        }
+    }
+
     /// body(channel, sub-image, buffer) for every channel and sub-image, the channels split over the threads, with
     /// a buffer of a sub-image's 2·blockRows × 2·blockCols outputs per thread.
     func forEachSubImage(channels: Int, _ body: (Int, SubImage, UnsafeMutablePointer<Float>) -> Void) {
@@ -359,11 +368,7 @@ public struct WinogradPlan {
             forEachSubImage(channels: o) { oc, sub, outputs in
                 BF16.winogradOutput(m + oc * t + sub.firstBlock, stride: stride, blockRows: sub.blockRows,
                                     blockCols: sub.blockCols, into: outputs)
-                let dst = y + (sub.image * o + oc) * plane + sub.rowResidue * width + sub.colResidue
-                for u in 0..<sub.height {
-                    let (row, line) = (outputs + u * 2 * sub.blockCols, dst + u * d * width)
-                    if d == 1 { line.update(from: row, count: sub.width) } else { for q in 0..<sub.width { line[q * d] = row[q] } }
-                }
+                writeSubImage(sub, from: outputs, rowStride: 2 * sub.blockCols, into: y + (sub.image * o + oc) * plane)
             }
             return
         }
