@@ -19,14 +19,25 @@ public struct WinogradPlan {
     /// One sub-image (image, residues) with its block rows and columns and the index of its first block.
     struct SubImage { let image, rowResidue, colResidue, height, width, blockRows, blockCols, firstBlock: Int }
     let subImages: [SubImage]
+    /// Floats the chunked parts of the scratch may take (`outputChannelChunk`, `inputChannelChunk`).
+    public let scratchBudget: Int
+
+    /// Default `scratchBudget`: 32 MB. Unbounded, the 16 fp32 products of R50-D8's OCR bottleneck input gradient
+    /// (2048 channels of 64×128) took 268 MB and its weight gradient 292 MB of scratch in bf16, held at the step's
+    /// peak. Only the bf16 passes are chunked: a chunk splits a GEMM's rows or columns, never its k, and ocr_bf16
+    /// gives each element the same dot product whatever the split (ocr_bf16.h), so the bits do not depend on the
+    /// budget (`WinogradTests`). OpenBLAS does not: split into column chunks, a 17×33 weight gradient changed in its
+    /// last row. fp32 keeps its unchunked bits.
+    public static let defaultScratchBudget = 8 << 20
 
     /// Whether a convolution of this shape can run here.
     public static func applies(kernel: Int, stride: Int, padding: Int, dilation: Int) -> Bool {
         kernel == 3 && stride == 1 && padding == dilation
     }
 
-    public init(images: Int, height: Int, width: Int, dilation: Int) {
+    public init(images: Int, height: Int, width: Int, dilation: Int, scratchBudget: Int = defaultScratchBudget) {
         self.images = images; self.height = height; self.width = width; self.dilation = dilation
+        self.scratchBudget = scratchBudget
         var blocks: [Block] = []
         var subImages: [SubImage] = []
         for i in 0..<images {
@@ -64,10 +75,25 @@ public struct WinogradPlan {
         precision == .bfloat16 ? 8 * Self.bitsStride(c * blocks.count) : 16 * Self.matrixStride(c * blocks.count)
     }
 
+    /// Output channels whose 16 products `convolve` forms and transforms at a time: in bf16 as many as
+    /// `scratchBudget` holds, in fp32 all.
+    func outputChannelChunk(_ o: Int, precision: Precision) -> Int {
+        guard precision == .bfloat16 else { return o }
+        return Swift.max(1, Swift.min(o, scratchBudget / (16 * Self.matrixStride(blocks.count))))
+    }
+
+    /// Input channels whose transform and kernel gradients dU `weightGradient` forms at a time, for O output
+    /// channels: in bf16 as many as `scratchBudget` holds, in fp32 all.
+    func inputChannelChunk(_ c: Int, outChannels o: Int, precision: Precision) -> Int {
+        guard precision == .bfloat16 else { return c }
+        let perChannel = transformedInputFloats(channels: 1, precision: precision) + Self.kernelCount(outChannels: o, channels: 1)
+        return Swift.max(1, Swift.min(c, scratchBudget / perChannel))
+    }
+
     /// Floats of scratch `convolve` needs for C input and O output channels.
     public func scratchCount(inChannels: Int, outChannels: Int, precision: Precision) -> Int {
         transformedInputFloats(channels: inChannels, precision: precision)
-            + 16 * Self.matrixStride(outChannels * blocks.count)
+            + 16 * Self.matrixStride(outputChannelChunk(outChannels, precision: precision) * blocks.count)
     }
 
     /// Floats of a transformed kernel of O×C 3×3 kernels.
@@ -85,7 +111,7 @@ public struct WinogradPlan {
                          transposed: Bool = false, outChannels: Int, _ y: UnsafeMutablePointer<Float>,
                          scratch: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (c, o, t) = (channels, outChannels, blocks.count)
-        let (kernelStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(o * t))
+        let kernelStride = Self.matrixStride(o * c)
         let inputFloats = transformedInputFloats(channels: c, precision: precision)
         let m = scratch + inputFloats
         var timing = Profiler.begin()
@@ -98,31 +124,39 @@ public struct WinogradPlan {
         let (products, columns) = precision == .bfloat16 ? (1, t) : (Swift.max(images, 1), t / Swift.max(images, 1))
         let swap = [3, 1, 2, 0]
         let runs = (0..<16).flatMap { xi in (0..<products).map { (xi, $0 * columns) } }
-        let kernels = runs.map { xi, _ in
-            UnsafePointer(u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride)
-        }
-        let outputs = runs.map { xi, first in m + xi * outputStride + first }
+        let kernels = runs.map { xi, _ in u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride }
+        var bits: [UnsafePointer<UInt16>] = []
         if precision == .bfloat16 {
             scratch.withMemoryRebound(to: UInt16.self, capacity: 2 * inputFloats) { v in
                 transformInput(x, channels: c, into: .bfloat16(v))
-                Profiler.end("Winograd input transform", timing)
-                timing = Profiler.begin()
-                BF16.gemmBatch(transA: transposed, m: o, n: t, k: c, a: kernels, lda: transposed ? o : c,
-                               bits: (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) }, ldb: t,
-                               c: outputs, ldc: t)
+                bits = (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) }
             }
         } else {
             transformInput(x, channels: c, into: .float32(scratch))
-            Profiler.end("Winograd input transform", timing)
-            timing = Profiler.begin()
-            gemmBatch(transA: transposed, m: o, n: columns, k: c, a: kernels, lda: transposed ? o : c,
-                      b: runs.map { xi, first in UnsafePointer(scratch + xi * Self.matrixStride(c * t) + first) },
-                      ldb: t, c: outputs, ldc: t)
         }
-        Profiler.end("Winograd GEMMs", timing)
-        timing = Profiler.begin()
-        transformOutput(m, channels: o, into: y, precision: precision)
-        Profiler.end("Winograd output transform", timing)
+        Profiler.end("Winograd input transform", timing)
+        // The products of `chunk` output channels at a time (rows of U_ξ, columns of its transpose), each chunk
+        // transformed into y before the next overwrites M.
+        let chunk = outputChannelChunk(o, precision: precision)
+        for o0 in Swift.stride(from: 0, to: o, by: chunk) {
+            let rows = o0..<Swift.min(o, o0 + chunk)
+            let outputStride = Self.matrixStride(rows.count * t)
+            let a = kernels.map { UnsafePointer($0 + (transposed ? o0 : o0 * c)) }
+            let outputs = runs.map { xi, first in m + xi * outputStride + first }
+            timing = Profiler.begin()
+            if precision == .bfloat16 {
+                BF16.gemmBatch(transA: transposed, m: rows.count, n: t, k: c, a: a, lda: transposed ? o : c,
+                               bits: bits, ldb: t, c: outputs, ldc: t)
+            } else {
+                gemmBatch(transA: transposed, m: rows.count, n: columns, k: c, a: a, lda: transposed ? o : c,
+                          b: runs.map { xi, first in UnsafePointer(scratch + xi * Self.matrixStride(c * t) + first) },
+                          ldb: t, c: outputs, ldc: t)
+            }
+            Profiler.end("Winograd GEMMs", timing)
+            timing = Profiler.begin()
+            transformOutput(m, channels: o, range: rows, into: y, precision: precision)
+            Profiler.end("Winograd output transform", timing)
+        }
     }
 
     /// dw (O×C×3×3) = the weight gradient of `convolve` for input x (N×C×H×W) and output gradient dy (N×O×H×W),
@@ -132,35 +166,50 @@ public struct WinogradPlan {
                                outChannels: Int, into dw: UnsafeMutablePointer<Float>,
                                scratch: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (c, o, t) = (channels, outChannels, blocks.count)
-        let (kernelStride, outputStride) = (Self.matrixStride(o * c), Self.matrixStride(o * t))
-        let inputFloats = transformedInputFloats(channels: c, precision: precision)
-        let z = scratch + inputFloats, du = z + 16 * outputStride
+        let outputStride = Self.matrixStride(o * t)
+        let z = scratch, v = scratch + 16 * outputStride
         var timing = Profiler.begin()
         transformOutputGradient(dy, channels: o, into: z, precision: precision)
         Profiler.end("Winograd output-gradient transform", timing)
         let gradients = (0..<16).map { UnsafePointer(z + $0 * outputStride) }
-        let kernelGradients = (0..<16).map { du + $0 * kernelStride }
-        timing = Profiler.begin()
-        if precision == .bfloat16 {
-            scratch.withMemoryRebound(to: UInt16.self, capacity: 2 * inputFloats) { v in
-                transformInput(x, channels: c, into: .bfloat16(v))
+        // `chunk` input channels at a time: their V_ξ (rows of the products' B), dU_ξ (its columns) and dg.
+        let chunk = inputChannelChunk(c, outChannels: o, precision: precision)
+        let du = v + transformedInputFloats(channels: chunk, precision: precision)
+        for c0 in Swift.stride(from: 0, to: c, by: chunk) {
+            let part = c0..<Swift.min(c, c0 + chunk)
+            let kernelStride = Self.matrixStride(o * part.count)
+            let kernelGradients = (0..<16).map { du + $0 * kernelStride }
+            timing = Profiler.begin()
+            if precision == .bfloat16 {
+                v.withMemoryRebound(to: UInt16.self, capacity: 2 * transformedInputFloats(channels: chunk, precision: precision)) { bits in
+                    transformInput(x, channels: c, range: part, into: .bfloat16(bits))
+                    Profiler.end("Winograd input transform", timing)
+                    timing = Profiler.begin()
+                    BF16.gemmBatch(transB: true, m: o, n: part.count, k: t, a: gradients,
+                                   bits: (0..<16).map { UnsafePointer(bits + $0 * Self.bitsStride(part.count * t)) },
+                                   c: kernelGradients)
+                }
+            } else {
+                transformInput(x, channels: c, range: part, into: .float32(v))
                 Profiler.end("Winograd input transform", timing)
                 timing = Profiler.begin()
-                BF16.gemmBatch(transB: true, m: o, n: c, k: t, a: gradients,
-                               bits: (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) },
-                               c: kernelGradients)
+                gemmBatch(transB: true, m: o, n: part.count, k: t, a: gradients,
+                          b: (0..<16).map { UnsafePointer(v + $0 * Self.matrixStride(part.count * t)) },
+                          c: kernelGradients)
             }
-        } else {
-            transformInput(x, channels: c, into: .float32(scratch))
-            Profiler.end("Winograd input transform", timing)
+            Profiler.end("Winograd GEMMs", timing)
             timing = Profiler.begin()
-            gemmBatch(transB: true, m: o, n: c, k: t, a: gradients,
-                      b: (0..<16).map { UnsafePointer(scratch + $0 * Self.matrixStride(c * t)) }, c: kernelGradients)
+            transformKernelGradient(du, outChannels: o, channels: c, range: part, into: dw)
+            Profiler.end("Winograd kernel-gradient transform", timing)
         }
-        Profiler.end("Winograd GEMMs", timing)
-        timing = Profiler.begin()
-        parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(c, 1))) { o0, o1 in
-            for oc in (o0 * c)..<(o1 * c) {
+    }
+
+    /// dg = Gᵀ dU G for the kernels of input channels `range` (of C), from their 16 matrices dU_ξ (O×range.count).
+    func transformKernelGradient(_ du: UnsafePointer<Float>, outChannels o: Int, channels c: Int, range: Range<Int>,
+                                 into dw: UnsafeMutablePointer<Float>) {
+        let (width, kernelStride) = (range.count, Self.matrixStride(o * range.count))
+        parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(width, 1))) { o0, o1 in
+            for oc in (o0 * width)..<(o1 * width) {
                 let src = du + oc
                 // Row k of Gᵀ dU (3×4) from the columns of dU, then · G.
                 @inline(__always) func column(_ b: Int) -> (Float, Float, Float) {
@@ -169,19 +218,20 @@ public struct WinogradPlan {
                     return (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
                 }
                 let (c0, c1, c2, c3) = (column(0), column(1), column(2), column(3))
-                let g = dw + oc * 9
+                let g = dw + ((oc / width) * c + range.lowerBound + oc % width) * 9
                 g[0] = c0.0 + 0.5 * (c1.0 + c2.0); g[1] = 0.5 * (c1.0 - c2.0); g[2] = 0.5 * (c1.0 + c2.0) + c3.0
                 g[3] = c0.1 + 0.5 * (c1.1 + c2.1); g[4] = 0.5 * (c1.1 - c2.1); g[5] = 0.5 * (c1.1 + c2.1) + c3.1
                 g[6] = c0.2 + 0.5 * (c1.2 + c2.2); g[7] = 0.5 * (c1.2 - c2.2); g[8] = 0.5 * (c1.2 + c2.2) + c3.2
             }
         }
-        Profiler.end("Winograd kernel-gradient transform", timing)
     }
 
-    /// Scratch `weightGradient` needs: the input and output-gradient transforms and dU.
+    /// Scratch `weightGradient` needs: the output-gradient transform Z, then a chunk's input transform and dU.
     public func weightGradientScratchCount(inChannels: Int, outChannels: Int, precision: Precision) -> Int {
-        scratchCount(inChannels: inChannels, outChannels: outChannels, precision: precision)
-            + Self.kernelCount(outChannels: outChannels, channels: inChannels)
+        let chunk = inputChannelChunk(inChannels, outChannels: outChannels, precision: precision)
+        return 16 * Self.matrixStride(outChannels * blocks.count)
+            + transformedInputFloats(channels: chunk, precision: precision)
+            + Self.kernelCount(outChannels: outChannels, channels: chunk)
     }
 
     /// Z_ξ[o][t] = (A dŶ Aᵀ)_ξ for the 2×2 output-gradient block dŶ of block t (zero outside the image): the
@@ -193,7 +243,7 @@ public struct WinogradPlan {
         let (t, d, plane) = (blocks.count, dilation, height * width)
         let stride = Self.matrixStride(o * t)
         if precision == .bfloat16 {
-            forEachSubImage(channels: o) { oc, sub, outputs in
+            forEachSubImage(channels: 0..<o) { oc, sub, outputs in
                 outputs.update(repeating: 0, count: 4 * sub.blockRows * sub.blockCols)
                 readSubImage(sub, of: dy + (sub.image * o + oc) * plane, into: outputs, rowStride: 2 * sub.blockCols)
                 BF16.winogradOutputGradient(outputs, blockRows: sub.blockRows, blockCols: sub.blockCols,
@@ -264,8 +314,13 @@ public struct WinogradPlan {
     /// first copied into a zero-bordered buffer, so the rows of Bᵀ d are whole-row vector operations and no block
     /// needs a bounds check. In bf16 the same arithmetic runs vectorised in C (`ocr_bf16_winograd_input`), rounding
     /// each value to bf16 bits as it stores it.
-    public func transformInput(_ x: UnsafePointer<Float>, channels c: Int, into target: TransformedInput) {
+    /// Only the channels in `range` (all by default) are transformed, channel `ch` to row ch − range.lowerBound of
+    /// matrices sized for range.count channels.
+    public func transformInput(_ x: UnsafePointer<Float>, channels c: Int, range: Range<Int>? = nil,
+                               into target: TransformedInput) {
         let (t, plane) = (blocks.count, height * width)
+        let range = range ?? 0..<c
+        let width = range.count
         // The padded sub-image plus the 4 rows of Bᵀ d, for the largest sub-image.
         var largest = 0
         for sub in subImages {
@@ -273,10 +328,11 @@ public struct WinogradPlan {
             largest = Swift.max(largest, (ph + 4) * pw)
         }
         subImages.withUnsafeBufferPointer { subImages in
-            parallelChunks(c, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { c0, c1 in
+            parallelChunks(width, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { c0, c1 in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: largest) { buffer in
                     let padded = buffer.baseAddress!
-                    for ch in c0..<c1 {
+                    for row in c0..<c1 {
+                        let ch = range.lowerBound + row
                         for sub in subImages {
                             // Sub-image rows and columns −1 ..< 2·blocks + 1, zero outside the image.
                             let (ph, pw) = (2 * sub.blockRows + 2, 2 * sub.blockCols + 2)
@@ -287,10 +343,11 @@ public struct WinogradPlan {
                             case .float32(let matrices): v = matrices
                             case .bfloat16(let matrices):
                                 BF16.winogradInput(padded: padded, blockRows: sub.blockRows, blockCols: sub.blockCols,
-                                                   into: matrices + ch * t + sub.firstBlock, stride: Self.bitsStride(c * t))
+                                                   into: matrices + row * t + sub.firstBlock,
+                                                   stride: Self.bitsStride(width * t))
                                 continue
                             }
-                            let stride = Self.matrixStride(c * t)
+                            let stride = Self.matrixStride(width * t)
                             let rows = padded + ph * pw   // Bᵀ d for one block row: 4 rows of pw
                             for bu in 0..<sub.blockRows {
                                 let (d0, d1, d2, d3) = (padded + 2 * bu * pw, padded + (2 * bu + 1) * pw,
@@ -304,7 +361,7 @@ public struct WinogradPlan {
                                 let first = sub.firstBlock + bu * sub.blockCols
                                 for i in 0..<4 {
                                     let r = rows + i * pw
-                                    let out = v + 4 * i * stride + ch * t + first
+                                    let out = v + 4 * i * stride + row * t + first
                                     for bv in 0..<sub.blockCols {
                                         let (e0, e1, e2, e3) = (r[2 * bv], r[2 * bv + 1], r[2 * bv + 2], r[2 * bv + 3])
                                         out[bv] = e0 - e2
@@ -344,12 +401,12 @@ public struct WinogradPlan {
 
     /// body(channel, sub-image, buffer) for every channel and sub-image, the channels split over the threads, with
     /// a buffer of a sub-image's 2·blockRows × 2·blockCols outputs per thread.
-    func forEachSubImage(channels: Int, _ body: (Int, SubImage, UnsafeMutablePointer<Float>) -> Void) {
+    func forEachSubImage(channels: Range<Int>, _ body: (Int, SubImage, UnsafeMutablePointer<Float>) -> Void) {
         let largest = subImages.map { 4 * $0.blockRows * $0.blockCols }.max() ?? 0
         subImages.withUnsafeBufferPointer { subImages in
-            parallelChunks(channels, minimumPerChunk: Swift.max(1, 2048 / Swift.max(blocks.count, 1))) { c0, c1 in
+            parallelChunks(channels.count, minimumPerChunk: Swift.max(1, 2048 / Swift.max(blocks.count, 1))) { c0, c1 in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: largest) { buffer in
-                    for channel in c0..<c1 {
+                    for channel in (channels.lowerBound + c0)..<(channels.lowerBound + c1) {
                         for sub in subImages { body(channel, sub, buffer.baseAddress!) }
                     }
                 }
@@ -360,23 +417,25 @@ public struct WinogradPlan {
     /// y block = Aᵀ m A for each output channel and block, written where it falls inside the image. With
     /// `precision` bf16 (the transforms of the bf16 path) it runs vectorised in C, with the same values
     /// (`ocr_bf16_winograd_output`), a sub-image at a time.
-    public func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, into y: UnsafeMutablePointer<Float>,
-                                precision: Precision = .float32) {
+    /// Only the channels in `range` (all by default) are written, from matrices of range.count rows.
+    public func transformOutput(_ m: UnsafePointer<Float>, channels o: Int, range: Range<Int>? = nil,
+                                into y: UnsafeMutablePointer<Float>, precision: Precision = .float32) {
         let (t, d, plane) = (blocks.count, dilation, height * width)
-        let stride = Self.matrixStride(o * t)
+        let range = range ?? 0..<o
+        let stride = Self.matrixStride(range.count * t)
         if precision == .bfloat16 {
-            forEachSubImage(channels: o) { oc, sub, outputs in
-                BF16.winogradOutput(m + oc * t + sub.firstBlock, stride: stride, blockRows: sub.blockRows,
+            forEachSubImage(channels: range) { oc, sub, outputs in
+                BF16.winogradOutput(m + (oc - range.lowerBound) * t + sub.firstBlock, stride: stride, blockRows: sub.blockRows,
                                     blockCols: sub.blockCols, into: outputs)
                 writeSubImage(sub, from: outputs, rowStride: 2 * sub.blockCols, into: y + (sub.image * o + oc) * plane)
             }
             return
         }
         blocks.withUnsafeBufferPointer { blocks in
-            parallelChunks(o, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
-                for oc in o0..<o1 {
+            parallelChunks(range.count, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { o0, o1 in
+                for oc in (range.lowerBound + o0)..<(range.lowerBound + o1) {
                     for (b, block) in blocks.enumerated() {
-                        let src = m + oc * t + b
+                        let src = m + (oc - range.lowerBound) * t + b
                         // Output (row, column) of the 2×2 block.
                         var (y00, y10, y01, y11): (Float, Float, Float, Float) = (0, 0, 0, 0)
                         // Row a of m · A gives (r0, r1); Aᵀ then combines the rows.

@@ -77,6 +77,54 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// In bf16 the 16 products run a chunk of output channels (forward, input gradient) or input channels (weight
+    /// gradient) at a time to bound the scratch (`WinogradPlan.scratchBudget`); every element keeps its dot product,
+    /// so each pass must give the unchunked bits whatever the chunk. fp32 is never chunked: its scratch and bits
+    /// must not depend on the budget either.
+    func testChunkedProductsGiveTheUnchunkedBits() {
+        for precision in [Precision.float32, .bfloat16] {
+            for (c, o, h, w, d, n) in [(40, 24, 10, 13, 2, 2), (33, 17, 16, 16, 1, 1)] {
+                let whole = WinogradPlan(images: n, height: h, width: w, dilation: d)
+                let x = randomTensor([n, c, h, w], seed: 21), dy = randomTensor([n, o, h, w], seed: 22)
+                let kernel = Tensor(zeros: [WinogradPlan.kernelCount(outChannels: o, channels: c)])
+                WinogradPlan.transformKernel(randomTensor([o, c, 3, 3], seed: 23).data, outChannels: o, channels: c,
+                                             into: kernel.data)
+                func passes(_ plan: WinogradPlan) -> (y: Tensor, dx: Tensor, dw: Tensor, scratch: Int) {
+                    let floats = [plan.scratchCount(inChannels: c, outChannels: o, precision: precision),
+                                  plan.scratchCount(inChannels: o, outChannels: c, precision: precision),
+                                  plan.weightGradientScratchCount(inChannels: c, outChannels: o, precision: precision)]
+                    let scratch = Tensor(zeros: [floats.max()!])
+                    let (y, dx, dw) = (Tensor(zeros: [n, o, h, w]), Tensor(zeros: [n, c, h, w]),
+                                       Tensor(zeros: [o, c, 3, 3]))
+                    plan.convolve(x.data, channels: c, kernel: kernel.data, outChannels: o, y.data,
+                                  scratch: scratch.data, precision: precision)
+                    plan.convolve(dy.data, channels: o, kernel: kernel.data, transposed: true, outChannels: c,
+                                  dx.data, scratch: scratch.data, precision: precision)
+                    plan.weightGradient(x.data, channels: c, dy.data, outChannels: o, into: dw.data,
+                                        scratch: scratch.data, precision: precision)
+                    return (y, dx, dw, floats.max()!)
+                }
+                let want = passes(whole)
+                // Budgets of one channel's products, and of a few channels' (chunks that do not divide C or O).
+                let oneChannel = 16 * WinogradPlan.matrixStride(whole.blockCount)
+                for budget in [oneChannel, 5 * oneChannel + 7] {
+                    let tag = "\(precision) in \(c) out \(o) \(h)×\(w) d\(d) n\(n) budget \(budget)"
+                    let got = passes(WinogradPlan(images: n, height: h, width: w, dilation: d, scratchBudget: budget))
+                    if precision == .bfloat16 {
+                        XCTAssertLessThan(got.scratch, want.scratch, "\(tag): scratch")
+                    } else {
+                        XCTAssertEqual(got.scratch, want.scratch, "\(tag): scratch")
+                    }
+                    for (name, a, b) in [("y", got.y, want.y), ("dx", got.dx, want.dx), ("dw", got.dw, want.dw)] {
+                        let differ = (0..<a.count).filter { a[$0].bitPattern != b[$0].bitPattern }
+                        XCTAssertEqual(differ.count, 0, "\(tag) \(name): \(differ.count) of \(a.count) differ, first at "
+                                       + "\(differ.first ?? -1)")
+                    }
+                }
+            }
+        }
+    }
+
     func makeConvolution(_ cin: Int, _ cout: Int, _ dilation: Int) -> (store: ParameterStore, conv: Conv2d) {
         let store = ParameterStore()
         let conv = Conv2d(store.root.child("c"), in: cin, out: cout, kernel: 3, padding: dilation, dilation: dilation,
