@@ -8,9 +8,11 @@ final class ResidualBlock {
     let convs: [ConvBN]
     let downsample: ConvBN?
     let join = ResidualAddReLU()
+    private let store: ParameterStore
 
     init(_ scope: Scope, inChannels: Int, planes: Int, stride: Int, dilation: Int, bottleneck: Bool,
          residualBNInit: Float) {
+        store = scope.store
         var convs: [ConvBN] = []
         func pair(_ i: Int, _ cin: Int, _ cout: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
                   dilation: Int = 1, last: Bool) -> ConvBN {
@@ -41,10 +43,24 @@ final class ResidualBlock {
         }
     }
 
-    func forward(_ x: Tensor) -> Tensor {
+    /// `producer`: the join whose output x is, when x has no reader outside this block (not a stage's output);
+    /// where the store keeps activations in bf16, x is then kept so once this block's forward is done.
+    func forward(_ x: Tensor, producer: ResidualAddReLU? = nil) -> Tensor {
+        let keepsBF16 = store.keepsActivationsInBF16
         var h = x
-        for c in convs { h = c.forward(h) }
-        return join.forward(h, downsample?.forward(x) ?? x)
+        for (i, c) in convs.enumerated() {
+            let next = c.forward(h)
+            // h, the previous pair's BN + ReLU output, has had its one fp32 reader: this convolution's forward.
+            if keepsBF16, i > 0 { keep(BF16Activation(rounding: h), from: convs[i - 1], for: [c.conv]) }
+            h = next
+        }
+        let y = join.forward(h, downsample?.forward(x) ?? x)
+        if keepsBF16, let producer {
+            let kept = BF16Activation(rounding: x)
+            producer.keepOutput(kept)
+            for conv in [convs[0].conv] + (downsample.map { [$0.conv] } ?? []) { conv.keepInput(kept) }
+        }
+        return y
     }
 
     func backward(_ dy: Tensor) -> Tensor {
@@ -56,14 +72,22 @@ final class ResidualBlock {
     }
 }
 
+/// Hands a ConvBN's BN + ReLU output, as bf16 bits, to that BN (for its mask) and to the convolutions it fed.
+func keep(_ kept: BF16Activation, from producer: ConvBN, for readers: [Conv2d]) {
+    producer.bn.keepOutput(kept)
+    for conv in readers { conv.keepInput(kept) }
+}
+
 /// ResNetV1c with output stride 8 (mmseg `ResNetV1c`, strides (1,2,1,1), dilations (1,1,2,4), contract_dilation).
 /// x: N×3×H×W → [c1, c2, c3, c4] at strides 4, 8, 8, 8 with `config.stageChannels` channels.
 final class ResNetV1cD8 {
     let stem: [ConvBN]
     let pool = MaxPool2d(kernel: 3, stride: 2, padding: 1)
     let stages: [[ResidualBlock]]
+    private let store: ParameterStore
 
     init(_ scope: Scope, config: ModelConfig) {
+        store = scope.store
         let (base, stemWidth) = (config.baseChannels, config.stemWidth)
         let stemWidths = [(3, stemWidth / 2), (stemWidth / 2, stemWidth / 2), (stemWidth / 2, stemWidth)]
         stem = stemWidths.enumerated().map { i, io in
@@ -90,13 +114,22 @@ final class ResNetV1cD8 {
         self.stages = stages
     }
 
+    /// Where the store keeps activations in bf16, each stem BN + ReLU output is kept so once its reader (the next
+    /// stem convolution, the max pool) is done, and so is each block's input inside a stage.
     func forward(_ x: Tensor) -> [Tensor] {
+        let keepsBF16 = store.keepsActivationsInBF16
         var h = x
-        for c in stem { h = c.forward(h) }
-        h = pool.forward(h)
+        for (i, c) in stem.enumerated() {
+            let next = c.forward(h)
+            if keepsBF16, i > 0 { keep(BF16Activation(rounding: h), from: stem[i - 1], for: [c.conv]) }
+            h = next
+        }
+        let pooled = pool.forward(h)
+        if keepsBF16 { keep(BF16Activation(rounding: h), from: stem[stem.count - 1], for: []) }
+        h = pooled
         var features: [Tensor] = []
         for stage in stages {
-            for block in stage { h = block.forward(h) }
+            for (b, block) in stage.enumerated() { h = block.forward(h, producer: b > 0 ? stage[b - 1].join : nil) }
             features.append(h)
         }
         return features

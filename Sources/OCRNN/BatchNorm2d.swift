@@ -22,10 +22,15 @@ public final class BatchNorm2d {
     public let fusedReLU: Bool
 
     private let store: ParameterStore
+    /// The input, for backward's x − μ: fp32, or where the store keeps activations in bf16, its values rounded to
+    /// bf16 bits once the forward has normalised it in fp32. Statistics and normalisation stay fp32; backward then
+    /// centres rounded values, as PyTorch's bf16 autocast, whose convolutions output bf16, does throughout.
     private var input: Tensor?
-    /// The output, kept only with the fused ReLU (backward masks with it); without, the output is transient and
-    /// goes as soon as its consumer (a residual join) is done with it.
+    private var inputBits: BF16Activation?
+    /// The output, kept only with the fused ReLU (backward masks with it), fp32 or as bf16 bits (`keepOutput`);
+    /// without ReLU nothing keeps it, and it goes as soon as its consumer (a residual join) is done with it.
     private var output: Tensor?
+    private var outputBits: BF16Activation?
     /// Statistics the last forward normalised with, per channel, and the global element count behind them.
     private var mean: [Double]
     private var invStd: [Double]
@@ -65,7 +70,9 @@ public final class BatchNorm2d {
                 invStd[c] = 1 / (Double(runningVar.value[c]) + eps).squareRoot()
             }
         }
-        let y = fusedReLU ? Tensor.reuse(&output, shape: x.shape) : Tensor.transient(shape: x.shape)
+        let y = Tensor.transient(shape: x.shape)
+        output = fusedReLU ? y : nil
+        outputBits = nil
         let relu = fusedReLU
         mean.withUnsafeBufferPointer { mean in
             invStd.withUnsafeBufferPointer { invStd in
@@ -85,6 +92,12 @@ public final class BatchNorm2d {
                     }
                 }
             }
+        }
+        if store.keepsActivationsInBF16 {
+            inputBits = BF16Activation(rounding: x)
+            input = nil
+        } else {
+            inputBits = nil
         }
         return y
     }
@@ -151,16 +164,24 @@ public final class BatchNorm2d {
         updateRunningStatistics()
     }
 
+    /// Keeps the last forward's output (the ReLU's, whose sign is all backward reads) as `bits` instead of fp32.
+    public func keepOutput(_ bits: BF16Activation) {
+        precondition(fusedReLU && bits.shape == output?.shape, "\(layerName): bf16 output kept for an unkept output")
+        output = nil
+        outputBits = bits
+    }
+
     /// dy: N×C×H×W → dx: N×C×H×W; accumulates dγ = Σ dy·x̂ and dβ = Σ dy (local sums, averaged later with the other
     /// gradients). With batch statistics the input gradient needs the global sums Σdy and Σdy·(x−μ):
     /// dx = γ·invstd·(dy − Σdy/N − (x−μ)·invstd²·Σdy(x−μ)/N).
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("BatchNorm2d.backward", timing) }
-        guard let x = input, !fusedReLU || output != nil else {
+        let kept = output ?? outputBits?.expanded()
+        guard let x = input ?? inputBits?.expanded(), !fusedReLU || kept != nil else {
             preconditionFailure("\(weight.name): backward before forward")
         }
         // Without ReLU nothing reads y; x stands in so the kernels below take one pointer type.
-        let y = output ?? x
+        let y = kept ?? x
         precondition(dy.shape == x.shape, "\(weight.name): gradient \(dy.shape) does not match input \(x.shape)")
         let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
         let relu = fusedReLU

@@ -22,8 +22,9 @@ public final class Conv2d {
     private var winogradKernel: Tensor?
 
     private let store: ParameterStore
+    /// The forward's input, for the weight gradient: fp32, or its bf16 bits once `keepInput` replaced it.
     private var input: Tensor?
-    private var output: Tensor?
+    private var inputBits: BF16Activation?
 
     public init(_ scope: Scope, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Int = 0, dilation: Int = 1, bias: Bool = false,
@@ -210,8 +211,10 @@ public final class Conv2d {
         let timing = Profiler.begin(); defer { Profiler.end("\(profileName) forward", timing) }
         let g = geometry(x)
         let n = x.shape[0]
-        let y = Tensor.reuse(&output, shape: [n, outChannels, g.outHeight, g.outWidth])
+        // Transient: the output goes when its readers are done (a BN may keep it as bf16 bits, `BatchNorm2d.input`).
+        let y = Tensor.transient(shape: [n, outChannels, g.outHeight, g.outWidth])
         input = x
+        inputBits = nil
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         Profiler.countForwardFlops(2 * n * outChannels * g.outPixels * g.columnRows)
         if let plan {
@@ -248,10 +251,19 @@ public final class Conv2d {
         return y
     }
 
+    /// Keeps the last forward's input as `bits` (its values rounded) instead of fp32, which can then go: in bf16 the
+    /// weight gradient's GEMM rounds its column operand to those very values (`BF16Activation`).
+    public func keepInput(_ bits: BF16Activation) {
+        precondition(store.precision == .bfloat16 && bits.shape == input?.shape,
+                     "\(weight.name): bf16 input \(bits.shape) kept for fp32 input \(input?.shape ?? [])")
+        input = nil
+        inputBits = bits
+    }
+
     /// dy: N×O×Ho×Wo → dx: N×C×H×W (nil when not needed); accumulates dW += dy_n·col(x_n)ᵀ and db += Σ dy.
     @discardableResult
     public func backward(_ dy: Tensor) -> Tensor? {
-        guard let x = input else { preconditionFailure("\(weight.name): backward before forward") }
+        guard let x = input ?? inputBits?.expanded() else { preconditionFailure("\(weight.name): backward before forward") }
         let timing = Profiler.begin(); defer { Profiler.end("\(profileName) backward dW", timing) }
         let g = geometry(x)
         let n = x.shape[0]

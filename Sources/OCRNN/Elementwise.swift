@@ -24,13 +24,17 @@ public final class ReLU {
 /// The residual join of a ResNet block: y = max(a + b, 0). a, b: same shape → y.
 /// Backward gives the one gradient both branches receive.
 public final class ResidualAddReLU {
+    /// The output, for the backward's mask: fp32, or as bf16 bits once `keepOutput` replaced it.
     private var output: Tensor?
+    private var outputBits: BF16Activation?
     public init() {}
 
     public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.forward", timing) }
         precondition(a.shape == b.shape, "residual add of \(a.shape) and \(b.shape)")
-        let y = Tensor.reuse(&output, shape: a.shape)
+        let y = Tensor.transient(shape: a.shape)
+        output = y
+        outputBits = nil
         let (pa, pb, py) = (a.data, b.data, y.data)
         parallelChunks(a.count, minimumPerChunk: 1 << 16) { s, e in
             for i in s..<e { py[i] = Swift.max(pa[i] + pb[i], 0) }
@@ -38,9 +42,16 @@ public final class ResidualAddReLU {
         return y
     }
 
+    /// Keeps the last forward's output as `bits` instead of fp32: backward reads only its sign.
+    public func keepOutput(_ bits: BF16Activation) {
+        precondition(bits.shape == output?.shape, "residual join: bf16 output kept for an unkept output")
+        output = nil
+        outputBits = bits
+    }
+
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.backward", timing) }
-        guard let y = output else { preconditionFailure("residual backward before forward") }
+        guard let y = output ?? outputBits?.expanded() else { preconditionFailure("residual backward before forward") }
         let dx = Tensor.transient(shape: y.shape)
         reluBackward(output: y, dy, into: dx)
         return dx

@@ -137,6 +137,9 @@ public final class ParameterStore {
     /// The precision the layers use now: evaluation (`training` false) runs fp32, as mmengine's ValLoop runs
     /// outside the AmpOptimWrapper's autocast.
     public var precision: Precision { training ? trainingPrecision : .float32 }
+    /// Whether layers keep ReLU outputs that only convolutions read as bf16 bits once the forward is done with them
+    /// (`BF16Activation`): in bf16 training, where that changes no bit of the step.
+    public var keepsActivationsInBF16: Bool { training && trainingPrecision == .bfloat16 }
     public var reducer: ReplicaReducer = LocalReplica()
     public let workspace = Workspace()
     /// Called by a layer's backward once it has finished accumulating a parameter's gradient for this pass; the

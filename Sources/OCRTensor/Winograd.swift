@@ -79,7 +79,7 @@ public struct WinogradPlan {
     /// `scratchBudget` holds, in fp32 all.
     func outputChannelChunk(_ o: Int, precision: Precision) -> Int {
         guard precision == .bfloat16 else { return o }
-        return Swift.max(1, Swift.min(o, scratchBudget / (16 * Self.matrixStride(blocks.count))))
+        return Self.balancedChunk(o, most: scratchBudget / (16 * Self.matrixStride(blocks.count)))
     }
 
     /// Input channels whose transform and kernel gradients dU `weightGradient` forms at a time, for O output
@@ -87,7 +87,14 @@ public struct WinogradPlan {
     func inputChannelChunk(_ c: Int, outChannels o: Int, precision: Precision) -> Int {
         guard precision == .bfloat16 else { return c }
         let perChannel = transformedInputFloats(channels: 1, precision: precision) + Self.kernelCount(outChannels: o, channels: 1)
-        return Swift.max(1, Swift.min(c, scratchBudget / perChannel))
+        return Self.balancedChunk(c, most: scratchBudget / perChannel)
+    }
+
+    /// The chunk of n that splits it into as few chunks as hold at most `most` each, all about the same size (64
+    /// channels where 63 fit run as two GEMMs of 32 rows, not 63 and 1).
+    static func balancedChunk(_ n: Int, most: Int) -> Int {
+        let chunks = (n + Swift.max(most, 1) - 1) / Swift.max(most, 1)
+        return (n + chunks - 1) / chunks
     }
 
     /// Floats of scratch `convolve` needs for C input and O output channels.
