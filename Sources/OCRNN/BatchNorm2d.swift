@@ -176,14 +176,14 @@ public final class BatchNorm2d {
     /// dx = γ·invstd·(dy − Σdy/N − (x−μ)·invstd²·Σdy(x−μ)/N).
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("BatchNorm2d.backward", timing) }
-        let kept = output ?? outputBits?.expanded()
-        guard let x = input ?? inputBits?.expanded(), !fusedReLU || kept != nil else {
+        // x and y as planes, fp32 or kept bf16 bits; without ReLU nothing reads y and x stands in.
+        guard let shape = input?.shape ?? inputBits?.shape,
+              let x = input.map(ActivationPlane.init) ?? inputBits.map(ActivationPlane.init),
+              let y = fusedReLU ? output.map(ActivationPlane.init) ?? outputBits.map(ActivationPlane.init) : x else {
             preconditionFailure("\(weight.name): backward before forward")
         }
-        // Without ReLU nothing reads y; x stands in so the kernels below take one pointer type.
-        let y = kept ?? x
-        precondition(dy.shape == x.shape, "\(weight.name): gradient \(dy.shape) does not match input \(x.shape)")
-        let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
+        precondition(dy.shape == shape, "\(weight.name): gradient \(dy.shape) does not match input \(shape)")
+        let (n, hw) = (shape[0], shape[2] * shape[3])
         let relu = fusedReLU
         // sums[c] = Σ dy', sums[C + c] = Σ dy'·(x − μ), with dy' the ReLU-masked gradient; dγ and dβ are added image
         // by image (float), so a batch split over ranks rounds exactly as the whole batch does in one process.
@@ -197,19 +197,18 @@ public final class BatchNorm2d {
                             let mu = Float(mean[c])
                             for i in 0..<n {
                                 let off = (i * channels + c) * hw
-                                let (g, xs, ys) = (dy.data + off, x.data + off, y.data + off)
+                                let (g, xs, ys) = (dy.data + off, x.offset(by: off), y.offset(by: off))
                                 let (a, b) = relu
                                     ? PlaneSums.pair(count: hw, lanes: { j in
-                                        let d = PlaneSums.load(g + j)
-                                            .replacing(with: 0, where: PlaneSums.load(ys + j) .<= 0)
-                                        return (d, d * (PlaneSums.load(xs + j) - mu))
+                                        let d = PlaneSums.load(g + j).replacing(with: 0, where: ys.lanes(j) .<= 0)
+                                        return (d, d * (xs.lanes(j) - mu))
                                     }, single: { j in
                                         let d = ys[j] > 0 ? g[j] : 0
                                         return (d, d * (xs[j] - mu))
                                     })
                                     : PlaneSums.pair(count: hw, lanes: { j in
                                         let d = PlaneSums.load(g + j)
-                                        return (d, d * (PlaneSums.load(xs + j) - mu))
+                                        return (d, d * (xs.lanes(j) - mu))
                                     }, single: { j in (g[j], g[j] * (xs[j] - mu)) })
                                 sumDy += a; sumDyXmu += b
                                 weight.grad[c] += Float(b * invStd[c])
@@ -227,7 +226,7 @@ public final class BatchNorm2d {
         if usedBatchStatistics {
             sums.withUnsafeMutableBufferPointer { store.reducer.sumAcrossReplicas($0, layer: layerName) }
         }
-        let dx = Tensor.transient(shape: x.shape)
+        let dx = Tensor.transient(shape: shape)
         let batchStatistics = usedBatchStatistics
         let count = globalCount
         sums.withUnsafeBufferPointer { sums in
@@ -244,16 +243,15 @@ public final class BatchNorm2d {
                             let mu = Float(mean[c])
                             for i in 0..<n {
                                 let off = (i * channels + c) * hw
-                                let (g, xs, ys, d) = (dy.data + off, x.data + off, y.data + off, dx.data + off)
+                                let (g, xs, ys, d) = (dy.data + off, x.offset(by: off), y.offset(by: off), dx.data + off)
                                 if relu {
                                     PlaneSums.forEach(count: hw, lanes: { j in
-                                        let masked = PlaneSums.load(g + j)
-                                            .replacing(with: 0, where: PlaneSums.load(ys + j) .<= 0)
-                                        PlaneSums.store(k * masked - shift - (PlaneSums.load(xs + j) - mu) * slope, d + j)
+                                        let masked = PlaneSums.load(g + j).replacing(with: 0, where: ys.lanes(j) .<= 0)
+                                        PlaneSums.store(k * masked - shift - (xs.lanes(j) - mu) * slope, d + j)
                                     }, single: { j in d[j] = k * (ys[j] > 0 ? g[j] : 0) - shift - (xs[j] - mu) * slope })
                                 } else {
                                     PlaneSums.forEach(count: hw, lanes: { j in
-                                        let v = k * PlaneSums.load(g + j) - shift - (PlaneSums.load(xs + j) - mu) * slope
+                                        let v = k * PlaneSums.load(g + j) - shift - (xs.lanes(j) - mu) * slope
                                         PlaneSums.store(v, d + j)
                                     }, single: { j in d[j] = k * g[j] - shift - (xs[j] - mu) * slope })
                                 }

@@ -51,8 +51,12 @@ public final class ResidualAddReLU {
 
     public func backward(_ dy: Tensor) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.backward", timing) }
-        guard let y = output ?? outputBits?.expanded() else { preconditionFailure("residual backward before forward") }
-        let dx = Tensor.transient(shape: y.shape)
+        guard let shape = output?.shape ?? outputBits?.shape,
+              let y = output.map(ActivationPlane.init) ?? outputBits.map(ActivationPlane.init) else {
+            preconditionFailure("residual backward before forward")
+        }
+        precondition(dy.shape == shape, "residual join: gradient \(dy.shape) for output \(shape)")
+        let dx = Tensor.transient(shape: shape)
         reluBackward(output: y, dy, into: dx)
         return dx
     }
@@ -61,14 +65,23 @@ public final class ResidualAddReLU {
 /// dx = dy where the ReLU's output y > 0, else 0 (the backward of any op that ends in a ReLU).
 public func reluBackward(output y: Tensor, _ dy: Tensor, into dx: Tensor) {
     precondition(dy.count == y.count && dx.count == y.count, "ReLU gradient \(dy.shape) for output \(y.shape)")
-    let (py, pd, pg) = (y.data, dx.data, dy.data)
-    parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
+    reluBackward(output: ActivationPlane(y), dy, into: dx)
+}
+
+/// The same with y an fp32 or kept bf16 activation of dy's size.
+public func reluBackward(output y: ActivationPlane, _ dy: Tensor, into dx: Tensor) {
+    precondition(dx.count == dy.count, "ReLU gradient \(dy.shape) into \(dx.shape)")
+    let (pd, pg) = (dx.data, dy.data)
+    parallelChunks(dy.count, minimumPerChunk: 1 << 16) { s, e in
         // dy is read whatever the mask, so the loop is a select that vectorises (a load on one branch only is a
         // data-dependent branch per element: 4.3× slower, measured on R18-D8's residual ReLUs).
-        for i in s..<e {
-            let g = pg[i]
-            pd[i] = py[i] > 0 ? g : 0
-        }
+        PlaneSums.forEach(count: e - s, lanes: { j in
+            let i = s + j
+            PlaneSums.store(PlaneSums.load(pg + i).replacing(with: 0, where: .!(y.lanes(i) .> 0)), pd + i)
+        }, single: { j in
+            let g = pg[s + j]
+            pd[s + j] = y[s + j] > 0 ? g : 0
+        })
     }
 }
 

@@ -12,6 +12,7 @@ public final class BF16Activation {
     private let storage: Tensor
 
     public init(rounding x: Tensor) {
+        let timing = Profiler.begin(); defer { Profiler.end("bf16 activation kept", timing) }
         shape = x.shape
         count = x.count
         storage = Tensor.transient(shape: [(x.count + 1) / 2])
@@ -28,6 +29,7 @@ public final class BF16Activation {
 
     /// The rounded values as fp32, in a new transient tensor, for readers that take fp32.
     public func expanded() -> Tensor {
+        let timing = Profiler.begin(); defer { Profiler.end("bf16 activation expanded", timing) }
         let x = Tensor.transient(shape: shape)
         let (values, bits) = (x.data, self.bits)
         parallelChunks(count, minimumPerChunk: 1 << 16) { s, e in
@@ -35,5 +37,36 @@ public final class BF16Activation {
                         into: UnsafeMutableBufferPointer(start: values + s, count: e - s))
         }
         return x
+    }
+}
+
+/// A kept activation read by the backward kernels as fp32 lanes: fp32 values, or bf16 bits widened as they load
+/// (no expanded copy, half the bytes read). `offset(by:)` moves to a plane.
+public struct ActivationPlane {
+    private let floats: UnsafePointer<Float>?
+    private let bits: UnsafePointer<UInt16>?
+
+    public init(_ x: Tensor) { (floats, bits) = (UnsafePointer(x.data), nil) }
+    public init(_ x: BF16Activation) { (floats, bits) = (nil, UnsafePointer(x.bits)) }
+
+    @inline(__always)
+    public func offset(by n: Int) -> ActivationPlane {
+        ActivationPlane(floats: floats.map { $0 + n }, bits: bits.map { $0 + n })
+    }
+
+    private init(floats: UnsafePointer<Float>?, bits: UnsafePointer<UInt16>?) { (self.floats, self.bits) = (floats, bits) }
+
+    /// Elements j ..< j + 16.
+    @inline(__always)
+    public func lanes(_ j: Int) -> PlaneSums.Lanes {
+        if let floats { return PlaneSums.load(floats + j) }
+        let raw = UnsafeRawPointer(bits! + j).loadUnaligned(as: SIMD16<UInt16>.self)
+        return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: raw) &<< 16, to: PlaneSums.Lanes.self)
+    }
+
+    @inline(__always)
+    public subscript(j: Int) -> Float {
+        if let floats { return floats[j] }
+        return Float(bitPattern: UInt32(bits![j]) << 16)
     }
 }

@@ -166,11 +166,18 @@ final class DataParallelTests: XCTestCase {
     /// The drift guard: a rank whose weights differ after a step stops every rank with a loud error.
     func testDivergedWeightsAreALoudError() throws {
         let out = directory.appendingPathComponent("drift").path
-        let result = try mpirun(2, [OCRDDPBinary.path, "ddp-check", "--out", out, "--rank-batches", "1,1",
-                                    "--perturb-rank", "1"], timeout: 120)
+        // Each rank's output in its own file: both ranks report at once, and merged their bytes interleave mid-line.
+        let perRank = directory.appendingPathComponent("drift-output")
+        let result = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe",
+                                                     "--output-filename", perRank.path, "-n", "2", OCRDDPBinary.path,
+                                                     "ddp-check", "--out", out, "--rank-batches", "1,1",
+                                                     "--perturb-rank", "1"], timeout: 120)
         XCTAssertFalse(result.timedOut)
         XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("weights diverged across ranks at iteration 1"), result.stderr)
+        let rank0 = perRank.appendingPathComponent("1/rank.0/stderr")
+        let report = (try? String(contentsOf: rank0, encoding: .utf8)) ?? ""
+        XCTAssertTrue(report.contains("weights diverged across ranks at iteration 1"),
+                      "rank 0's stderr: \(report); mpirun: \(result.stderr)")
     }
 
     /// One process without a launcher and `mpirun -n 1` take the same code path to bit-identical results.
