@@ -58,7 +58,7 @@ final class ResidualBlock {
         if keepsBF16, let producer {
             let kept = BF16Activation(rounding: x)
             producer.keepOutput(kept)
-            for conv in [convs[0].conv] + (downsample.map { [$0.conv] } ?? []) { conv.keepInput(kept) }
+            for conv in [convs[0].conv, downsample?.conv].compactMap({ $0 }) { conv.keepInput(kept) }
         }
         return y
     }

@@ -137,8 +137,9 @@ public final class ParameterStore {
     /// The precision the layers use now: evaluation (`training` false) runs fp32, as mmengine's ValLoop runs
     /// outside the AmpOptimWrapper's autocast.
     public var precision: Precision { training ? trainingPrecision : .float32 }
-    /// Whether layers keep ReLU outputs that only convolutions read as bf16 bits once the forward is done with them
-    /// (`BF16Activation`): in bf16 training, where that changes no bit of the step.
+    /// Whether layers keep activations as bf16 bits once the forward is done with their fp32 values (batch-norm
+    /// inputs, ReLU outputs that only convolutions read; `BF16Activation`): in bf16 training only, where the
+    /// backward's error stays that of PyTorch's autocast, which stores them in bf16 throughout (docs/TESTING.md).
     public var keepsActivationsInBF16: Bool { training && trainingPrecision == .bfloat16 }
     public var reducer: ReplicaReducer = LocalReplica()
     public let workspace = Workspace()

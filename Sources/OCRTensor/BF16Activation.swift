@@ -4,8 +4,8 @@
 ///
 /// In bf16 training what the backward still reads of a ReLU's output that only feeds convolutions is the weight
 /// gradients' column operand, which their GEMMs round to bf16 themselves (rounding twice is rounding once, so those
-/// bits do not change), and the ReLU's mask y > 0, which rounding keeps, bar values below bf16's smallest
-/// subnormal (2⁻¹³³) that turn to 0.
+/// bits do not change; Winograd's transform of the rounded values rounds differently), and the ReLU's mask y > 0,
+/// which rounding keeps, bar values below bf16's smallest subnormal (2⁻¹³³) that turn to 0.
 public final class BF16Activation {
     public let shape: [Int]
     public let count: Int
@@ -44,29 +44,30 @@ public final class BF16Activation {
 /// (no expanded copy, half the bytes read). `offset(by:)` moves to a plane.
 public struct ActivationPlane {
     private let floats: UnsafePointer<Float>?
-    private let bits: UnsafePointer<UInt16>?
+    /// The bits, read with raw loads: their storage is a pooled float block.
+    private let bits: UnsafeRawPointer?
 
     public init(_ x: Tensor) { (floats, bits) = (UnsafePointer(x.data), nil) }
-    public init(_ x: BF16Activation) { (floats, bits) = (nil, UnsafePointer(x.bits)) }
+    public init(_ x: BF16Activation) { (floats, bits) = (nil, UnsafeRawPointer(x.bits)) }
 
     @inline(__always)
     public func offset(by n: Int) -> ActivationPlane {
-        ActivationPlane(floats: floats.map { $0 + n }, bits: bits.map { $0 + n })
+        ActivationPlane(floats: floats.map { $0 + n }, bits: bits.map { $0 + 2 * n })
     }
 
-    private init(floats: UnsafePointer<Float>?, bits: UnsafePointer<UInt16>?) { (self.floats, self.bits) = (floats, bits) }
+    private init(floats: UnsafePointer<Float>?, bits: UnsafeRawPointer?) { (self.floats, self.bits) = (floats, bits) }
 
     /// Elements j ..< j + 16.
     @inline(__always)
     public func lanes(_ j: Int) -> PlaneSums.Lanes {
         if let floats { return PlaneSums.load(floats + j) }
-        let raw = UnsafeRawPointer(bits! + j).loadUnaligned(as: SIMD16<UInt16>.self)
+        let raw = bits!.loadUnaligned(fromByteOffset: 2 * j, as: SIMD16<UInt16>.self)
         return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: raw) &<< 16, to: PlaneSums.Lanes.self)
     }
 
     @inline(__always)
     public subscript(j: Int) -> Float {
         if let floats { return floats[j] }
-        return Float(bitPattern: UInt32(bits![j]) << 16)
+        return Float(bitPattern: UInt32(bits!.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self)) << 16)
     }
 }

@@ -132,37 +132,40 @@ public struct WinogradPlan {
         let swap = [3, 1, 2, 0]
         let runs = (0..<16).flatMap { xi in (0..<products).map { (xi, $0 * columns) } }
         let kernels = runs.map { xi, _ in u + (transposed ? 4 * swap[xi / 4] + swap[xi % 4] : xi) * kernelStride }
-        var bits: [UnsafePointer<UInt16>] = []
+        // The products of `chunk` output channels at a time (rows of U_ξ, columns of its transpose), each chunk
+        // transformed into y before the next overwrites M; `bits`: V_ξ in bf16.
+        func formProducts(bits: [UnsafePointer<UInt16>]) {
+            let chunk = outputChannelChunk(o, precision: precision)
+            for o0 in Swift.stride(from: 0, to: o, by: chunk) {
+                let rows = o0..<Swift.min(o, o0 + chunk)
+                let outputStride = Self.matrixStride(rows.count * t)
+                let a = kernels.map { UnsafePointer($0 + (transposed ? o0 : o0 * c)) }
+                let outputs = runs.map { xi, first in m + xi * outputStride + first }
+                timing = Profiler.begin()
+                if precision == .bfloat16 {
+                    BF16.gemmBatch(transA: transposed, m: rows.count, n: t, k: c, a: a, lda: transposed ? o : c,
+                                   bits: bits, ldb: t, c: outputs, ldc: t)
+                } else {
+                    gemmBatch(transA: transposed, m: rows.count, n: columns, k: c, a: a, lda: transposed ? o : c,
+                              b: runs.map { xi, first in UnsafePointer(scratch + xi * Self.matrixStride(c * t) + first) },
+                              ldb: t, c: outputs, ldc: t)
+                }
+                Profiler.end("Winograd GEMMs", timing)
+                timing = Profiler.begin()
+                transformOutput(m, channels: o, range: rows, into: y, precision: precision)
+                Profiler.end("Winograd output transform", timing)
+            }
+        }
         if precision == .bfloat16 {
             scratch.withMemoryRebound(to: UInt16.self, capacity: 2 * inputFloats) { v in
                 transformInput(x, channels: c, into: .bfloat16(v))
-                bits = (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) }
+                Profiler.end("Winograd input transform", timing)
+                formProducts(bits: (0..<16).map { UnsafePointer(v + $0 * Self.bitsStride(c * t)) })
             }
         } else {
             transformInput(x, channels: c, into: .float32(scratch))
-        }
-        Profiler.end("Winograd input transform", timing)
-        // The products of `chunk` output channels at a time (rows of U_ξ, columns of its transpose), each chunk
-        // transformed into y before the next overwrites M.
-        let chunk = outputChannelChunk(o, precision: precision)
-        for o0 in Swift.stride(from: 0, to: o, by: chunk) {
-            let rows = o0..<Swift.min(o, o0 + chunk)
-            let outputStride = Self.matrixStride(rows.count * t)
-            let a = kernels.map { UnsafePointer($0 + (transposed ? o0 : o0 * c)) }
-            let outputs = runs.map { xi, first in m + xi * outputStride + first }
-            timing = Profiler.begin()
-            if precision == .bfloat16 {
-                BF16.gemmBatch(transA: transposed, m: rows.count, n: t, k: c, a: a, lda: transposed ? o : c,
-                               bits: bits, ldb: t, c: outputs, ldc: t)
-            } else {
-                gemmBatch(transA: transposed, m: rows.count, n: columns, k: c, a: a, lda: transposed ? o : c,
-                          b: runs.map { xi, first in UnsafePointer(scratch + xi * Self.matrixStride(c * t) + first) },
-                          ldb: t, c: outputs, ldc: t)
-            }
-            Profiler.end("Winograd GEMMs", timing)
-            timing = Profiler.begin()
-            transformOutput(m, channels: o, range: rows, into: y, precision: precision)
-            Profiler.end("Winograd output transform", timing)
+            Profiler.end("Winograd input transform", timing)
+            formProducts(bits: [])
         }
     }
 
@@ -214,9 +217,9 @@ public struct WinogradPlan {
     /// dg = Gᵀ dU G for the kernels of input channels `range` (of C), from their 16 matrices dU_ξ (O×range.count).
     func transformKernelGradient(_ du: UnsafePointer<Float>, outChannels o: Int, channels c: Int, range: Range<Int>,
                                  into dw: UnsafeMutablePointer<Float>) {
-        let (width, kernelStride) = (range.count, Self.matrixStride(o * range.count))
-        parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(width, 1))) { o0, o1 in
-            for oc in (o0 * width)..<(o1 * width) {
+        let (part, kernelStride) = (range.count, Self.matrixStride(o * range.count))
+        parallelChunks(o, minimumPerChunk: Swift.max(1, 4096 / Swift.max(part, 1))) { o0, o1 in
+            for oc in (o0 * part)..<(o1 * part) {
                 let src = du + oc
                 // Row k of Gᵀ dU (3×4) from the columns of dU, then · G.
                 @inline(__always) func column(_ b: Int) -> (Float, Float, Float) {
@@ -225,7 +228,7 @@ public struct WinogradPlan {
                     return (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
                 }
                 let (c0, c1, c2, c3) = (column(0), column(1), column(2), column(3))
-                let g = dw + ((oc / width) * c + range.lowerBound + oc % width) * 9
+                let g = dw + ((oc / part) * c + range.lowerBound + oc % part) * 9
                 g[0] = c0.0 + 0.5 * (c1.0 + c2.0); g[1] = 0.5 * (c1.0 - c2.0); g[2] = 0.5 * (c1.0 + c2.0) + c3.0
                 g[3] = c0.1 + 0.5 * (c1.1 + c2.1); g[4] = 0.5 * (c1.1 - c2.1); g[5] = 0.5 * (c1.1 + c2.1) + c3.1
                 g[6] = c0.2 + 0.5 * (c1.2 + c2.2); g[7] = 0.5 * (c1.2 - c2.2); g[8] = 0.5 * (c1.2 + c2.2) + c3.2
@@ -327,7 +330,7 @@ public struct WinogradPlan {
                                into target: TransformedInput) {
         let (t, plane) = (blocks.count, height * width)
         let range = range ?? 0..<c
-        let width = range.count
+        let part = range.count
         // The padded sub-image plus the 4 rows of Bᵀ d, for the largest sub-image.
         var largest = 0
         for sub in subImages {
@@ -335,7 +338,7 @@ public struct WinogradPlan {
             largest = Swift.max(largest, (ph + 4) * pw)
         }
         subImages.withUnsafeBufferPointer { subImages in
-            parallelChunks(width, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { c0, c1 in
+            parallelChunks(part, minimumPerChunk: Swift.max(1, 2048 / Swift.max(t, 1))) { c0, c1 in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: largest) { buffer in
                     let padded = buffer.baseAddress!
                     for row in c0..<c1 {
@@ -351,10 +354,10 @@ public struct WinogradPlan {
                             case .bfloat16(let matrices):
                                 BF16.winogradInput(padded: padded, blockRows: sub.blockRows, blockCols: sub.blockCols,
                                                    into: matrices + row * t + sub.firstBlock,
-                                                   stride: Self.bitsStride(width * t))
+                                                   stride: Self.bitsStride(part * t))
                                 continue
                             }
-                            let stride = Self.matrixStride(width * t)
+                            let stride = Self.matrixStride(part * t)
                             let rows = padded + ph * pw   // Bᵀ d for one block row: 4 rows of pw
                             for bu in 0..<sub.blockRows {
                                 let (d0, d1, d2, d3) = (padded + 2 * bu * pw, padded + (2 * bu + 1) * pw,

@@ -129,20 +129,14 @@ final class DataParallelTests: XCTestCase {
 
     func testParameterLayoutMismatchAbortsNamingTheKey() throws {
         let out = directory.appendingPathComponent("mismatch").path
-        // Each rank's output in its own file: both ranks report the mismatch at once, and on mpirun's merged stderr
-        // their bytes can interleave mid-line.
-        let perRank = directory.appendingPathComponent("mismatch-output")
         let common = ["ddp-check", "--out", out, "--rank-batches", "1,1", "--steps", "1"]
-        let result = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe",
-                                                     "--output-filename", perRank.path,
-                                                     "-n", "1", OCRDDPBinary.path] + common + ["--classes", "5", ":",
-                                                     "-n", "1", OCRDDPBinary.path] + common + ["--classes", "6"],
-                                    timeout: 120)
+        let (result, report) = try mpirunWithRankFiles(
+            ["-n", "1", OCRDDPBinary.path] + common + ["--classes", "5", ":", "-n", "1", OCRDDPBinary.path] + common
+                + ["--classes", "6"],
+            directory: directory.appendingPathComponent("mismatch-output"), timeout: 120)
         XCTAssertFalse(result.timedOut, "a layout mismatch must not hang")
         XCTAssertNotEqual(result.status, 0)
         // Rank 0, whose own layout is the reference, must name the key too (it may be the only rank that prints).
-        let rank0 = perRank.appendingPathComponent("1/rank.0/stderr")
-        let report = (try? String(contentsOf: rank0, encoding: .utf8)) ?? ""
         XCTAssertTrue(report.contains("parameter layout mismatch") && report.contains("decode_head.0.conv_seg.weight"),
                       "rank 0's stderr: \(report); mpirun: \(result.stderr)")
     }
@@ -166,16 +160,11 @@ final class DataParallelTests: XCTestCase {
     /// The drift guard: a rank whose weights differ after a step stops every rank with a loud error.
     func testDivergedWeightsAreALoudError() throws {
         let out = directory.appendingPathComponent("drift").path
-        // Each rank's output in its own file: both ranks report at once, and merged their bytes interleave mid-line.
-        let perRank = directory.appendingPathComponent("drift-output")
-        let result = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe",
-                                                     "--output-filename", perRank.path, "-n", "2", OCRDDPBinary.path,
-                                                     "ddp-check", "--out", out, "--rank-batches", "1,1",
-                                                     "--perturb-rank", "1"], timeout: 120)
+        let (result, report) = try mpirunWithRankFiles(
+            ["-n", "2", OCRDDPBinary.path, "ddp-check", "--out", out, "--rank-batches", "1,1", "--perturb-rank", "1"],
+            directory: directory.appendingPathComponent("drift-output"), timeout: 120)
         XCTAssertFalse(result.timedOut)
         XCTAssertNotEqual(result.status, 0)
-        let rank0 = perRank.appendingPathComponent("1/rank.0/stderr")
-        let report = (try? String(contentsOf: rank0, encoding: .utf8)) ?? ""
         XCTAssertTrue(report.contains("weights diverged across ranks at iteration 1"),
                       "rank 0's stderr: \(report); mpirun: \(result.stderr)")
     }

@@ -10,7 +10,7 @@ import XCTest
 final class BF16ActivationTests: XCTestCase {
     func testKeptBitsAreTheGemmRounding() {
         let x = randomTensor([2, 3, 5, 7], seed: 1, lo: -3, hi: 3)
-        x[0] = 0; x[1] = -0.0; x[2] = 1e-40; x[3] = .infinity; x[4] = .nan
+        x[0] = 0; x[1] = -0.0; x[2] = Float(bitPattern: 0x0001_2345); x[3] = .infinity; x[4] = .nan  // x[2]: subnormal
         let back = BF16Activation(rounding: x).expanded()
         let differ = (0..<x.count).filter { back[$0].bitPattern != BF16.round(x[$0]).bitPattern }
         XCTAssertEqual(differ, [], "expanded values differ from BF16.round at these indices")

@@ -63,6 +63,17 @@ public func mpirun(_ ranks: Int, _ arguments: [String], environment: [String: St
                    environment: environment, timeout: timeout)
 }
 
+/// mpirun as root, oversubscribed, with each rank's output in its own file under `directory` (`--output-filename`):
+/// ranks that report at once interleave their bytes mid-line on the merged stderr. `arguments` follow the
+/// launcher's options (`-n 2 binary …`, or an MPMD line `-n 1 a : -n 1 b`). Returns the run and rank 0's stderr.
+public func mpirunWithRankFiles(_ arguments: [String], directory: URL,
+                                timeout: TimeInterval = 180) throws -> (result: ProcessResult, rank0Stderr: String) {
+    let result = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe",
+                                                 "--output-filename", directory.path] + arguments, timeout: timeout)
+    let rank0 = directory.appendingPathComponent("1/rank.0/stderr")
+    return (result, (try? String(contentsOf: rank0, encoding: .utf8)) ?? "")
+}
+
 /// The project's ssh stand-in (runs the command here, as if on the named host).
 public let sshStandIn = "\(FileManager.default.currentDirectoryPath)/Tests/Cluster/ssh-standin"
 
