@@ -163,8 +163,10 @@ final class FusePath {
     let upsample = BilinearResize(alignCorners: false)
     let fitToBranch = BilinearResize(alignCorners: false)
     private var fitted = false
+    private let store: ParameterStore
 
     init(_ scope: Scope, from j: Int, to i: Int, channels: [Int]) {
+        store = scope.store
         if j > i {
             convs = [ConvBN(conv: scope.child("0"), bn: scope.child("1"), in: channels[j], out: channels[i],
                             kernel: 1, relu: false)]
@@ -180,8 +182,7 @@ final class FusePath {
     }
 
     func forward(_ x: Tensor, height: Int, width: Int) -> Tensor {
-        var h = x
-        for c in convs { h = c.forward(h) }
+        var h = forwardChain(convs, x, keepingBF16: store.keepsActivationsInBF16)
         guard upscale > 1 else { return h }
         h = upsample.forward(h, height: h.shape[2] * upscale, width: h.shape[3] * upscale)
         fitted = h.shape[2] != height || h.shape[3] != width
@@ -229,7 +230,7 @@ final class HRModule {
 
     func forward(_ inputs: [Tensor]) -> [Tensor] {
         let branchOutputs = zip(branches, inputs).map { blocks, x in
-            blocks.reduce(x) { h, block in block.forward(h) }
+            ResidualBlock.forward(blocks, x)
         }
         return sums.indices.map { i in
             let (height, width) = (branchOutputs[i].shape[2], branchOutputs[i].shape[3])
@@ -261,8 +262,10 @@ final class Transition {
     let layers: [[ConvBN]]
     let previousCount: Int
     let previousGrads: GradientSums
+    private let store: ParameterStore
 
     init(_ scope: Scope, from previous: [Int], to current: [Int]) {
+        store = scope.store
         previousCount = previous.count
         layers = current.indices.map { i in
             if i < previous.count {
@@ -285,7 +288,9 @@ final class Transition {
     private func source(_ i: Int) -> Int { layers[i].isEmpty ? i : previousCount - 1 }
 
     func forward(_ previous: [Tensor]) -> [Tensor] {
-        layers.indices.map { i in layers[i].reduce(previous[source(i)]) { h, layer in layer.forward(h) } }
+        layers.indices.map { i in
+            forwardChain(layers[i], previous[source(i)], keepingBF16: store.keepsActivationsInBF16)
+        }
     }
 
     func backward(_ grads: [Tensor]) -> [Tensor] {
@@ -305,8 +310,10 @@ final class HRNet {
     let layer1: [ResidualBlock]
     let transitions: [Transition]
     let stages: [[HRModule]]
+    private let store: ParameterStore
 
     init(_ scope: Scope, config: HRNetConfig, residualBNInit: Float) {
+        store = scope.store
         // The stem width is fixed at 64 in mmseg, whatever the stage widths.
         stem = (1...2).map { i in
             ConvBN(conv: scope.child("conv\(i)"), bn: scope.child("bn\(i)"), in: i == 1 ? 3 : 64, out: 64, kernel: 3,
@@ -336,7 +343,9 @@ final class HRNet {
     }
 
     func forward(_ x: Tensor) -> [Tensor] {
-        let h = layer1.reduce(stem.reduce(x) { h, c in c.forward(h) }) { h, block in block.forward(h) }
+        // In bf16 training the stem's outputs are kept as bf16 once read, the second's by layer1's first block.
+        let h = ResidualBlock.forward(layer1, forwardChain(stem, x, keepingBF16: store.keepsActivationsInBF16),
+                                      producer: stem[stem.count - 1].bn)
         var branches = [h]
         for (transition, modules) in zip(transitions, stages) {
             branches = modules.reduce(transition.forward(branches)) { b, module in module.forward(b) }

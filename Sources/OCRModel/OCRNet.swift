@@ -106,6 +106,10 @@ public final class OCRNet {
             let x = headInput.forward(features)
             fcn = fcnHead.forward(x, sampleKeys: keys)
             logits = ocrHead.forward(x, regions: fcn.regions, sampleKeys: keys)
+            if store.keepsActivationsInBF16 {   // both heads' first convolutions read the concatenation
+                let kept = BF16Activation(rounding: x)
+                for conv in [fcnHead.conv.conv, ocrHead.bottleneck.conv] { conv.keepInput(kept) }
+            }
         } else {
             fcn = fcnHead.forward(features[2], sampleKeys: keys)
             logits = ocrHead.forward(features[3], regions: fcn.regions, sampleKeys: keys)

@@ -43,17 +43,12 @@ final class ResidualBlock {
         }
     }
 
-    /// `producer`: the join whose output x is, when x has no reader outside this block (not a stage's output);
-    /// where the store keeps activations in bf16, x is then kept so once this block's forward is done.
-    func forward(_ x: Tensor, producer: ResidualAddReLU? = nil) -> Tensor {
+    /// `producer`: the layer whose ReLU output x is (the previous block's join, a stem pair), when x has no reader
+    /// outside this block (not a stage's output); where the store keeps activations in bf16, x is then kept so once
+    /// this block's forward is done.
+    func forward(_ x: Tensor, producer: KeepsOutputInBF16? = nil) -> Tensor {
         let keepsBF16 = store.keepsActivationsInBF16
-        var h = x
-        for (i, c) in convs.enumerated() {
-            let next = c.forward(h)
-            // h, the previous pair's BN + ReLU output, has had its one fp32 reader: this convolution's forward.
-            if keepsBF16, i > 0 { keep(BF16Activation(rounding: h), from: convs[i - 1], for: [c.conv]) }
-            h = next
-        }
+        let h = forwardChain(convs, x, keepingBF16: keepsBF16)
         let y = join.forward(h, downsample?.forward(x) ?? x)
         if keepsBF16, let producer {
             let kept = BF16Activation(rounding: x)
@@ -63,6 +58,17 @@ final class ResidualBlock {
         return y
     }
 
+    /// Blocks in turn from x, each block's input (its predecessor's join output) kept as bf16 once it is done, and
+    /// the first one's too when `producer` says whose ReLU output x is.
+    static func forward(_ blocks: [ResidualBlock], _ x: Tensor, producer: KeepsOutputInBF16? = nil) -> Tensor {
+        var (h, producer) = (x, producer)
+        for block in blocks {
+            h = block.forward(h, producer: producer)
+            producer = block.join
+        }
+        return h
+    }
+
     func backward(_ dy: Tensor) -> Tensor {
         let d = join.backward(dy)
         var g = d
@@ -70,12 +76,6 @@ final class ResidualBlock {
         addInPlace(g, downsample?.backward(d)! ?? d)
         return g
     }
-}
-
-/// Hands a ConvBN's BN + ReLU output, as bf16 bits, to that BN (for its mask) and to the convolutions it fed.
-func keep(_ kept: BF16Activation, from producer: ConvBN, for readers: [Conv2d]) {
-    producer.bn.keepOutput(kept)
-    for conv in readers { conv.keepInput(kept) }
 }
 
 /// ResNetV1c with output stride 8 (mmseg `ResNetV1c`, strides (1,2,1,1), dilations (1,1,2,4), contract_dilation).
@@ -118,18 +118,12 @@ final class ResNetV1cD8 {
     /// stem convolution, the max pool) is done, and so is each block's input inside a stage.
     func forward(_ x: Tensor) -> [Tensor] {
         let keepsBF16 = store.keepsActivationsInBF16
-        var h = x
-        for (i, c) in stem.enumerated() {
-            let next = c.forward(h)
-            if keepsBF16, i > 0 { keep(BF16Activation(rounding: h), from: stem[i - 1], for: [c.conv]) }
-            h = next
-        }
-        let pooled = pool.forward(h)
-        if keepsBF16 { keep(BF16Activation(rounding: h), from: stem[stem.count - 1], for: []) }
-        h = pooled
+        let stemOutput = forwardChain(stem, x, keepingBF16: keepsBF16)
+        var h = pool.forward(stemOutput)
+        if keepsBF16 { keep(BF16Activation(rounding: stemOutput), from: stem[stem.count - 1], for: []) }
         var features: [Tensor] = []
         for stage in stages {
-            for (b, block) in stage.enumerated() { h = block.forward(h, producer: b > 0 ? stage[b - 1].join : nil) }
+            h = ResidualBlock.forward(stage, h)
             features.append(h)
         }
         return features

@@ -7,7 +7,7 @@ import OCRTensor
 /// Training: normalise with the biased variance M2/N of the batch (merged across replicas through the store's
 /// `ReplicaReducer`), update running_mean and running_var (unbiased M2/(N−1)) with momentum 0.1 and count
 /// num_batches_tracked. Eval: normalise with the running statistics.
-public final class BatchNorm2d {
+public final class BatchNorm2d: KeepsOutputInBF16 {
     public let weight: Parameter
     /// The layer's mmseg key prefix ("backbone.layer1.0.bn1"), for messages; kept, not rebuilt every step.
     let layerName: String
@@ -182,6 +182,7 @@ public final class BatchNorm2d {
               let y = fusedReLU ? output.map(ActivationPlane.init) ?? outputBits.map(ActivationPlane.init) : x else {
             preconditionFailure("\(weight.name): backward before forward")
         }
+        defer { (input, inputBits, output, outputBits) = (nil, nil, nil, nil) }   // saved for this backward alone (`Tensor.transient`)
         precondition(dy.shape == shape, "\(weight.name): gradient \(dy.shape) does not match input \(shape)")
         let (n, hw) = (shape[0], shape[2] * shape[3])
         let relu = fusedReLU

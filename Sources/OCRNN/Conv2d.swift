@@ -36,10 +36,10 @@ public final class Conv2d {
         self.bias = bias ? scope.parameter("bias", shape: [outChannels], initializer: biasInit) : nil
     }
 
-    func geometry(_ x: Tensor) -> ConvGeometry {
-        precondition(x.shape.count == 4 && x.shape[1] == inChannels,
-                     "\(weight.name): input \(x.shape) does not have \(inChannels) channels")
-        return ConvGeometry(channels: inChannels, height: x.shape[2], width: x.shape[3], kernelH: kernel,
+    func geometry(_ shape: [Int]) -> ConvGeometry {
+        precondition(shape.count == 4 && shape[1] == inChannels,
+                     "\(weight.name): input \(shape) does not have \(inChannels) channels")
+        return ConvGeometry(channels: inChannels, height: shape[2], width: shape[3], kernelH: kernel,
                             kernelW: kernel, stride: stride, padding: padding, dilation: dilation)
     }
 
@@ -209,7 +209,7 @@ public final class Conv2d {
     public func forward(_ x: Tensor) -> Tensor {
         let plan = winograd(x)
         let timing = Profiler.begin(); defer { Profiler.end("\(profileName) forward", timing) }
-        let g = geometry(x)
+        let g = geometry(x.shape)
         let n = x.shape[0]
         // Transient: the output goes when its readers are done (a BN may keep it as bf16 bits, `BatchNorm2d.input`).
         let y = Tensor.transient(shape: [n, outChannels, g.outHeight, g.outWidth])
@@ -263,13 +263,18 @@ public final class Conv2d {
     /// dy: N×O×Ho×Wo → dx: N×C×H×W (nil when not needed); accumulates dW += dy_n·col(x_n)ᵀ and db += Σ dy.
     @discardableResult
     public func backward(_ dy: Tensor) -> Tensor? {
-        guard let x = input ?? inputBits?.expanded() else { preconditionFailure("\(weight.name): backward before forward") }
+        guard let shape = input?.shape ?? inputBits?.shape else { preconditionFailure("\(weight.name): backward before forward") }
+        defer { (input, inputBits) = (nil, nil) }   // saved for this backward alone (`Tensor.transient`)
         let timing = Profiler.begin(); defer { Profiler.end("\(profileName) backward dW", timing) }
-        let g = geometry(x)
-        let n = x.shape[0]
+        // A pointwise convolution reads kept bits as they are, as its weight-gradient GEMM's bf16 B operand (its
+        // input gradient never reads x); the others read x in fp32, the kept bits expanded into a transient copy.
+        let keptBits = input == nil && isPointwise ? inputBits : nil
+        let x = keptBits == nil ? input ?? inputBits?.expanded() : nil
+        let g = geometry(shape)
+        let n = shape[0]
         let (inSize, outSize) = (inChannels * g.height * g.width, outChannels * g.outPixels)
         precondition(dy.count == n * outSize, "\(weight.name): gradient \(dy.shape) does not match the output")
-        let dx = needsInputGradient ? Tensor.transient(shape: x.shape) : nil
+        let dx = needsInputGradient ? Tensor.transient(shape: shape) : nil
         // bf16: dW_i = dy_i·col(x_i)ᵀ on the AMX tiles where they run it, else with the column matrix unfolded in the
         // GEMM; dx = conv(dy, W̃) where `convolvesInputGradient`, else scattered from dcol = Wᵀ·dy_i, which needs the
         // column matrix.
@@ -292,24 +297,29 @@ public final class Conv2d {
         let col = needsColumns ? scratch : nil
         let imageWeightGrad = scratch + workFloats
         for i in 0..<n {
-            let xi = x.data + i * inSize
+            let xi = x.map { $0.data + i * inSize }   // nil when the kept bits are read instead
             let dyi = dy.data + i * outSize
             // Each image's dW is formed on its own and then added, so a batch split over ranks and summed by the
             // allreduce rounds exactly as the whole batch does in one process. Into a zero gradient it is stored
             // directly (0 + dW is dW).
             let target = weight.gradientIsZero ? weight.grad.data : imageWeightGrad
-            if let plan = winogradPlan {
-                plan.weightGradient(xi, channels: inChannels, dyi, outChannels: outChannels, into: target,
+            if let keptBits {
+                // dW (O×C) = dy_i (O×P) · x_iᵀ (P×C), x_i as the bits the GEMM would round it to
+                BF16.gemmBatch(transB: true, m: outChannels, n: inChannels, k: g.outPixels, a: [UnsafePointer(dyi)],
+                               bits: [UnsafePointer(keptBits.bits + i * inSize)], c: [target])
+            } else if let plan = winogradPlan {
+                plan.weightGradient(xi!, channels: inChannels, dyi, outChannels: outChannels, into: target,
                                     scratch: scratch, precision: store.precision)
             } else if tiledWeightGradient {
-                BF16.convolutionWeightGradient(outChannels: outChannels, geometry: g, image: xi, dy: dyi,
+                BF16.convolutionWeightGradient(outChannels: outChannels, geometry: g, image: xi!, dy: dyi,
                                                scratch: scratch, dw: target)
             } else if unfoldedWeightGradient {
                 BF16.packA(m: outChannels, k: g.outPixels, a: dyi, into: scratch)
-                BF16.gemmIm2col(transB: true, m: outChannels, packedA: scratch, geometry: g, image: xi, c: target)
+                BF16.gemmIm2col(transB: true, m: outChannels, packedA: scratch, geometry: g, image: xi!,
+                                c: target)
             } else {
                 // dW (O×CKK) = dy_i (O×P) · col_iᵀ (P×CKK)
-                let columns = columnMatrix(xi, g, col)
+                let columns = columnMatrix(xi!, g, col)
                 gemm(transB: true, m: outChannels, n: g.columnRows, k: g.outPixels, a: dyi, b: columns, c: target,
                      precision: store.precision)
             }

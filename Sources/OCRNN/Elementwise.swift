@@ -21,9 +21,15 @@ public final class ReLU {
     }
 }
 
+/// A layer that ends in a ReLU and whose backward reads only its output's sign, so that in bf16 training the output
+/// may be kept as bf16 bits once its fp32 readers are done (`BF16Activation`).
+public protocol KeepsOutputInBF16: AnyObject {
+    func keepOutput(_ bits: BF16Activation)
+}
+
 /// The residual join of a ResNet block: y = max(a + b, 0). a, b: same shape → y.
 /// Backward gives the one gradient both branches receive.
-public final class ResidualAddReLU {
+public final class ResidualAddReLU: KeepsOutputInBF16 {
     /// The output, for the backward's mask: fp32, or as bf16 bits once `keepOutput` replaced it.
     private var output: Tensor?
     private var outputBits: BF16Activation?
@@ -55,6 +61,7 @@ public final class ResidualAddReLU {
               let y = output.map(ActivationPlane.init) ?? outputBits.map(ActivationPlane.init) else {
             preconditionFailure("residual backward before forward")
         }
+        defer { (output, outputBits) = (nil, nil) }   // saved for this backward alone (`Tensor.transient`)
         precondition(dy.shape == shape, "residual join: gradient \(dy.shape) for output \(shape)")
         let dx = Tensor.transient(shape: shape)
         reluBackward(output: y, dy, into: dx)

@@ -7,7 +7,9 @@ import OCRTensor
 public final class BatchedMatMul {
     public let transA: Bool, transB: Bool
     public let alpha: Float
+    /// The forward's operands, for backward; A as bf16 bits once `keepA` replaced it.
     private var a: Tensor?, b: Tensor?
+    private var aBits: BF16Activation?
     private var dims = (batch: 0, m: 0, n: 0, k: 0)
     private var precision = Precision.float32
 
@@ -21,6 +23,7 @@ public final class BatchedMatMul {
         precondition(a.count == batch * m * k && b.count == batch * k * n,
                      "matmul of \(a.shape) and \(b.shape) as \(batch)×(\(m)×\(k))·(\(k)×\(n))")
         self.a = a; self.b = b
+        aBits = nil
         dims = (batch, m, n, k)
         self.precision = precision
         let c = Tensor.transient(shape: outputShape)
@@ -33,10 +36,20 @@ public final class BatchedMatMul {
         return c
     }
 
+    /// Keeps the last forward's A as `bits` (its values rounded) instead of fp32, which can then go: in bf16 the
+    /// backward's GEMMs round A to those very values (`BF16Activation`).
+    public func keepA(_ bits: BF16Activation) {
+        precondition(precision == .bfloat16 && bits.shape == a?.shape,
+                     "matmul: bf16 A \(bits.shape) kept for fp32 A \(a?.shape ?? [])")
+        a = nil
+        aBits = bits
+    }
+
     /// dC → (dA, dB) with the shapes of A and B: dop(A) = α·dC·op(B)ᵀ, dop(B) = α·op(A)ᵀ·dC.
     public func backward(_ dc: Tensor) -> (Tensor, Tensor) {
         let timing = Profiler.begin(); defer { Profiler.end("BatchedMatMul.backward", timing) }
-        guard let a, let b else { preconditionFailure("matmul backward before forward") }
+        guard let a = a ?? aBits?.expanded(), let b else { preconditionFailure("matmul backward before forward") }
+        defer { (self.a, aBits, self.b) = (nil, nil, nil) }   // saved for this backward alone (`Tensor.transient`)
         let (batch, m, n, k) = dims
         let da = Tensor.transient(shape: a.shape)
         let db = Tensor.transient(shape: b.shape)

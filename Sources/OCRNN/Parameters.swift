@@ -140,7 +140,9 @@ public final class ParameterStore {
     /// Whether layers keep activations as bf16 bits once the forward is done with their fp32 values (batch-norm
     /// inputs, ReLU outputs that only convolutions read; `BF16Activation`): in bf16 training only, where the
     /// backward's error stays that of PyTorch's autocast, which stores them in bf16 throughout (docs/TESTING.md).
-    public var keepsActivationsInBF16: Bool { training && trainingPrecision == .bfloat16 }
+    public var keepsActivationsInBF16: Bool { bf16ActivationsAllowed && training && trainingPrecision == .bfloat16 }
+    /// Off: bf16 training keeps every activation in fp32, the step that keeping is compared with (tests).
+    public var bf16ActivationsAllowed = true
     public var reducer: ReplicaReducer = LocalReplica()
     public let workspace = Workspace()
     /// Called by a layer's backward once it has finished accumulating a parameter's gradient for this pass; the

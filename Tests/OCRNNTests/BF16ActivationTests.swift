@@ -44,6 +44,29 @@ final class BF16ActivationTests: XCTestCase {
         }
     }
 
+    /// The OCR head's gather and similarity keep their A (the features, the queries) so: backward's bf16 GEMMs
+    /// round it to the kept values, so dA and dB keep their bits.
+    func testMatMulGradientsFromAKeptOperandKeepTheirBits() {
+        let (batch, m, n, k) = (2, 7, 19, 33)
+        for (transA, transB) in [(false, true), (true, false)] {
+            let tag = "transA \(transA), transB \(transB)"
+            let (full, kept) = (BatchedMatMul(transA: transA, transB: transB, alpha: 0.5),
+                                BatchedMatMul(transA: transA, transB: transB, alpha: 0.5))
+            let a = randomTensor(transA ? [batch, k, m] : [batch, m, k], seed: 14)
+            let b = randomTensor(transB ? [batch, n, k] : [batch, k, n], seed: 15)
+            func product(_ layer: BatchedMatMul) -> Tensor {
+                layer.forward(a, b, batch: batch, m: m, n: n, k: k, outputShape: [batch, m, n], precision: .bfloat16)
+            }
+            let c = product(full)
+            XCTAssertEqual(product(kept).array.map(\.bitPattern), c.array.map(\.bitPattern), tag)
+            kept.keepA(BF16Activation(rounding: a))
+            let dc = randomTensor(c.shape, seed: 16)
+            let (dFull, dKept) = (full.backward(dc), kept.backward(dc))
+            XCTAssertEqual(dKept.0.array.map(\.bitPattern), dFull.0.array.map(\.bitPattern), "\(tag): dA")
+            XCTAssertEqual(dKept.1.array.map(\.bitPattern), dFull.1.array.map(\.bitPattern), "\(tag): dB")
+        }
+    }
+
     func testReLUMasksFromKeptOutputsKeepTheirBits() {
         func batchNorm() -> BatchNorm2d {
             let store = ParameterStore()

@@ -6,6 +6,8 @@
 //   bench_bf16 peak    the peaks only
 //   bench_bf16 ours    ocr_bf16_gemm with the kernel OCR_BF16_KERNEL picks, and its packing times
 //   bench_bf16 sgemm   cblas_sgemm only (OPENBLAS_CORETYPE as set)
+//   bench_bf16 winograd  the 16-product batches of R18-D8's Winograd convolutions (256×256, batch 2), B as bf16
+//                      bits as the trainer passes them, on 2 threads, with the share spent packing A
 // Each GEMM time is the best of repeated runs lasting ~0.1 s in total (2 cores shared with other work here: ±10 %
 // between runs is normal), so every column takes a few seconds.
 #include "ocr_bf16.h"
@@ -322,12 +324,72 @@ static void run_column(const char *self, column *col) {
     pclose(child);
 }
 
+// ---------------------------------------------------------------- Winograd batches
+
+// One convolution's 16 GEMMs as Winograd.swift calls them: forward M = U·V (m o, n t, k c), input gradient
+// Uᵀ·V of dy (transA: m c, n t, k o), weight gradient Z·Vᵀ (transB: m o, n c, k t); V in bf16 bits.
+typedef struct { const char *what; int transA, transB; long m, n, k; } batch_shape;
+
+static const batch_shape winograd_shapes[] = {
+    {"layer1 64->64 t=2048 fwd", 0, 0, 64, 2048, 64},   {"layer1 dX", 1, 0, 64, 2048, 64},
+    {"layer1 dW", 0, 1, 64, 64, 2048},                  {"layer2 128->128 t=512 fwd", 0, 0, 128, 512, 128},
+    {"layer2 dX", 1, 0, 128, 512, 128},                 {"layer2 dW", 0, 1, 128, 128, 512},
+    {"layer3 256->256 t=512 fwd", 0, 0, 256, 512, 256}, {"layer3 dX", 1, 0, 256, 512, 256},
+    {"layer3 dW", 0, 1, 256, 256, 512},                 {"layer4 512->512 t=512 fwd", 0, 0, 512, 512, 512},
+    {"layer4 dX", 1, 0, 512, 512, 512},                 {"layer4 dW", 0, 1, 512, 512, 512},
+    {"stem 32->64 t=8192 fwd", 0, 0, 64, 8192, 32},     {"stem dX", 1, 0, 32, 8192, 64},
+    {"stem dW", 0, 1, 64, 32, 8192},
+};
+
+static void run_winograd_mode(void) {
+    enum { PRODUCTS = 16 };
+    ocr_bf16_set_threads(2);
+    printf("kernel: %s, 16 products per batch, 2 threads\n", ocr_bf16_kernel_name());
+    printf("%-28s %5s %5s %5s | %8s | %7s\n", "shape", "m", "n", "k", "GF/s", "packA%");
+    printf("(packA%%: packing the 16 A on one thread, against the batch on two: half of it is each thread's share)\n");
+    for (size_t i = 0; i < sizeof winograd_shapes / sizeof winograd_shapes[0]; ++i) {
+        const batch_shape *s = &winograd_shapes[i];
+        const float *a[PRODUCTS];
+        const uint16_t *b[PRODUCTS];
+        float *c[PRODUCTS];
+        void *packed[PRODUCTS];
+        for (int p = 0; p < PRODUCTS; ++p) {
+            a[p] = random_floats(s->m * s->k);
+            float *wide = random_floats(s->k * s->n);
+            uint16_t *bits = malloc((size_t)s->k * s->n * sizeof(uint16_t));
+            ocr_bf16_pack(wide, bits, s->k * s->n);
+            free(wide);
+            b[p] = bits;
+            c[p] = random_floats(s->m * s->n);
+            packed[p] = malloc(ocr_bf16_packed_a_size(s->m, s->k));
+        }
+        const long lda = s->transA ? s->m : s->k, ldb = s->transB ? s->k : s->n;
+        double best = 1e30, best_pack = 1e30;
+        for (int r = 0; r < 10; ++r) {
+            double start = seconds();
+            ocr_bf16_gemm_batch_bf16_b(s->transA, s->transB, PRODUCTS, s->m, s->n, s->k, 1, a, lda, b, ldb, 0, c, s->n);
+            ocr_bf16_set_threads(1);  // as each product packs its A inside the batch
+            double mid = seconds();
+            for (int p = 0; p < PRODUCTS; ++p) ocr_bf16_pack_a(s->transA, s->m, s->k, a[p], lda, packed[p]);
+            double end = seconds();
+            ocr_bf16_set_threads(2);
+            if (mid - start < best) best = mid - start;
+            if (end - mid < best_pack) best_pack = end - mid;
+        }
+        printf("%-28s %5ld %5ld %5ld | %8.1f | %6.0f%%\n", s->what, s->m, s->n, s->k,
+               PRODUCTS * 2.0 * s->m * s->n * s->k / best * 1e-9, 100 * best_pack / best);
+        fflush(stdout);
+        for (int p = 0; p < PRODUCTS; ++p) free((void *)a[p]), free((void *)b[p]), free(c[p]), free(packed[p]);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
     if (strcmp(mode, "ours-raw") == 0) return run_ours_mode(1), 0;
     if (strcmp(mode, "sgemm-raw") == 0) return run_sgemm_mode(1), 0;
     if (strcmp(mode, "ours") == 0) return run_ours_mode(0), 0;
     if (strcmp(mode, "sgemm") == 0) return run_sgemm_mode(0), 0;
+    if (strcmp(mode, "winograd") == 0) return run_winograd_mode(), 0;
 
     if (!ocr_bf16_supported()) printf("note: no AVX512-BF16 here; timing the portable kernel\n");
     double peak = 0, fma_peak = 0, amx_peak = 0, amx_load_peak = 0;
