@@ -72,7 +72,8 @@ struct BenchConvs: ParsableCommand {
                 continue
             }
             let forward = medianSeconds(repeats) { _ = conv.forward(x) }
-            let backward = medianSeconds(repeats) { conv.backward(dy) }
+            // Each backward needs its own forward (backward lets go of the input it saved).
+            let backward = medianSeconds(repeats, before: { _ = conv.forward(x) }) { conv.backward(dy) }
             let g = ConvGeometry(channels: cin, height: h, width: w, kernelH: k, kernelW: k, stride: s, padding: p,
                                  dilation: d)
             let col = Tensor(zeros: [g.columnRows * g.outPixels])
@@ -142,10 +143,14 @@ func gemmRate(repeats: Int, precision: Precision) -> Double {
     return 2.0 * Double(n * n * n) / t / 1e9
 }
 
-/// Median wall time of `repeats` runs of `body` after one warm-up run.
-func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
+/// Median wall time of `repeats` runs of `body` after one warm-up run, each run after an untimed `before`.
+func medianSeconds(_ repeats: Int, before: () -> Void = {}, _ body: () -> Void) -> Double {
+    before()
     body()
     var times: [Double] = []
-    for _ in 0..<max(repeats, 1) { times.append(seconds(body)) }
+    for _ in 0..<max(repeats, 1) {
+        before()
+        times.append(seconds(body))
+    }
     return times.sorted()[times.count / 2]
 }

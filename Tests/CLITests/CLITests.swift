@@ -101,6 +101,19 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `bench-convs` times forward and backward of every convolution shape it lists, in fp32, in bf16 and with the
+    /// algorithms alternated (each backward after a forward of its own: backward lets go of the saved input).
+    func testBenchConvsTimesEveryShape() throws {
+        for extra in [[], ["--amp"], ["--amp", "--alternate"]] {
+            let r = try run(0, ["bench-convs", "--height", "32", "--width", "32", "--repeats", "1", "--threads", "1"]
+                                + extra)
+            XCTAssertEqual(r.status, 0, "\(extra): \(r.stderr)")
+            for shape in ["layer4 3×3 d4 512→512", "ocr bottleneck 3×3 2048→512"] {
+                XCTAssertTrue(r.stdout.contains(shape), "\(extra): no \(shape) row in\n\(r.stdout)")
+            }
+        }
+    }
+
     /// `--amp` runs bf16 where the CPU has a bf16 dot product, and says in one line that it runs fp32 where not;
     /// bench reports the precision it ran. A training run with it writes the AmpOptimWrapper into config.yaml.
     func testAmpTrainsAndBenchesInBF16() throws {
