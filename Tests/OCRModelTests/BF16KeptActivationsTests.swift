@@ -59,11 +59,7 @@ final class BF16KeptActivationsTests: XCTestCase {
     /// rounded block inputs) beside the strided fuse paths on the column matrix; dropout on, so that conv_seg reads
     /// a dropped copy of the heads' last activations, and the FCN head its two masks.
     func testHRNetKeepingMovesTheStepLessThanItsGEMMs() {
-        var hrnet = HRNetConfig.v2(width: 32, blocks: 2, stage3Modules: 1, stage4Modules: 1)
-        hrnet.stages[0].numChannels = [16]
-        var config = ModelConfig.hrnet(hrnet, numClasses: 5)
-        config.ocrChannels = 32
-        config.ocrMidChannels = 16
+        var config = HRNetParityTests.small(width: 32, blocks: 2, stage1: 16, classes: 5, ocr: (32, 16))
         (config.fcnDropout, config.ocrDropout) = (0.1, 0.1)   // mmseg's hr18 heads have none
         assertKeepingMovesTheStepLessThanItsGEMMs(config, image: (64, 64))
     }

@@ -8,6 +8,16 @@ import XCTest
 /// HRNetV2-OCR presets and shapes (mmseg `HRNet` + `ocrnet_hr18` heads); the numbers against real mmseg are
 /// TrainTests/MMSegParityTests.
 final class HRNetParityTests: XCTestCase {
+    /// A reduced HRNetV2-OCR: branch widths width·2^i, one module in stages 3 and 4, `stage1` channels in layer1's
+    /// blocks, the OCR head's channels and mid channels `ocr`.
+    static func small(width: Int, blocks: Int, stage1: Int, classes: Int, ocr: (Int, Int)) -> ModelConfig {
+        var hrnet = HRNetConfig.v2(width: width, blocks: blocks, stage3Modules: 1, stage4Modules: 1)
+        hrnet.stages[0].numChannels = [stage1]
+        var config = ModelConfig.hrnet(hrnet, numClasses: classes)
+        (config.ocrChannels, config.ocrMidChannels) = ocr
+        return config
+    }
+
     /// mmseg's published widths: the concatenation is 270 channels for W18 and W18-small, 720 for W48; hr18s has
     /// 2 blocks per branch and 3 / 2 modules in stages 3 / 4.
     func testPresetsMatchMMSegConfigs() throws {
@@ -33,12 +43,7 @@ final class HRNetParityTests: XCTestCase {
     /// overshoot and are resized again to the higher branch (mmseg's Upsample + resize); the logits stay at the
     /// 1/4 branch's size and backward runs, reporting every gradient once in flat-buffer order.
     func testOddInputSizeAndBackwardOrder() {
-        var hrnet = HRNetConfig.v2(width: 4, blocks: 1, stage3Modules: 1, stage4Modules: 1)
-        hrnet.stages[0].numChannels = [8]
-        var config = ModelConfig.hrnet(hrnet, numClasses: 3)
-        config.ocrChannels = 8
-        config.ocrMidChannels = 4
-        let model = OCRNet(config: config, seed: 5)
+        let model = OCRNet(config: Self.small(width: 4, blocks: 1, stage1: 8, classes: 3, ocr: (8, 4)), seed: 5)
         var offsets: [Int] = []
         model.store.gradientReady = { offsets.append($0.offset) }
         let (h, w) = (45, 38)
