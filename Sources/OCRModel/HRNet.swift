@@ -90,32 +90,6 @@ public struct HRNetConfig: Equatable, Sendable {
     }
 }
 
-/// Sum of the fused inputs of one HR-module output, then ReLU. [N×C×H×W] → N×C×H×W; every input receives the
-/// same masked gradient.
-final class SumReLU {
-    private var output: Tensor?
-
-    func forward(_ terms: [Tensor]) -> Tensor {
-        let y = Tensor.reuse(&output, shape: terms[0].shape)
-        for t in terms { precondition(t.shape == y.shape, "fusing \(t.shape) into \(y.shape)") }
-        let py = y.data
-        let sources = terms.map { UnsafePointer($0.data) }
-        parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
-            (py + s).update(from: sources[0] + s, count: e - s)
-            for source in sources.dropFirst() { for i in s..<e { py[i] += source[i] } }
-            for i in s..<e { py[i] = Swift.max(py[i], 0) }
-        }
-        return y
-    }
-
-    func backward(_ dy: Tensor) -> Tensor {
-        guard let y = output else { preconditionFailure("fuse backward before forward") }
-        let dx = Tensor.transient(shape: y.shape)
-        reluBackward(output: y, dy, into: dx)
-        return dx
-    }
-}
-
 /// Gradients that reach one tensor from several consumers, summed into buffers of their own (so no layer's own
 /// gradient is overwritten). Call `begin` once per backward pass.
 final class GradientSums {
@@ -206,10 +180,12 @@ final class HRModule {
     let branches: [[ResidualBlock]]
     /// paths[i][j] for j ≠ i; nil on the diagonal.
     let paths: [[FusePath?]]
-    let sums: [SumReLU]
+    let sums: [ResidualAddReLU]
     let branchGrads: GradientSums
+    private let store: ParameterStore
 
     init(_ scope: Scope, stage: HRNetStage, inChannels: [Int], residualBNInit: Float) {
+        store = scope.store
         let n = stage.numBranches
         let outChannels = stage.branchChannels
         branches = (0..<n).map { i in
@@ -224,21 +200,33 @@ final class HRModule {
                 j == i ? nil : FusePath(scope.child("fuse_layers.\(i).\(j)"), from: j, to: i, channels: outChannels)
             }
         }
-        sums = (0..<n).map { _ in SumReLU() }
+        sums = (0..<n).map { _ in ResidualAddReLU() }
         branchGrads = GradientSums(count: n)
     }
 
-    func forward(_ inputs: [Tensor]) -> [Tensor] {
-        let branchOutputs = zip(branches, inputs).map { blocks, x in
-            ResidualBlock.forward(blocks, x)
+    /// `producers[i]`: the layer whose ReLU output input i is, when nothing outside this module reads it later
+    /// (`ResidualBlock.forward`); in bf16 training such an input is kept as bf16 once branch i's first block has
+    /// run, and every branch output once the fused sums are formed.
+    func forward(_ inputs: [Tensor], producers: [KeepsOutputInBF16?]) -> [Tensor] {
+        let branchOutputs = branches.indices.map { i in
+            ResidualBlock.forward(branches[i], inputs[i], producer: producers[i])
         }
-        return sums.indices.map { i in
+        let outputs = sums.indices.map { i in
             let (height, width) = (branchOutputs[i].shape[2], branchOutputs[i].shape[3])
             let terms = branchOutputs.indices.map { j in
                 paths[i][j]?.forward(branchOutputs[j], height: height, width: width) ?? branchOutputs[j]
             }
             return sums[i].forward(terms)
         }
+        if store.keepsActivationsInBF16 {
+            // Branch j's output: the mask of its last join, and the input of the fuse paths that start from it.
+            for (j, output) in branchOutputs.enumerated() {
+                let kept = BF16Activation(rounding: output)
+                branches[j][branches[j].count - 1].join.keepOutput(kept)
+                for i in paths.indices { paths[i][j]?.convs[0].conv.keepInput(kept) }
+            }
+        }
+        return outputs
     }
 
     func backward(_ outputGrads: [Tensor]) -> [Tensor] {
@@ -286,6 +274,12 @@ final class Transition {
     /// The branch a transition reads: its own for a pass-through, else the previous stage's last (as mmseg,
     /// which validation makes equivalent for width-changing continuing branches).
     private func source(_ i: Int) -> Int { layers[i].isEmpty ? i : previousCount - 1 }
+
+    /// Whose ReLU output each of this transition's outputs is: its last conv's BN, or for a pass-through the
+    /// previous stage's producer of that branch.
+    func producers(passingThrough previous: [KeepsOutputInBF16?]) -> [KeepsOutputInBF16?] {
+        layers.indices.map { i in layers[i].last?.bn ?? previous[i] }
+    }
 
     func forward(_ previous: [Tensor]) -> [Tensor] {
         layers.indices.map { i in
@@ -347,8 +341,14 @@ final class HRNet {
         let h = ResidualBlock.forward(layer1, forwardChain(stem, x, keepingBF16: store.keepsActivationsInBF16),
                                       producer: stem[stem.count - 1].bn)
         var branches = [h]
+        var producers: [KeepsOutputInBF16?] = [layer1[layer1.count - 1].join]
         for (transition, modules) in zip(transitions, stages) {
-            branches = modules.reduce(transition.forward(branches)) { b, module in module.forward(b) }
+            branches = transition.forward(branches)
+            producers = transition.producers(passingThrough: producers)
+            for module in modules {
+                branches = module.forward(branches, producers: producers)
+                producers = module.sums
+            }
         }
         return branches
     }

@@ -27,23 +27,33 @@ public protocol KeepsOutputInBF16: AnyObject {
     func keepOutput(_ bits: BF16Activation)
 }
 
-/// The residual join of a ResNet block: y = max(a + b, 0). a, b: same shape → y.
-/// Backward gives the one gradient both branches receive.
+/// y = max(Σ terms, 0): the residual join of a ResNet block (a + b), and the fused sum of an HR module's output
+/// (one term per branch). Terms of one shape → y; backward gives the one gradient every term receives.
 public final class ResidualAddReLU: KeepsOutputInBF16 {
     /// The output, for the backward's mask: fp32, or as bf16 bits once `keepOutput` replaced it.
     private var output: Tensor?
     private var outputBits: BF16Activation?
     public init() {}
 
-    public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
+    public func forward(_ a: Tensor, _ b: Tensor) -> Tensor { forward([a, b]) }
+
+    public func forward(_ terms: [Tensor]) -> Tensor {
         let timing = Profiler.begin(); defer { Profiler.end("ResidualAddReLU.forward", timing) }
-        precondition(a.shape == b.shape, "residual add of \(a.shape) and \(b.shape)")
-        let y = Tensor.transient(shape: a.shape)
+        for t in terms { precondition(t.shape == terms[0].shape, "residual add of \(t.shape) and \(terms[0].shape)") }
+        let y = Tensor.transient(shape: terms[0].shape)
         output = y
         outputBits = nil
-        let (pa, pb, py) = (a.data, b.data, y.data)
-        parallelChunks(a.count, minimumPerChunk: 1 << 16) { s, e in
-            for i in s..<e { py[i] = Swift.max(pa[i] + pb[i], 0) }
+        let py = y.data
+        let sources = terms.map { UnsafePointer($0.data) }
+        parallelChunks(y.count, minimumPerChunk: 1 << 16) { s, e in
+            if sources.count == 2 {
+                let (pa, pb) = (sources[0], sources[1])
+                for i in s..<e { py[i] = Swift.max(pa[i] + pb[i], 0) }
+                return
+            }
+            (py + s).update(from: sources[0] + s, count: e - s)
+            for source in sources.dropFirst() { for i in s..<e { py[i] += source[i] } }
+            for i in s..<e { py[i] = Swift.max(py[i], 0) }
         }
         return y
     }
