@@ -2,7 +2,8 @@
 # Builds and runs the standalone test and microbenchmark of Sources/COCRBF16 with gcc (no Swift build involved).
 #   Tools/bf16_kernel/build.sh          test (every kernel), then bench
 #   Tools/bf16_kernel/build.sh test     test only
-#   Tools/bf16_kernel/build.sh bench [all|peak|ours|sgemm]   bench only (see bench_bf16.c; ours/sgemm: one column)
+#   Tools/bf16_kernel/build.sh bench [all|peak|ours|sgemm|winograd]   bench only (see bench_bf16.c; ours/sgemm: one column;
+#                                        winograd: the 16-product batches of R18-D8's Winograd passes)
 # Needs gcc and libopenblas-dev (Launch/install-deps.sh installs it). Binaries go to $OUT (default /tmp/bf16_kernel).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
