@@ -49,10 +49,7 @@ final class FCNHead {
         (pair.data + y.count).update(from: y.data, count: y.count)
         let dropped = dropout.forward(pair, sampleKeys: sampleKeys + Self.secondPassKeys(sampleKeys))
         let logits = convSeg.forward(dropped)
-        if keepsBF16 {
-            conv.bn.keepOutput(BF16Activation(rounding: y))
-            convSeg.keepInput(BF16Activation(rounding: dropped))
-        }
+        if keepsBF16 { keepClassifierInput(y, from: conv, dropped: dropped, into: convSeg) }
         let half = [n] + logits.shape.dropFirst()
         return (Tensor(viewOf: logits, offset: 0, shape: half), Tensor(viewOf: logits, offset: logits.count / 2, shape: half))
     }

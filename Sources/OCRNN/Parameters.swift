@@ -138,8 +138,9 @@ public final class ParameterStore {
     /// outside the AmpOptimWrapper's autocast.
     public var precision: Precision { training ? trainingPrecision : .float32 }
     /// Whether layers keep activations as bf16 bits once the forward is done with their fp32 values (batch-norm
-    /// inputs, ReLU outputs that only convolutions read; `BF16Activation`): in bf16 training only, where the
-    /// backward's error stays that of PyTorch's autocast, which stores them in bf16 throughout (docs/TESTING.md).
+    /// inputs, and what backward reads only through a GEMM or a ReLU mask; `BF16Activation`): in bf16 training
+    /// only, where the backward's error stays that of PyTorch's autocast, which stores them in bf16 throughout
+    /// (docs/TESTING.md).
     public var keepsActivationsInBF16: Bool { bf16ActivationsAllowed && training && trainingPrecision == .bfloat16 }
     /// Off: bf16 training keeps every activation in fp32, the step that keeping is compared with (tests).
     public var bf16ActivationsAllowed = true
